@@ -1,0 +1,21 @@
+//! The wire format of signaling protocol v1 (`shared/PROTOCOL.md`), and the only
+//! place that knows its JSON shape.
+//!
+//! - [`request`] decodes what a client sends into a borrowed [`Request`]: one
+//!   parse, no copies of the relayed payloads (`sdp`, `candidate`, `data` stay
+//!   as raw JSON slices of the received frame).
+//! - [`reply`] encodes what the server sends. Relayed payloads are pasted as
+//!   the raw JSON they arrived as, so relaying never re-encodes them.
+//! - [`ErrorCode`] is the closed list of error codes.
+//! - [`room`] holds the room-name rule.
+
+pub mod error;
+pub mod reply;
+pub mod request;
+pub mod room;
+
+pub use error::ErrorCode;
+pub use request::{DecodeError, RelayKind, Request, decode};
+
+/// The protocol version announced in `joined.protocol`.
+pub const PROTOCOL_VERSION: u32 = 1;

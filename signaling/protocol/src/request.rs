@@ -1,0 +1,385 @@
+//! Decoding client → server messages.
+//!
+//! A frame is parsed once into a flat set of optional raw fields, then checked
+//! against its `type`. Every field stays a slice of the frame, so the relayed
+//! payloads are never copied or re-encoded. Size limits are the server's
+//! business (they are configurable); this module only checks shapes.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+use crate::ErrorCode;
+
+/// The longest `id` a client may attach to a request (in characters).
+pub const MAX_ID_CHARS: usize = 64;
+
+/// Which SDP/ICE relay a request is; each is relayed to one peer with one payload field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayKind {
+    Offer,
+    Answer,
+    Candidate,
+    Message,
+}
+
+impl RelayKind {
+    pub const ALL: [RelayKind; 4] = [
+        RelayKind::Offer,
+        RelayKind::Answer,
+        RelayKind::Candidate,
+        RelayKind::Message,
+    ];
+
+    /// The `type` of the message, sent and relayed alike.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            RelayKind::Offer => "offer",
+            RelayKind::Answer => "answer",
+            RelayKind::Candidate => "candidate",
+            RelayKind::Message => "message",
+        }
+    }
+
+    /// The field that carries the payload.
+    pub fn payload_field(self) -> &'static str {
+        match self {
+            RelayKind::Offer | RelayKind::Answer => "sdp",
+            RelayKind::Candidate => "candidate",
+            RelayKind::Message => "data",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A decoded client request, borrowing from the frame it came in.
+#[derive(Debug)]
+pub enum Request<'a> {
+    Join(Join<'a>),
+    /// `offer`, `answer`, `candidate` (always with `to`) or `message` (`to` optional: broadcast).
+    Relay {
+        kind: RelayKind,
+        to: Option<Cow<'a, str>>,
+        /// The payload exactly as sent: a JSON string for `sdp`, an object or `null`
+        /// for `candidate`, any JSON for `data`.
+        payload: &'a RawValue,
+    },
+    Update {
+        /// A JSON object.
+        meta: &'a RawValue,
+    },
+    Leave,
+    Ping,
+}
+
+#[derive(Debug)]
+pub struct Join<'a> {
+    pub room: Cow<'a, str>,
+    pub name: Option<Cow<'a, str>>,
+    /// A JSON object, when given.
+    pub meta: Option<&'a RawValue>,
+    pub token: Option<Cow<'a, str>>,
+    pub resume: Option<Cow<'a, str>>,
+}
+
+/// A decoded frame: the request and the `id` to echo as `ref`.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    /// The raw `id` (a JSON string or number), echoed verbatim as `ref`.
+    pub id: Option<&'a RawValue>,
+    pub request: Request<'a>,
+}
+
+/// Why a frame was refused. `id` is set when the frame was an object whose
+/// `id` could be read, so the error can carry `ref`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError<'a> {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    pub id: Option<&'a RawValue>,
+}
+
+/// Every field any request may carry. Each is `Some` exactly when the key is
+/// present (even when its value is `null`), so `"candidate": null` and a
+/// missing `candidate` can be told apart.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Fields<'a> {
+    #[serde(rename = "type", borrow, deserialize_with = "present")]
+    ty: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "present")]
+    room: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "present")]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "present")]
+    meta: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "present")]
+    resume: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "present")]
+    to: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "present")]
+    sdp: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "present")]
+    candidate: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+fn bad<'a>(message: impl Into<Cow<'static, str>>, id: Option<&'a RawValue>) -> DecodeError<'a> {
+    DecodeError {
+        code: ErrorCode::BadMessage,
+        message: message.into(),
+        id,
+    }
+}
+
+/// Reads a raw JSON value as a string, borrowing when it has no escapes.
+pub fn raw_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    if let Ok(s) = serde_json::from_str::<&str>(text) {
+        return Some(Cow::Borrowed(s));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
+fn is_object(raw: &RawValue) -> bool {
+    raw.get().starts_with('{')
+}
+
+fn valid_id(raw: &RawValue) -> bool {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => raw_str(raw).is_some_and(|s| s.chars().count() <= MAX_ID_CHARS),
+        Some(b'-' | b'0'..=b'9') => text.len() <= MAX_ID_CHARS,
+        _ => false,
+    }
+}
+
+/// Decodes one text frame.
+pub fn decode(frame: &str) -> Result<Envelope<'_>, DecodeError<'_>> {
+    // serde would accept a JSON array as a struct (by position): only objects are messages.
+    if !frame.trim_start().starts_with('{') {
+        return Err(bad(
+            if serde_json::from_str::<serde::de::IgnoredAny>(frame).is_ok() {
+                "a message must be a JSON object"
+            } else {
+                "not valid JSON"
+            },
+            None,
+        ));
+    }
+    let f: Fields<'_> = serde_json::from_str(frame).map_err(|e| {
+        bad(
+            if e.is_syntax() || e.is_eof() {
+                Cow::Borrowed("not valid JSON")
+            } else {
+                Cow::Owned(format!("malformed message: {e}"))
+            },
+            None,
+        )
+    })?;
+    let id = match f.id {
+        Some(raw) if !valid_id(raw) => {
+            return Err(bad(
+                "`id` must be a string of at most 64 characters or a number",
+                None,
+            ));
+        }
+        id => id,
+    };
+    let ty =
+        f.ty.and_then(raw_str)
+            .ok_or_else(|| bad("missing or non-string `type`", id))?;
+    let request = match ty.as_ref() {
+        "join" => Request::Join(Join {
+            room: req_str(f.room, "room", id)?,
+            name: opt_str(f.name, "name", id)?,
+            meta: opt_object(f.meta, "meta", id)?,
+            token: opt_str(f.token, "token", id)?,
+            resume: opt_str(f.resume, "resume", id)?,
+        }),
+        "offer" | "answer" => Request::Relay {
+            kind: if ty == "offer" {
+                RelayKind::Offer
+            } else {
+                RelayKind::Answer
+            },
+            to: Some(req_str(f.to, "to", id)?),
+            payload: match f.sdp {
+                Some(raw) if raw.get().starts_with('"') => raw,
+                _ => return Err(bad("`sdp` must be a string", id)),
+            },
+        },
+        "candidate" => Request::Relay {
+            kind: RelayKind::Candidate,
+            to: Some(req_str(f.to, "to", id)?),
+            payload: match f.candidate {
+                Some(raw) if is_object(raw) || raw.get() == "null" => raw,
+                _ => return Err(bad("`candidate` must be an object or null", id)),
+            },
+        },
+        "message" => Request::Relay {
+            kind: RelayKind::Message,
+            to: opt_str(f.to, "to", id)?,
+            payload: f.data.ok_or_else(|| bad("missing `data`", id))?,
+        },
+        "update" => Request::Update {
+            meta: opt_object(f.meta, "meta", id)?.ok_or_else(|| bad("missing `meta`", id))?,
+        },
+        "leave" => Request::Leave,
+        "ping" => Request::Ping,
+        _ => return Err(bad("unknown message type", id)),
+    };
+    Ok(Envelope { id, request })
+}
+
+fn req_str<'a>(
+    raw: Option<&'a RawValue>,
+    field: &str,
+    id: Option<&'a RawValue>,
+) -> Result<Cow<'a, str>, DecodeError<'a>> {
+    match raw {
+        None => Err(bad(format!("missing `{field}`"), id)),
+        Some(raw) => raw_str(raw).ok_or_else(|| bad(format!("`{field}` must be a string"), id)),
+    }
+}
+
+fn opt_str<'a>(
+    raw: Option<&'a RawValue>,
+    field: &str,
+    id: Option<&'a RawValue>,
+) -> Result<Option<Cow<'a, str>>, DecodeError<'a>> {
+    raw.map(|raw| raw_str(raw).ok_or_else(|| bad(format!("`{field}` must be a string"), id)))
+        .transpose()
+}
+
+fn opt_object<'a>(
+    raw: Option<&'a RawValue>,
+    field: &str,
+    id: Option<&'a RawValue>,
+) -> Result<Option<&'a RawValue>, DecodeError<'a>> {
+    match raw {
+        Some(raw) if !is_object(raw) => Err(bad(format!("`{field}` must be an object"), id)),
+        raw => Ok(raw),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(frame: &str) -> ErrorCode {
+        decode(frame).expect_err(frame).code
+    }
+
+    #[test]
+    fn decodes_each_request() {
+        let e = decode(r#"{"type":"join","room":"r1","name":"al","meta":{"a":1},"id":7}"#).unwrap();
+        assert_eq!(e.id.map(RawValue::get), Some("7"));
+        match e.request {
+            Request::Join(j) => {
+                assert_eq!(j.room, "r1");
+                assert_eq!(j.name.as_deref(), Some("al"));
+                assert_eq!(j.meta.map(RawValue::get), Some(r#"{"a":1}"#));
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode(r#"{"type":"candidate","to":"p","candidate":null}"#)
+            .unwrap()
+            .request
+        {
+            Request::Relay { kind, to, payload } => {
+                assert_eq!(kind, RelayKind::Candidate);
+                assert_eq!(to.as_deref(), Some("p"));
+                assert_eq!(payload.get(), "null");
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode(r#"{"type":"message","data":{"x":[1]}}"#)
+            .unwrap()
+            .request
+        {
+            Request::Relay {
+                to: None, payload, ..
+            } => assert_eq!(payload.get(), r#"{"x":[1]}"#),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode(r#"{"type":"ping"}"#).unwrap().request,
+            Request::Ping
+        ));
+        assert!(matches!(
+            decode(r#" {"type":"leave","x":[1]}"#).unwrap().request,
+            Request::Leave
+        ));
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        match decode(r#"{"type":"offer","to":"p\u0031","sdp":"v=0\r\n"}"#)
+            .unwrap()
+            .request
+        {
+            Request::Relay { to, payload, .. } => {
+                assert_eq!(to.as_deref(), Some("p1"));
+                assert_eq!(payload.get(), r#""v=0\r\n""#);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_bad_shapes() {
+        for f in [
+            "",
+            "hello{",
+            "[1,2]",
+            "42",
+            "null",
+            "\"ping\"",
+            r#"{"type":"ping""#,
+            r#"{"foo":1}"#,
+            r#"{"type":5}"#,
+            r#"{"type":"PING"}"#,
+            r#"{"type":"join"}"#,
+            r#"{"type":"join","room":5}"#,
+            r#"{"type":"offer","sdp":"v=0"}"#,
+            r#"{"type":"offer","to":"b"}"#,
+            r#"{"type":"answer","to":"b","sdp":7}"#,
+            r#"{"type":"candidate","to":"b"}"#,
+            r#"{"type":"candidate","to":"b","candidate":"x"}"#,
+            r#"{"type":"message","to":"b"}"#,
+            r#"{"type":"offer","to":12,"sdp":"v=0"}"#,
+            r#"{"type":"update"}"#,
+            r#"{"type":"update","meta":[1]}"#,
+            r#"{"type":"join","room":"r","meta":"x"}"#,
+            r#"{"type":"ping","id":{"a":1}}"#,
+            r#"{"type":"ping","type":"ping"}"#,
+        ] {
+            assert_eq!(code(f), ErrorCode::BadMessage, "{f}");
+        }
+    }
+
+    #[test]
+    fn keeps_the_id_of_a_refused_object() {
+        let e = decode(r#"{"type":"nope","id":"req-7"}"#).unwrap_err();
+        assert_eq!(e.id.map(RawValue::get), Some(r#""req-7""#));
+        let long = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(65));
+        assert!(decode(&long).unwrap_err().id.is_none());
+    }
+}
