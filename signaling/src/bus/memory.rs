@@ -1,0 +1,113 @@
+//! The in-memory engine: the presence store of a one-instance cluster.
+//! There are no other nodes to tell, so publishing is recording.
+
+use dashmap::DashMap;
+use futures_util::future::{BoxFuture, FutureExt};
+use indexmap::IndexMap;
+use std::sync::Arc;
+
+use super::{Bus, BusError, PeerInfo, PresenceEvent, RoomSummary};
+use crate::ids::{PeerId, RoomId};
+
+#[derive(Default)]
+pub struct MemoryBus {
+    rooms: DashMap<RoomId, IndexMap<PeerId, Arc<PeerInfo>>>,
+}
+
+impl MemoryBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Bus for MemoryBus {
+    fn publish(&self, room: &RoomId, event: PresenceEvent) {
+        match event {
+            PresenceEvent::Joined(p) | PresenceEvent::Updated(p) => {
+                self.rooms
+                    .entry(room.clone())
+                    .or_default()
+                    .insert(p.id.clone(), p);
+            }
+            PresenceEvent::Left { peer, .. } => {
+                if let Some(mut members) = self.rooms.get_mut(room) {
+                    members.shift_remove(&peer);
+                }
+                self.rooms.remove_if(room, |_, m| m.is_empty());
+            }
+        }
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BusError>> {
+        let mut list: Vec<RoomSummary> = self
+            .rooms
+            .iter()
+            .map(|r| RoomSummary {
+                room: r.key().clone(),
+                peers: r.value().len(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.room.cmp(&b.room));
+        futures_util::future::ready(Ok(list)).boxed()
+    }
+
+    fn room_peers(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>> {
+        let peers = self
+            .rooms
+            .get(room)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        futures_util::future::ready(Ok(peers)).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::NodeId;
+    use signaling_protocol::reply::LeaveReason;
+
+    fn peer(id: &str, at: u64) -> Arc<PeerInfo> {
+        Arc::new(PeerInfo::new(
+            PeerId::new(id),
+            NodeId::new("n1"),
+            id.into(),
+            "{}".into(),
+            at,
+        ))
+    }
+
+    #[tokio::test]
+    async fn records_joins_updates_and_leaves_in_order() {
+        let bus = MemoryBus::new();
+        let r = RoomId::new("r");
+        bus.publish(&r, PresenceEvent::Joined(peer("a", 1)));
+        bus.publish(&r, PresenceEvent::Joined(peer("b", 2)));
+        let updated = Arc::new(peer("a", 1).with_meta(r#"{"m":1}"#.into()));
+        bus.publish(&r, PresenceEvent::Updated(updated));
+        let ps = bus.room_peers(&r).await.unwrap();
+        assert_eq!(
+            ps.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(ps[0].meta, r#"{"m":1}"#);
+        assert_eq!(
+            bus.rooms().await.unwrap(),
+            vec![RoomSummary {
+                room: r.clone(),
+                peers: 2
+            }]
+        );
+        for id in ["a", "b"] {
+            bus.publish(
+                &r,
+                PresenceEvent::Left {
+                    peer: PeerId::new(id),
+                    reason: LeaveReason::Left,
+                },
+            );
+        }
+        assert!(bus.rooms().await.unwrap().is_empty());
+        assert!(bus.room_peers(&r).await.unwrap().is_empty());
+    }
+}

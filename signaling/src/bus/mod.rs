@@ -1,0 +1,99 @@
+//! The presence bus: the one boundary between a node and the rest of the
+//! cluster.
+//!
+//! The hub records every presence change of its own peers here and asks it
+//! for the cluster-wide view of rooms (`/api/rooms`). Which engine is behind
+//! it (in memory for a single instance, Redis for a cluster) is chosen once at
+//! start-up; nothing else in the server knows.
+//!
+//! The bus never sees a connection: it deals in rooms, peer records and
+//! events. Fan-out to the local connections of a room is the hub's job, and is
+//! done before the bus is told, so local members keep working whatever state
+//! the bus is in.
+
+pub mod memory;
+
+use futures_util::future::BoxFuture;
+use signaling_protocol::reply::{self, LeaveReason};
+use std::sync::Arc;
+
+use crate::ids::{NodeId, PeerId, RoomId};
+
+/// What the cluster knows of a peer: its protocol-visible fields, the node
+/// that holds its connection, and its encoded peer object (encoded once,
+/// pasted into every `joined`, `peer-joined` and `peer-updated`).
+#[derive(Debug)]
+pub struct PeerInfo {
+    pub id: PeerId,
+    pub node: NodeId,
+    pub name: String,
+    /// The `meta` object as raw JSON.
+    pub meta: String,
+    pub joined_at_ms: u64,
+    pub object: Arc<str>,
+}
+
+impl PeerInfo {
+    pub fn new(id: PeerId, node: NodeId, name: String, meta: String, joined_at_ms: u64) -> Self {
+        let object = reply::peer_object(id.as_str(), &name, &meta, joined_at_ms).into();
+        PeerInfo {
+            id,
+            node,
+            name,
+            meta,
+            joined_at_ms,
+            object,
+        }
+    }
+
+    /// The same peer with new `meta`.
+    pub fn with_meta(&self, meta: String) -> Self {
+        PeerInfo::new(
+            self.id.clone(),
+            self.node.clone(),
+            self.name.clone(),
+            meta,
+            self.joined_at_ms,
+        )
+    }
+}
+
+/// A change in a room's membership, as published by the node that owns the peer.
+#[derive(Debug, Clone)]
+pub enum PresenceEvent {
+    Joined(Arc<PeerInfo>),
+    Updated(Arc<PeerInfo>),
+    Left { peer: PeerId, reason: LeaveReason },
+}
+
+/// One line of `/api/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub room: RoomId,
+    pub peers: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("presence store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The engine boundary. Implementations: [`memory::MemoryBus`].
+pub trait Bus: Send + Sync + 'static {
+    /// Records a change of one of this node's peers and announces it to the
+    /// other nodes. Never waits: events are applied (or queued) in call order,
+    /// which is the order each peer's events must keep.
+    fn publish(&self, room: &RoomId, event: PresenceEvent);
+
+    /// Every room with members, across the cluster.
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BusError>>;
+
+    /// A room's members across the cluster, oldest first (empty if none).
+    fn room_peers(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>>;
+
+    /// Whether the engine can serve right now (for `/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,193 @@
+//! Command-line flags and `SIGNALING_*` environment variables.
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// WebRTC signaling server (protocol v1): rooms, relay of offers, answers and
+/// ICE candidates, and room presence.
+///
+/// Every flag can also be set by the environment variable shown with it.
+/// Durations take a unit: `500ms`, `10s`, `2m` (a bare number means seconds).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "signaling", version)]
+pub struct Config {
+    /// Address to listen on for HTTP and WebSocket (`/ws`).
+    #[arg(long, env = "SIGNALING_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Redis URL that joins this instance to a cluster. Not supported yet:
+    /// the server refuses to start with it rather than run unclustered.
+    #[arg(long, env = "SIGNALING_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// This instance's id in logs and metrics (default: a random id).
+    #[arg(long, env = "SIGNALING_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Folder of the browser client served at `/` (default: `client/web`).
+    #[arg(long, env = "SIGNALING_WEB_ROOT")]
+    pub web_root: Option<PathBuf>,
+
+    /// Shared secret for HS256 join and admin tokens. Without it joining is open
+    /// and `/api/*` needs no token.
+    #[arg(long, env = "SIGNALING_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// STUN/TURN URLs handed to clients in `joined.ice_servers`, comma-separated
+    /// (e.g. `stun:stun.example.org:3478`).
+    #[arg(long, env = "SIGNALING_STUN_URLS", value_delimiter = ',')]
+    pub stun_urls: Vec<String>,
+
+    /// How long a dropped connection's peer is held for `resume` before the
+    /// others get `peer-left` with reason `timeout`.
+    #[arg(long, env = "SIGNALING_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// On SIGTERM, how long to wait for clients to leave after `goaway` before
+    /// closing the rest with code 1012.
+    #[arg(long, env = "SIGNALING_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "SIGNALING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The limits of PROTOCOL.md's table, and the server's own bounds.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Limits {
+    /// Longest room name, in characters.
+    #[arg(long, env = "SIGNALING_MAX_ROOM_LEN", default_value_t = 64)]
+    pub max_room_len: usize,
+
+    /// Longest display name, in characters.
+    #[arg(long, env = "SIGNALING_MAX_NAME_CHARS", default_value_t = 64)]
+    pub max_name_chars: usize,
+
+    /// Largest `meta` object, in bytes of JSON.
+    #[arg(long, env = "SIGNALING_MAX_META_BYTES", default_value_t = 1024)]
+    pub max_meta_bytes: usize,
+
+    /// Largest text frame, in bytes; a larger one gets `too_large` and is dropped.
+    #[arg(long, env = "SIGNALING_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Frames beyond this size are not read at all: the connection is closed
+    /// with code 1009. Keeps memory bounded against huge frames. Must be at
+    /// least `--max-frame-bytes`.
+    #[arg(long, env = "SIGNALING_MAX_READ_BYTES", default_value_t = 256 * 1024)]
+    pub max_read_bytes: usize,
+
+    /// Largest `message.data`, in bytes of JSON.
+    #[arg(long, env = "SIGNALING_MAX_DATA_BYTES", default_value_t = 16 * 1024)]
+    pub max_data_bytes: usize,
+
+    /// Sustained messages per second allowed per connection.
+    #[arg(long, env = "SIGNALING_RATE", default_value_t = 50.0)]
+    pub rate: f64,
+
+    /// Burst of messages allowed above the sustained rate.
+    #[arg(long, env = "SIGNALING_RATE_BURST", default_value_t = 100.0)]
+    pub rate_burst: f64,
+
+    /// A connection that has this many messages refused for rate within 10 s
+    /// keeps flooding: it is closed with code 1008.
+    #[arg(long, env = "SIGNALING_FLOOD_CLOSE_AFTER", default_value_t = 100)]
+    pub flood_close_after: u32,
+
+    /// Most peers in one room; the next `join` gets `room_full`.
+    #[arg(long, env = "SIGNALING_MAX_ROOM_PEERS", default_value_t = 50)]
+    pub max_room_peers: usize,
+
+    /// A connection that has not joined within this time is closed with code 1008.
+    #[arg(long, env = "SIGNALING_JOIN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub join_deadline: Duration,
+
+    /// A connection silent for this long (no frame, not even a pong) is
+    /// treated as dropped.
+    #[arg(long, env = "SIGNALING_HEARTBEAT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_timeout: Duration,
+
+    /// How often the server pings each connection.
+    #[arg(long, env = "SIGNALING_PING_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Frames queued for one connection before it counts as a slow reader
+    /// and is closed with code 1013.
+    #[arg(long, env = "SIGNALING_OUTBOX_FRAMES", default_value_t = 512)]
+    pub outbox_frames: usize,
+
+    /// Bytes queued for one connection before it counts as a slow reader.
+    #[arg(long, env = "SIGNALING_OUTBOX_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub outbox_bytes: usize,
+
+    /// Messages kept for a dropped peer until it resumes.
+    #[arg(long, env = "SIGNALING_RESUME_QUEUE", default_value_t = 256)]
+    pub resume_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::parse_from(["signaling"])
+    }
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 500ms, 10s, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_protocol_table() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.limits.max_frame_bytes, 65536);
+        assert_eq!(c.limits.max_room_peers, 50);
+        assert_eq!(c.grace, Duration::from_secs(10));
+        assert_eq!(c.limits.heartbeat_timeout, Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,182 @@
+//! The HTTP side: the WebSocket endpoint, health, metrics, the room API and
+//! the static browser client.
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use signaling_protocol::reply::push_str;
+use signaling_protocol::room::is_valid_room;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower_http::services::ServeDir;
+
+use crate::auth::now_unix;
+use crate::ids::RoomId;
+use crate::server::App;
+use crate::session;
+
+/// tungstenite reads in chunks of this size; its default (128 KiB) would be
+/// allocated for every idle connection.
+const READ_BUFFER: usize = 4 * 1024;
+/// Outgoing bytes buffered before a write is forced.
+const WRITE_BUFFER: usize = 8 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    let web = ServeDir::new(&app.web_root).append_index_html_on_directories(true);
+    Router::new()
+        .route("/ws", get(ws))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/rooms", get(api_rooms))
+        .route("/api/rooms/{room}", get(api_room))
+        .fallback_service(web)
+        .with_state(app)
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+async fn ws(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(q): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if app.hub.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let limits = &app.config.limits;
+    let max_read = limits.max_read_bytes.max(limits.max_frame_bytes);
+    upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(limits.outbox_bytes.max(WRITE_BUFFER * 2))
+        .max_message_size(max_read)
+        .max_frame_size(max_read)
+        .on_upgrade(move |socket| {
+            let tracked =
+                app.sessions
+                    .track_future(session::run(socket, app.clone(), q.token, remote));
+            async move { tracked.await }
+        })
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.hub.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !app.hub.bus().is_ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "presence bus unavailable\n",
+        )
+            .into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(app.hub.local_rooms()),
+    )
+        .into_response()
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// With an auth secret, `/api/*` needs `Authorization: Bearer <admin JWT>`.
+fn admin_refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let auth = app.auth.as_ref()?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token.map(|t| auth.verify_admin(t.trim(), now_unix())) {
+        Some(Ok(())) => None,
+        _ => Some(json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"unauthorized","message":"an admin token is required"}"#.into(),
+        )),
+    }
+}
+
+fn bus_unavailable(e: impl std::fmt::Display) -> Response {
+    let mut body = String::from(r#"{"error":"unavailable","message":"#);
+    push_str(&mut body, &e.to_string());
+    body.push('}');
+    json(StatusCode::SERVICE_UNAVAILABLE, body)
+}
+
+/// `{"rooms":[{"room":"...","peers":N},...]}`
+async fn api_rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(r) = admin_refusal(&app, &headers) {
+        return r;
+    }
+    let rooms = match app.hub.bus().rooms().await {
+        Ok(r) => r,
+        Err(e) => return bus_unavailable(e),
+    };
+    let mut body = String::from(r#"{"rooms":["#);
+    for (i, r) in rooms.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(r#"{"room":"#);
+        push_str(&mut body, r.room.as_str());
+        body.push_str(&format!(r#","peers":{}}}"#, r.peers));
+    }
+    body.push_str("]}");
+    json(StatusCode::OK, body)
+}
+
+/// `{"room":"...","peers":[peer objects, oldest first]}`, 404 when empty.
+async fn api_room(
+    State(app): State<Arc<App>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = admin_refusal(&app, &headers) {
+        return r;
+    }
+    let not_found = || {
+        json(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"not_found","message":"no such room"}"#.into(),
+        )
+    };
+    if !is_valid_room(&room, app.config.limits.max_room_len) {
+        return not_found();
+    }
+    let peers = match app.hub.bus().room_peers(&RoomId::new(room.as_str())).await {
+        Ok(p) => p,
+        Err(e) => return bus_unavailable(e),
+    };
+    if peers.is_empty() {
+        return not_found();
+    }
+    let mut body = String::from(r#"{"room":"#);
+    push_str(&mut body, &room);
+    body.push_str(r#","peers":["#);
+    for (i, p) in peers.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&p.object);
+    }
+    body.push_str("]}");
+    json(StatusCode::OK, body)
+}

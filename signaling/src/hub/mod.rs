@@ -1,0 +1,354 @@
+//! The hub: this node's rooms and the peers connected to it.
+//!
+//! Every membership change happens under its room's lock (one shard of a
+//! `DashMap`), and the frames it causes are queued to the members' outboxes
+//! before the lock is released. That is what keeps each member's view in
+//! order: a joiner's `joined` snapshot is queued before any event that
+//! follows it, and events about one peer reach each member in the order they
+//! happened. Nothing here waits while holding a lock: outbox pushes never
+//! block, and the bus is told after the lock is released.
+
+mod resume;
+pub mod room;
+
+use dashmap::DashMap;
+use serde_json::value::RawValue;
+use signaling_protocol::reply::{self, LeaveReason};
+use signaling_protocol::{ErrorCode, RelayKind};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::bus::{Bus, PeerInfo, PresenceEvent};
+use crate::ids::{NodeId, PeerId, RoomId, random_hex, unix_ms};
+use crate::metrics::Metrics;
+use crate::outbox::{CloseCause, Frame, Outbox};
+use room::{ConnId, Member, Presence, Room, Undeliverable};
+
+/// The bounds the hub enforces itself.
+#[derive(Debug, Clone)]
+pub struct HubLimits {
+    pub max_room_peers: usize,
+    pub resume_queue: usize,
+    pub grace: Duration,
+}
+
+/// A peer's place in a room, as its session keeps it.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub room: RoomId,
+    pub peer: PeerId,
+}
+
+/// An error to send back to the client that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: &'static str,
+}
+
+fn refuse(code: ErrorCode, message: &'static str) -> Refusal {
+    Refusal { code, message }
+}
+
+/// What a session asks for when it joins.
+pub struct JoinRequest<'a> {
+    pub room: RoomId,
+    pub name: String,
+    /// A JSON object.
+    pub meta: String,
+    /// The `resume` token, if the client is resuming.
+    pub resume: Option<&'a str>,
+    /// The request's `id`, echoed as `ref`.
+    pub reference: Option<&'a RawValue>,
+    pub conn: ConnId,
+    pub outbox: Outbox,
+    /// `joined.ice_servers`, a JSON array.
+    pub ice_servers: &'a str,
+}
+
+pub struct Hub {
+    node: NodeId,
+    limits: HubLimits,
+    bus: Arc<dyn Bus>,
+    metrics: Arc<Metrics>,
+    rooms: DashMap<RoomId, Room>,
+    /// Every open connection, joined or not: for `goaway` and the final close.
+    conns: DashMap<ConnId, Outbox>,
+    next_conn: AtomicU64,
+    next_epoch: AtomicU64,
+    draining: AtomicBool,
+}
+
+impl Hub {
+    pub fn new(node: NodeId, limits: HubLimits, bus: Arc<dyn Bus>, metrics: Arc<Metrics>) -> Self {
+        Hub {
+            node,
+            limits,
+            bus,
+            metrics,
+            rooms: DashMap::new(),
+            conns: DashMap::new(),
+            next_conn: AtomicU64::new(1),
+            next_epoch: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    /// Rooms with members on this node.
+    pub fn local_rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn register(&self, outbox: Outbox) -> ConnId {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.conns.insert(id, outbox);
+        id
+    }
+
+    pub fn unregister(&self, conn: ConnId) {
+        self.conns.remove(&conn);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts the drain: no more joins, and every connection gets `goaway`.
+    pub fn start_drain(&self, retry_after: Duration) {
+        self.draining.store(true, Ordering::Release);
+        let frame = Frame::reply(reply::goaway("shutdown", retry_after.as_millis() as u64));
+        for c in self.conns.iter() {
+            c.value().push(frame.clone());
+        }
+    }
+
+    /// Closes every connection still open (the end of the drain).
+    pub fn close_all(&self, cause: CloseCause) {
+        for c in self.conns.iter() {
+            c.value().close(cause);
+        }
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Joins (or resumes into) a room. On success the `joined` reply is
+    /// already queued to the joiner, ahead of any event that follows it.
+    pub fn join(self: &Arc<Self>, req: JoinRequest<'_>) -> Result<Membership, Refusal> {
+        if self.is_draining() {
+            return Err(refuse(
+                ErrorCode::Unavailable,
+                "this instance is shutting down",
+            ));
+        }
+        if let Some(token) = req.resume {
+            return self.resume(token, req);
+        }
+        let peer = PeerId::random();
+        let info = Arc::new(PeerInfo::new(
+            peer.clone(),
+            self.node.clone(),
+            req.name,
+            req.meta,
+            unix_ms(),
+        ));
+        let secret = random_hex(16);
+        {
+            let mut room = self.rooms.entry(req.room.clone()).or_default();
+            if room.members.len() >= self.limits.max_room_peers {
+                return Err(refuse(ErrorCode::RoomFull, "the room is full"));
+            }
+            let token = resume::make_token(&peer, &secret);
+            let joined = reply::joined(
+                req.reference,
+                req.room.as_str(),
+                peer.as_str(),
+                room.peer_objects(&peer),
+                req.ice_servers,
+                &token,
+            );
+            req.outbox.push(Frame::reply(joined));
+            room.notify_others(&peer, &Frame::reply(reply::peer_joined(&info.object)));
+            room.members.insert(
+                peer.clone(),
+                Member {
+                    info: info.clone(),
+                    resume_secret: secret,
+                    presence: Presence::Connected {
+                        conn: req.conn,
+                        outbox: req.outbox,
+                    },
+                },
+            );
+        }
+        self.metrics.peer_joined();
+        self.bus.publish(&req.room, PresenceEvent::Joined(info));
+        Ok(Membership {
+            room: req.room,
+            peer,
+        })
+    }
+
+    /// Relays a message from `from` to `to`, or to every other member when
+    /// `to` is `None`. Returns how many members it reached.
+    pub fn relay(
+        &self,
+        from: &Membership,
+        kind: RelayKind,
+        to: Option<&str>,
+        payload: &str,
+        read_at: Instant,
+    ) -> Result<u64, Refusal> {
+        let frame = Frame::relayed(reply::relayed(kind, from.peer.as_str(), payload), read_at);
+        let mut room = self
+            .rooms
+            .get_mut(&from.room)
+            .ok_or(refuse(ErrorCode::NotJoined, "not in a room"))?;
+        let cap = self.limits.resume_queue;
+        let reached = match to {
+            Some(to) => {
+                let member = room
+                    .members
+                    .get_mut(to)
+                    .ok_or(refuse(ErrorCode::UnknownPeer, "no such peer in this room"))?;
+                member
+                    .relay(&frame, cap)
+                    .map_err(|Undeliverable::QueueFull| {
+                        refuse(
+                            ErrorCode::Unavailable,
+                            "the peer is reconnecting and its message queue is full",
+                        )
+                    })?;
+                1
+            }
+            None => {
+                let mut n = 0;
+                for m in room.members.values_mut().filter(|m| m.info.id != from.peer) {
+                    // A held member whose queue is full misses the broadcast.
+                    if m.relay(&frame, cap).is_ok() {
+                        n += 1;
+                    }
+                }
+                n
+            }
+        };
+        drop(room);
+        self.metrics.relayed(kind, reached);
+        Ok(reached)
+    }
+
+    /// Replaces a member's `meta`; the others get `peer-updated`.
+    pub fn update(&self, who: &Membership, meta: String) -> Result<(), Refusal> {
+        let info = {
+            let mut room = self
+                .rooms
+                .get_mut(&who.room)
+                .ok_or(refuse(ErrorCode::NotJoined, "not in a room"))?;
+            let member = room
+                .members
+                .get_mut(&who.peer)
+                .ok_or(refuse(ErrorCode::NotJoined, "not in a room"))?;
+            let info = Arc::new(member.info.with_meta(meta));
+            member.info = info.clone();
+            room.notify_others(&who.peer, &Frame::reply(reply::peer_updated(&info.object)));
+            info
+        };
+        self.bus.publish(&who.room, PresenceEvent::Updated(info));
+        Ok(())
+    }
+
+    /// Removes a member; the others get `peer-left` with `reason`.
+    pub fn leave(&self, who: &Membership, reason: LeaveReason) {
+        self.remove_if(who, reason, |_| true);
+    }
+
+    /// The connection `conn` of member `who` ended. A clean end is announced
+    /// at once; a drop holds the member for the grace, keeping the relayed
+    /// messages its connection had not written yet.
+    pub fn disconnect(
+        self: &Arc<Self>,
+        who: &Membership,
+        conn: ConnId,
+        dropped: bool,
+        unwritten: Vec<Frame>,
+    ) {
+        let is_this_conn =
+            |m: &Member| matches!(&m.presence, Presence::Connected { conn: c, .. } if *c == conn);
+        if !dropped {
+            self.remove_if(who, LeaveReason::Disconnected, is_this_conn);
+            return;
+        }
+        let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
+        {
+            let Some(mut room) = self.rooms.get_mut(&who.room) else {
+                return;
+            };
+            let Some(member) = room.members.get_mut(&who.peer) else {
+                return;
+            };
+            if !is_this_conn(member) {
+                return; // it has resumed elsewhere already
+            }
+            let queue: VecDeque<Frame> = unwritten
+                .into_iter()
+                .filter(|f| f.relayed_at.is_some())
+                .take(self.limits.resume_queue)
+                .collect();
+            member.presence = Presence::Held { queue, epoch };
+        }
+        self.metrics.held_changed(1);
+        let hub = Arc::clone(self);
+        let who = who.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(hub.limits.grace).await;
+            let expired =
+                |m: &Member| matches!(m.presence, Presence::Held { epoch: e, .. } if e == epoch);
+            hub.remove_if(&who, LeaveReason::Timeout, expired);
+        });
+    }
+
+    /// Removes `who` if `pred` holds for it, announcing `reason`.
+    fn remove_if(&self, who: &Membership, reason: LeaveReason, pred: impl Fn(&Member) -> bool) {
+        let removed = {
+            let Some(mut room) = self.rooms.get_mut(&who.room) else {
+                return;
+            };
+            match room.members.get(&who.peer) {
+                Some(m) if pred(m) => {}
+                _ => return,
+            }
+            let removed = room.members.shift_remove(&who.peer);
+            room.notify_others(
+                &who.peer,
+                &Frame::reply(reply::peer_left(who.peer.as_str(), reason)),
+            );
+            removed
+        };
+        self.rooms.remove_if(&who.room, |_, r| r.members.is_empty());
+        if let Some(m) = removed {
+            if matches!(m.presence, Presence::Held { .. }) {
+                self.metrics.held_changed(-1);
+            }
+            self.metrics.peer_left(reason);
+            self.bus.publish(
+                &who.room,
+                PresenceEvent::Left {
+                    peer: who.peer.clone(),
+                    reason,
+                },
+            );
+        }
+    }
+}

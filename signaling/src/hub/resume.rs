@@ -1,0 +1,91 @@
+//! Resume: a dropped peer's way back into its room within the grace.
+//!
+//! A resume token is `<peer_id>.<secret>`: the peer id says which member to
+//! look for in the room named by the `join`, and the secret (128 random bits,
+//! compared in constant time) proves the client is that member. Each resume
+//! issues a new secret, so a token works once.
+
+use signaling_protocol::ErrorCode;
+use signaling_protocol::reply;
+use std::sync::Arc;
+
+use super::room::Presence;
+use super::{Hub, JoinRequest, Membership, Refusal, refuse};
+use crate::ids::{PeerId, random_hex};
+use crate::outbox::{CloseCause, Frame};
+
+pub fn make_token(peer: &PeerId, secret: &str) -> String {
+    format!("{peer}.{secret}")
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Hub {
+    pub(super) fn resume(
+        self: &Arc<Self>,
+        token: &str,
+        req: JoinRequest<'_>,
+    ) -> Result<Membership, Refusal> {
+        let failed = || {
+            refuse(
+                ErrorCode::ResumeFailed,
+                "no session to resume: join without `resume`",
+            )
+        };
+        let (peer, secret) = token.split_once('.').ok_or_else(failed)?;
+        let mut room = self.rooms.get_mut(&req.room).ok_or_else(failed)?;
+        let member = room.members.get_mut(peer).ok_or_else(failed)?;
+        if !constant_time_eq(member.resume_secret.as_bytes(), secret.as_bytes()) {
+            return Err(failed());
+        }
+        let peer = member.info.id.clone();
+        member.resume_secret = random_hex(16);
+        let new_token = make_token(&peer, &member.resume_secret);
+        let previous = std::mem::replace(
+            &mut member.presence,
+            Presence::Connected {
+                conn: req.conn,
+                outbox: req.outbox.clone(),
+            },
+        );
+        let joined = reply::joined(
+            req.reference,
+            req.room.as_str(),
+            peer.as_str(),
+            room.peer_objects(&peer),
+            req.ice_servers,
+            &new_token,
+        );
+        req.outbox.push(Frame::reply(joined));
+        match previous {
+            Presence::Held { queue, .. } => {
+                self.metrics.held_changed(-1);
+                for f in queue {
+                    req.outbox.push(f);
+                }
+            }
+            // The old connection has not noticed it is dead yet: retire it.
+            Presence::Connected { outbox, .. } => outbox.close(CloseCause::Replaced),
+        }
+        drop(room);
+        self.metrics.resumed();
+        Ok(Membership {
+            room: req.room,
+            peer,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,239 @@
+//! A connection's bounded outbound queue, and the handle that closes the
+//! connection from anywhere.
+//!
+//! Whoever sends to a connection (its own session, the hub fanning out a
+//! room event, a relay from another peer) calls [`Outbox::push`], which never
+//! waits: a full queue means the reader is too slow, and the connection is
+//! closed with 1013 instead of anyone else slowing down.
+
+use axum::extract::ws::Utf8Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// One text frame for the socket. Fan-out shares the bytes.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub text: Utf8Bytes,
+    /// When the relayed message this frame carries was read, for the latency
+    /// histogram; `None` for anything that is not a relayed message. Only
+    /// relayed frames are kept for a peer that resumes.
+    pub relayed_at: Option<Instant>,
+}
+
+impl Frame {
+    pub fn reply(text: String) -> Self {
+        Frame {
+            text: Utf8Bytes::from(text),
+            relayed_at: None,
+        }
+    }
+
+    pub fn relayed(text: String, read_at: Instant) -> Self {
+        Frame {
+            text: Utf8Bytes::from(text),
+            relayed_at: Some(read_at),
+        }
+    }
+}
+
+/// Why the server ends a connection itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCause {
+    /// Its outbound queue filled up (1013). Counts as a drop: it may resume.
+    SlowReader,
+    /// It kept sending past the rate limit (1008).
+    Flood,
+    /// It did not join in time (1008).
+    JoinDeadline,
+    /// Nothing came from it, not even a pong, for the heartbeat timeout.
+    /// Counts as a drop; no close frame is sent to a peer that is gone.
+    HeartbeatTimeout,
+    /// A frame beyond the read limit (1009).
+    TooBig,
+    /// The server is shutting down and the drain ended (1012).
+    Shutdown,
+    /// The peer resumed on another connection; this one is stale (4000).
+    Replaced,
+}
+
+impl CloseCause {
+    pub const ALL: [CloseCause; 7] = [
+        CloseCause::SlowReader,
+        CloseCause::Flood,
+        CloseCause::JoinDeadline,
+        CloseCause::HeartbeatTimeout,
+        CloseCause::TooBig,
+        CloseCause::Shutdown,
+        CloseCause::Replaced,
+    ];
+
+    /// The close code and reason to send, if a close frame is sent at all.
+    pub fn close_frame(self) -> Option<(u16, &'static str)> {
+        match self {
+            CloseCause::SlowReader => Some((1013, "slow reader: outbound queue full")),
+            CloseCause::Flood => Some((1008, "rate limit exceeded repeatedly")),
+            CloseCause::JoinDeadline => Some((1008, "no join within the deadline")),
+            CloseCause::HeartbeatTimeout => None,
+            CloseCause::TooBig => Some((1009, "frame too large to read")),
+            CloseCause::Shutdown => Some((1012, "server restarting")),
+            CloseCause::Replaced => Some((4000, "resumed on another connection")),
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseCause::SlowReader => "slow_reader",
+            CloseCause::Flood => "flood",
+            CloseCause::JoinDeadline => "join_deadline",
+            CloseCause::HeartbeatTimeout => "heartbeat_timeout",
+            CloseCause::TooBig => "too_big",
+            CloseCause::Shutdown => "shutdown",
+            CloseCause::Replaced => "replaced",
+        }
+    }
+
+    /// Whether the peer is held for resume (a drop) rather than announced as gone.
+    pub fn is_drop(self) -> bool {
+        matches!(
+            self,
+            CloseCause::SlowReader | CloseCause::HeartbeatTimeout | CloseCause::Shutdown
+        )
+    }
+
+    fn code(self) -> u8 {
+        CloseCause::ALL.iter().position(|c| *c == self).unwrap_or(0) as u8 + 1
+    }
+
+    fn from_code(code: u8) -> Option<CloseCause> {
+        CloseCause::ALL
+            .get(usize::from(code).checked_sub(1)?)
+            .copied()
+    }
+}
+
+/// State shared by a connection's session, its writer and every [`Outbox`] clone.
+pub struct ConnCtl {
+    closing: CancellationToken,
+    cause: AtomicU8,
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+}
+
+impl ConnCtl {
+    /// Resolves once the connection is being closed, for any reason.
+    pub async fn closing(&self) {
+        self.closing.cancelled().await
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    /// The first cause given to [`ConnCtl::close`], if any.
+    pub fn cause(&self) -> Option<CloseCause> {
+        CloseCause::from_code(self.cause.load(Ordering::Acquire))
+    }
+
+    /// Starts closing the connection. The first cause wins; `None` closes
+    /// quietly (the session ended on its own).
+    pub fn close(&self, cause: Option<CloseCause>) {
+        if let Some(c) = cause {
+            let _ = self
+                .cause
+                .compare_exchange(0, c.code(), Ordering::AcqRel, Ordering::Acquire);
+        }
+        self.closing.cancel();
+    }
+
+    /// The writer took `n` bytes off the queue.
+    pub fn dequeued(&self, n: usize) {
+        self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// The sending side of a connection's queue. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Frame>,
+    ctl: Arc<ConnCtl>,
+}
+
+impl Outbox {
+    /// A queue of at most `max_frames` frames and `max_bytes` bytes.
+    pub fn new(max_frames: usize, max_bytes: usize) -> (Outbox, mpsc::Receiver<Frame>) {
+        let (tx, rx) = mpsc::channel(max_frames.max(1));
+        let ctl = Arc::new(ConnCtl {
+            closing: CancellationToken::new(),
+            cause: AtomicU8::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes: max_bytes.max(1),
+        });
+        (Outbox { tx, ctl }, rx)
+    }
+
+    pub fn ctl(&self) -> &Arc<ConnCtl> {
+        &self.ctl
+    }
+
+    /// Queues `frame` without waiting. If the queue is full the connection is
+    /// closed as a slow reader and `false` is returned; frames to a closing
+    /// connection are dropped (its session hands what is queued to resume).
+    pub fn push(&self, frame: Frame) -> bool {
+        if self.ctl.is_closing() {
+            return false;
+        }
+        let len = frame.text.len();
+        let queued = self.ctl.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if queued + len > self.ctl.max_bytes || self.tx.try_send(frame).is_err() {
+            self.ctl.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.ctl.close(Some(CloseCause::SlowReader));
+            return false;
+        }
+        true
+    }
+
+    pub fn close(&self, cause: CloseCause) {
+        self.ctl.close(Some(cause));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_closes_as_slow_reader() {
+        let (o, mut rx) = Outbox::new(2, 1 << 20);
+        assert!(o.push(Frame::reply("a".into())));
+        assert!(o.push(Frame::reply("b".into())));
+        assert!(!o.push(Frame::reply("c".into())));
+        assert_eq!(o.ctl().cause(), Some(CloseCause::SlowReader));
+        assert!(
+            !o.push(Frame::reply("d".into())),
+            "closing: nothing more is queued"
+        );
+        assert_eq!(
+            rx.try_recv().map(|f| f.text.to_string()).ok().as_deref(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn the_byte_bound_holds_too() {
+        let (o, _rx) = Outbox::new(100, 10);
+        assert!(o.push(Frame::reply("12345".into())));
+        assert!(!o.push(Frame::reply("123456".into())));
+        assert_eq!(o.ctl().cause(), Some(CloseCause::SlowReader));
+    }
+
+    #[test]
+    fn the_first_cause_wins() {
+        let (o, _rx) = Outbox::new(1, 10);
+        o.close(CloseCause::Flood);
+        o.close(CloseCause::Shutdown);
+        assert_eq!(o.ctl().cause(), Some(CloseCause::Flood));
+    }
+}

@@ -1,0 +1,203 @@
+//! Start-up and shutdown: [`bind`] builds everything and takes the port,
+//! [`Server::serve`] runs until a shutdown is asked for and the drain ends.
+//! Keeping the two apart lets tests start a real server on port 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::auth::Auth;
+use crate::bus::{Bus, memory::MemoryBus};
+use crate::config::Config;
+use crate::hub::{Hub, HubLimits};
+use crate::ids::{NodeId, random_hex};
+use crate::metrics::Metrics;
+use crate::outbox::CloseCause;
+
+/// Everything a request handler or session needs; shared by all of them.
+pub struct App {
+    pub config: Config,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Option<Auth>,
+    /// `joined.ice_servers`, encoded once.
+    pub ice_servers: String,
+    pub web_root: PathBuf,
+    /// Every WebSocket session, so shutdown can wait for them (axum's graceful
+    /// shutdown does not track upgraded connections).
+    pub sessions: TaskTracker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "--redis-url is not supported yet: clustering through Redis has not landed. \
+         Run without it for a single instance."
+    )]
+    RedisNotSupported,
+    #[error("--max-read-bytes ({read}) must be at least --max-frame-bytes ({frame})")]
+    ReadLimit { read: usize, frame: usize },
+}
+
+/// A bound, not yet serving server.
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+}
+
+/// Asks a running server to drain and stop.
+#[derive(Clone)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+}
+
+/// How long clients are told to wait before reconnecting after `goaway`.
+const GOAWAY_RETRY_AFTER: Duration = Duration::from_millis(250);
+/// After the drain, how long closed connections get to finish their close.
+const FINAL_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+pub async fn bind(config: Config) -> Result<Server, StartError> {
+    if config.redis_url.is_some() {
+        return Err(StartError::RedisNotSupported);
+    }
+    if config.limits.max_read_bytes < config.limits.max_frame_bytes {
+        return Err(StartError::ReadLimit {
+            read: config.limits.max_read_bytes,
+            frame: config.limits.max_frame_bytes,
+        });
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let node = NodeId::new(config.node_id.clone().unwrap_or_else(|| random_hex(4)));
+    let metrics = Arc::new(Metrics::default());
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+    let hub = Arc::new(Hub::new(
+        node,
+        HubLimits {
+            max_room_peers: config.limits.max_room_peers,
+            resume_queue: config.limits.resume_queue,
+            grace: config.grace,
+        },
+        bus,
+        metrics.clone(),
+    ));
+    let app = Arc::new(App {
+        auth: config.auth_secret.as_deref().map(Auth::new),
+        ice_servers: ice_servers_json(&config.stun_urls),
+        web_root: config.web_root.clone().unwrap_or_else(default_web_root),
+        config,
+        hub,
+        metrics,
+        sessions: TaskTracker::new(),
+    });
+    Ok(Server {
+        listener,
+        app,
+        shutdown: CancellationToken::new(),
+    })
+}
+
+fn ice_servers_json(urls: &[String]) -> String {
+    if urls.is_empty() {
+        return "[]".into();
+    }
+    serde_json::json!([{ "urls": urls }]).to_string()
+}
+
+/// `client/web` under the working directory, else next to this crate's sources.
+fn default_web_root() -> PathBuf {
+    let here = PathBuf::from("client/web");
+    if here.is_dir() {
+        return here;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../client/web"))
+}
+
+impl Server {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.app.config.listen)
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Serves until shutdown is asked for, then drains: readiness goes to 503
+    /// and new WebSockets are refused, every client gets `goaway`, clients
+    /// get up to the drain timeout to leave, the rest are closed with 1012.
+    pub async fn serve(self) -> std::io::Result<()> {
+        let Server {
+            listener,
+            app,
+            shutdown,
+        } = self;
+        info!(
+            addr = %listener.local_addr()?,
+            node = %app.hub.node(),
+            web_root = %app.web_root.display(),
+            auth = app.auth.is_some(),
+            "signaling server listening"
+        );
+        let stop_listening = CancellationToken::new();
+        let router = crate::http::router(app.clone());
+        let http = tokio::spawn(
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop_listening.clone().cancelled_owned())
+            .into_future(),
+        );
+
+        shutdown.cancelled().await;
+        let drain = app.config.drain_timeout;
+        info!(clients = app.hub.open_connections(), timeout = ?drain, "draining");
+        app.hub.start_drain(GOAWAY_RETRY_AFTER);
+        app.sessions.close();
+        if tokio::time::timeout(drain, app.sessions.wait())
+            .await
+            .is_err()
+        {
+            let left = app.hub.open_connections();
+            warn!(
+                clients = left,
+                "drain timeout: closing the remaining connections with 1012"
+            );
+            app.hub.close_all(CloseCause::Shutdown);
+            let _ = tokio::time::timeout(FINAL_CLOSE_WAIT, app.sessions.wait()).await;
+        }
+        stop_listening.cancel();
+        match tokio::time::timeout(FINAL_CLOSE_WAIT, http).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(join)) => warn!(error = %join, "HTTP task failed"),
+            Err(_) => warn!("HTTP connections still open at exit"),
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
