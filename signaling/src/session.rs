@@ -355,9 +355,15 @@ fn refusal(code: ErrorCode, message: &'static str) -> Refusal {
     Refusal { code, message }
 }
 
+/// Whether reading failed because a frame was over the read limit.
 fn is_capacity_error(e: &axum::Error) -> bool {
-    let text = e.to_string();
-    text.contains("Space limit exceeded")
-        || text.contains("too long")
-        || text.contains("Message too big")
+    use std::error::Error;
+    let mut source: Option<&(dyn Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = s.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
