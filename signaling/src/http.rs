@@ -61,10 +61,8 @@ async fn ws(
         .max_message_size(max_read)
         .max_frame_size(max_read)
         .on_upgrade(move |socket| {
-            let tracked =
-                app.sessions
-                    .track_future(session::run(socket, app.clone(), q.token, remote));
-            async move { tracked.await }
+            let session = session::run(socket, app.clone(), q.token, remote);
+            app.sessions.track_future(session)
         })
 }
 

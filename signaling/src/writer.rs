@@ -67,8 +67,7 @@ pub async fn run(
                 // the problem.
                 let flush_first = cause != CloseCause::SlowReader;
                 let _ = timeout(CLOSE_WAIT, async {
-                    while flush_first {
-                        let Ok(f) = rx.try_recv() else { break };
+                    while let Some(f) = rx.try_recv().ok().filter(|_| flush_first) {
                         ctl.dequeued(f.text.len());
                         if sink.feed(Message::Text(f.text)).await.is_err() {
                             return;

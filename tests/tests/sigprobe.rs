@@ -38,8 +38,10 @@ fn sigprobe() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigprobe_passes_every_single_instance_check() {
     let probe = tokio::task::spawn_blocking(sigprobe).await.expect("build task");
-    let mut cfg = signaling::Config::default();
-    cfg.listen = "127.0.0.1:0".parse().expect("addr");
+    let cfg = signaling::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..Default::default()
+    };
     let server = signaling::bind(cfg).await.expect("bind");
     let addr = server.local_addr();
     let handle = server.shutdown_handle();
