@@ -132,6 +132,10 @@ pub struct Limits {
     #[arg(long, env = "SIGNALING_OUTBOX_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub outbox_bytes: usize,
 
+    /// Most WebSocket connections at once; more get HTTP 503.
+    #[arg(long, env = "SIGNALING_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
     /// Messages kept for a dropped peer until it resumes.
     #[arg(long, env = "SIGNALING_RESUME_QUEUE", default_value_t = 256)]
     pub resume_queue: usize,

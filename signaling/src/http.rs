@@ -53,6 +53,9 @@ async fn ws(
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     let limits = &app.config.limits;
+    if app.hub.open_connections() >= limits.max_connections {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
+    }
     let max_read = limits.max_read_bytes.max(limits.max_frame_bytes);
     upgrade
         .read_buffer_size(READ_BUFFER)

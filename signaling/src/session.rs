@@ -114,7 +114,8 @@ pub async fn run(
         .await;
     }
     drop(stream);
-    if let Some(m) = session.membership.take() {
+    let membership = session.membership.take();
+    if let Some(m) = &membership {
         // During a drain every client is told to resume elsewhere, so even a
         // clean close is a drop: nobody should see it leave.
         let dropped = match end {
@@ -122,14 +123,14 @@ pub async fn run(
             End::Dropped => true,
             End::Forced(c) => c.is_drop(),
         };
-        if end != End::Forced(CloseCause::Replaced) {
-            info!(conn, room = %m.room, peer = %m.peer, dropped, "peer disconnected");
-        }
-        app.hub.disconnect(&m, conn, dropped, unwritten);
+        app.hub.disconnect(m, conn, dropped, unwritten);
     }
     app.hub.unregister(conn);
     app.metrics.connection_closed();
-    info!(conn, end = ?end, "connection closed");
+    match &membership {
+        Some(m) => info!(conn, room = %m.room, peer = %m.peer, end = ?end, "connection closed"),
+        None => info!(conn, end = ?end, "connection closed"),
+    }
 }
 
 impl Session {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const SECRET: &str = "process-test-secret-0123456789";
 const SDP_MARKER: &str = "a=x-process-test-marker";
@@ -32,8 +33,14 @@ fn start(extra: &[&str]) -> Running {
         .expect("the signaling binary starts");
     let (tx, logs) = mpsc::channel();
     for pipe in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -60,7 +67,11 @@ fn start(extra: &[&str]) -> Running {
 fn http_status(addr: &str, path: &str) -> u16 {
     let mut s = TcpStream::connect(addr).expect("http connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
     buf.split_whitespace()
@@ -115,9 +126,11 @@ async fn sigterm_drains_with_goaway_and_exits_zero() {
     let exp = signaling::auth::now_unix() + 600;
     let token = sign(json!({"sub":"alice","room":"drain","exp":exp}));
     let mut a = connect(&srv.addr, &format!("?token={token}")).await;
-    a.send(Message::text(json!({"type":"join","room":"drain"}).to_string()))
-        .await
-        .expect("send");
+    a.send(Message::text(
+        json!({"type":"join","room":"drain"}).to_string(),
+    ))
+    .await
+    .expect("send");
     let joined = expect_type(&mut a, "joined").await;
     let mut b = connect(&srv.addr, "").await;
     let token_b = sign(json!({"sub":"bob","room":"*","exp":exp}));
@@ -127,7 +140,10 @@ async fn sigterm_drains_with_goaway_and_exits_zero() {
     .await
     .expect("send");
     expect_type(&mut b, "joined").await;
-    assert_eq!(expect_type(&mut a, "peer-joined").await["peer"]["name"], "bob");
+    assert_eq!(
+        expect_type(&mut a, "peer-joined").await["peer"]["name"],
+        "bob"
+    );
     b.send(Message::text(
         json!({"type":"offer","to":joined["peer_id"],"sdp":format!("v=0\r\n{SDP_MARKER}\r\n")})
             .to_string(),
@@ -139,15 +155,26 @@ async fn sigterm_drains_with_goaway_and_exits_zero() {
     assert_eq!(http_status(&srv.addr, "/readyz"), 200);
 
     let pid = srv.child.id().to_string();
-    let kill = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(kill.success());
 
     for ws in [&mut a, &mut b, &mut idle] {
         let g = expect_type(ws, "goaway").await;
         assert!(g["retry_after_ms"].as_u64().is_some(), "{g}");
     }
-    assert_eq!(http_status(&srv.addr, "/readyz"), 503, "readyz while draining");
-    assert_eq!(http_status(&srv.addr, "/healthz"), 200, "liveness while draining");
+    assert_eq!(
+        http_status(&srv.addr, "/readyz"),
+        503,
+        "readyz while draining"
+    );
+    assert_eq!(
+        http_status(&srv.addr, "/healthz"),
+        200,
+        "liveness while draining"
+    );
     // `a` leaves as told; the others stay and are closed with 1012 at the end.
     a.close(None).await.expect("close");
     assert_eq!(close_code(&mut b).await, Some(CloseCode::Restart));
@@ -159,7 +186,10 @@ async fn sigterm_drains_with_goaway_and_exits_zero() {
             if let Some(s) = srv.child.try_wait().expect("wait") {
                 return (s, srv.logs);
             }
-            assert!(std::time::Instant::now() < deadline, "still running 10 s after SIGTERM");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running 10 s after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     })
@@ -170,7 +200,10 @@ async fn sigterm_drains_with_goaway_and_exits_zero() {
     let logs: Vec<String> = status.1.try_iter().collect();
     let all = logs.join("\n");
     assert!(all.contains("peer joined"), "join lines are logged:\n{all}");
-    assert!(all.contains("\"room\":\"drain\""), "with their room:\n{all}");
+    assert!(
+        all.contains("\"room\":\"drain\""),
+        "with their room:\n{all}"
+    );
     for secret in [SECRET, token.as_str(), token_b.as_str(), SDP_MARKER] {
         assert!(!all.contains(secret), "the logs leak {secret:?}");
     }
@@ -179,7 +212,12 @@ async fn sigterm_drains_with_goaway_and_exits_zero() {
 #[tokio::test]
 async fn redis_url_is_refused_until_clustering_lands() {
     let out = Command::new(env!("CARGO_BIN_EXE_signaling"))
-        .args(["--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+        ])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
@@ -195,12 +233,29 @@ fn help_documents_every_flag_and_its_variable() {
         .expect("runs");
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--listen", "--redis-url", "--node-id", "--grace", "--drain-timeout", "--log-format",
-        "--auth-secret", "--max-room-len", "--max-frame-bytes", "--max-data-bytes",
-        "--max-meta-bytes", "--rate", "--rate-burst", "--max-room-peers", "--join-deadline",
-        "--heartbeat-timeout", "--outbox-frames", "--resume-queue",
+        "--listen",
+        "--redis-url",
+        "--node-id",
+        "--grace",
+        "--drain-timeout",
+        "--log-format",
+        "--auth-secret",
+        "--max-room-len",
+        "--max-frame-bytes",
+        "--max-data-bytes",
+        "--max-meta-bytes",
+        "--rate",
+        "--rate-burst",
+        "--max-room-peers",
+        "--join-deadline",
+        "--heartbeat-timeout",
+        "--outbox-frames",
+        "--resume-queue",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
-    assert!(help.contains("SIGNALING_LISTEN"), "--help names the env variables");
+    assert!(
+        help.contains("SIGNALING_LISTEN"),
+        "--help names the env variables"
+    );
 }

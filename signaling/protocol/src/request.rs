@@ -235,7 +235,7 @@ pub fn decode(frame: &str) -> Result<Envelope<'_>, DecodeError<'_>> {
         },
         "message" => Request::Relay {
             kind: RelayKind::Message,
-            to: opt_str(f.to, "to", id)?,
+            to: strict_opt_str(f.to, "to", id)?,
             payload: f.data.ok_or_else(|| bad("missing `data`", id))?,
         },
         "update" => Request::Update {
@@ -259,7 +259,18 @@ fn req_str<'a>(
     }
 }
 
+/// An optional string field; `null` counts as absent.
 fn opt_str<'a>(
+    raw: Option<&'a RawValue>,
+    field: &str,
+    id: Option<&'a RawValue>,
+) -> Result<Option<Cow<'a, str>>, DecodeError<'a>> {
+    strict_opt_str(raw.filter(|r| r.get() != "null"), field, id)
+}
+
+/// An optional string field that must be a string when present: `message.to`,
+/// where treating `null` as absent would turn a directed message into a broadcast.
+fn strict_opt_str<'a>(
     raw: Option<&'a RawValue>,
     field: &str,
     id: Option<&'a RawValue>,
@@ -268,12 +279,13 @@ fn opt_str<'a>(
         .transpose()
 }
 
+/// An optional object field; `null` counts as absent.
 fn opt_object<'a>(
     raw: Option<&'a RawValue>,
     field: &str,
     id: Option<&'a RawValue>,
 ) -> Result<Option<&'a RawValue>, DecodeError<'a>> {
-    match raw {
+    match raw.filter(|r| r.get() != "null") {
         Some(raw) if !is_object(raw) => Err(bad(format!("`{field}` must be an object"), id)),
         raw => Ok(raw),
     }
@@ -370,8 +382,27 @@ mod tests {
             r#"{"type":"join","room":"r","meta":"x"}"#,
             r#"{"type":"ping","id":{"a":1}}"#,
             r#"{"type":"ping","type":"ping"}"#,
+            r#"{"type":"message","to":null,"data":1}"#,
+            r#"{"type":"update","meta":null}"#,
         ] {
             assert_eq!(code(f), ErrorCode::BadMessage, "{f}");
+        }
+    }
+
+    #[test]
+    fn null_optional_fields_count_as_absent() {
+        match decode(
+            r#"{"type":"join","room":"r","name":null,"meta":null,"resume":null,"token":null}"#,
+        )
+        .unwrap()
+        .request
+        {
+            Request::Join(j) => {
+                assert!(
+                    j.name.is_none() && j.meta.is_none() && j.resume.is_none() && j.token.is_none()
+                )
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tracing::info;
 
 use crate::bus::{Bus, PeerInfo, PresenceEvent};
 use crate::ids::{NodeId, PeerId, RoomId, random_hex, unix_ms};
@@ -186,10 +187,7 @@ impl Hub {
                 Member {
                     info: info.clone(),
                     resume_secret: secret,
-                    presence: Presence::Connected {
-                        conn: req.conn,
-                        outbox: req.outbox,
-                    },
+                    presence: Presence::connected(req.conn, req.outbox),
                 },
             );
         }
@@ -298,12 +296,19 @@ impl Hub {
             let Some(member) = room.members.get_mut(&who.peer) else {
                 return;
             };
-            if !is_this_conn(member) {
-                return; // it has resumed elsewhere already
+            let Presence::Connected {
+                conn: c, overflow, ..
+            } = &mut member.presence
+            else {
+                return;
+            };
+            if *c != conn {
+                return; // it has resumed on another connection already
             }
             let queue: VecDeque<Frame> = unwritten
                 .into_iter()
                 .filter(|f| f.relayed_at.is_some())
+                .chain(overflow.drain(..))
                 .take(self.limits.resume_queue)
                 .collect();
             member.presence = Presence::Held { queue, epoch };
@@ -315,19 +320,27 @@ impl Hub {
             tokio::time::sleep(hub.limits.grace).await;
             let expired =
                 |m: &Member| matches!(m.presence, Presence::Held { epoch: e, .. } if e == epoch);
-            hub.remove_if(&who, LeaveReason::Timeout, expired);
+            if hub.remove_if(&who, LeaveReason::Timeout, expired) {
+                info!(room = %who.room, peer = %who.peer, "peer not back within the grace: gone");
+            }
         });
     }
 
-    /// Removes `who` if `pred` holds for it, announcing `reason`.
-    fn remove_if(&self, who: &Membership, reason: LeaveReason, pred: impl Fn(&Member) -> bool) {
+    /// Removes `who` if `pred` holds for it, announcing `reason`. Returns
+    /// whether it did.
+    fn remove_if(
+        &self,
+        who: &Membership,
+        reason: LeaveReason,
+        pred: impl Fn(&Member) -> bool,
+    ) -> bool {
         let removed = {
             let Some(mut room) = self.rooms.get_mut(&who.room) else {
-                return;
+                return false;
             };
             match room.members.get(&who.peer) {
                 Some(m) if pred(m) => {}
-                _ => return,
+                _ => return false,
             }
             let removed = room.members.shift_remove(&who.peer);
             room.notify_others(
@@ -337,18 +350,20 @@ impl Hub {
             removed
         };
         self.rooms.remove_if(&who.room, |_, r| r.members.is_empty());
-        if let Some(m) = removed {
-            if matches!(m.presence, Presence::Held { .. }) {
-                self.metrics.held_changed(-1);
-            }
-            self.metrics.peer_left(reason);
-            self.bus.publish(
-                &who.room,
-                PresenceEvent::Left {
-                    peer: who.peer.clone(),
-                    reason,
-                },
-            );
+        let Some(m) = removed else {
+            return false;
+        };
+        if matches!(m.presence, Presence::Held { .. }) {
+            self.metrics.held_changed(-1);
         }
+        self.metrics.peer_left(reason);
+        self.bus.publish(
+            &who.room,
+            PresenceEvent::Left {
+                peer: who.peer.clone(),
+                reason,
+            },
+        );
+        true
     }
 }

@@ -45,10 +45,7 @@ impl Hub {
         let new_token = make_token(&peer, &member.resume_secret);
         let previous = std::mem::replace(
             &mut member.presence,
-            Presence::Connected {
-                conn: req.conn,
-                outbox: req.outbox.clone(),
-            },
+            Presence::connected(req.conn, req.outbox.clone()),
         );
         let joined = reply::joined(
             req.reference,
@@ -67,7 +64,15 @@ impl Hub {
                 }
             }
             // The old connection has not noticed it is dead yet: retire it.
-            Presence::Connected { outbox, .. } => outbox.close(CloseCause::Replaced),
+            // (Frames already in its outbox go down with it.)
+            Presence::Connected {
+                outbox, overflow, ..
+            } => {
+                outbox.close(CloseCause::Replaced);
+                for f in overflow {
+                    req.outbox.push(f);
+                }
+            }
         }
         drop(room);
         self.metrics.resumed();

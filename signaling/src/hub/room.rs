@@ -14,8 +14,14 @@ pub type ConnId = u64;
 
 /// Where a member's messages go.
 pub enum Presence {
-    /// Connected here: frames go straight to its outbox.
-    Connected { conn: ConnId, outbox: Outbox },
+    /// Connected here: frames go straight to its outbox. Once that
+    /// connection is closing, relayed messages collect in `overflow` until
+    /// the session hands the member over to `Held`, so none is lost in between.
+    Connected {
+        conn: ConnId,
+        outbox: Outbox,
+        overflow: VecDeque<Frame>,
+    },
     /// Dropped, within its reconnect grace: relayed messages wait here for the
     /// resume. `epoch` tells this hold from a later one when the timer fires.
     Held { queue: VecDeque<Frame>, epoch: u64 },
@@ -35,6 +41,16 @@ pub enum Undeliverable {
     QueueFull,
 }
 
+impl Presence {
+    pub fn connected(conn: ConnId, outbox: Outbox) -> Self {
+        Presence::Connected {
+            conn,
+            outbox,
+            overflow: VecDeque::new(),
+        }
+    }
+}
+
 impl Member {
     /// Delivers a room event (`peer-joined`, ...). A held member gets none: on
     /// resume its `joined` carries the room as it is then.
@@ -47,10 +63,18 @@ impl Member {
     /// Delivers a relayed message, queueing it while the member is held.
     pub fn relay(&mut self, frame: &Frame, queue_cap: usize) -> Result<(), Undeliverable> {
         match &mut self.presence {
-            Presence::Connected { outbox, .. } => {
-                // A full outbox closes that connection as a slow reader; the
-                // frames it still holds are kept for its resume.
-                outbox.push(frame.clone());
+            Presence::Connected {
+                outbox, overflow, ..
+            } => {
+                // A full outbox closes that connection as a slow reader; what it
+                // still holds, and what arrives until it is held, is kept for
+                // its resume.
+                if !outbox.push(frame.clone()) {
+                    if overflow.len() >= queue_cap {
+                        return Err(Undeliverable::QueueFull);
+                    }
+                    overflow.push_back(frame.clone());
+                }
                 Ok(())
             }
             Presence::Held { queue, .. } if queue.len() < queue_cap => {
