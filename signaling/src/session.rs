@@ -174,8 +174,8 @@ impl Session {
                 }
                 Some(Ok(Message::Close(_))) => return End::Clean,
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Binary(_))) => self.admit(now, None),
-                Some(Ok(Message::Text(text))) => self.admit(now, Some(text.as_str())),
+                Some(Ok(Message::Binary(_))) => self.admit(now, None).await,
+                Some(Ok(Message::Text(text))) => self.admit(now, Some(text.as_str())).await,
             };
             if let Some(cause) = verdict {
                 return End::Forced(cause);
@@ -184,7 +184,7 @@ impl Session {
     }
 
     /// Rate-limits, size-checks and handles one data frame (`None` = binary).
-    fn admit(&mut self, now: Instant, text: Option<&str>) -> Option<CloseCause> {
+    async fn admit(&mut self, now: Instant, text: Option<&str>) -> Option<CloseCause> {
         match self.rate.check(now) {
             Verdict::Allow => {}
             Verdict::Refuse => {
@@ -208,12 +208,12 @@ impl Session {
                 ErrorCode::TooLarge,
                 "frame larger than the limit: dropped",
             ),
-            Some(t) => self.handle(t, now),
+            Some(t) => self.handle(t, now).await,
         }
         None
     }
 
-    fn handle(&mut self, text: &str, now: Instant) {
+    async fn handle(&mut self, text: &str, now: Instant) {
         let env = match decode(text) {
             Ok(env) => env,
             Err(e) => return self.error(e.id, e.code, &e.message),
@@ -224,7 +224,7 @@ impl Session {
                 self.outbox.push(Frame::reply(reply::pong(reference)));
                 Ok(())
             }
-            Request::Join(join) => self.join(join, reference),
+            Request::Join(join) => self.join(join, reference).await,
             Request::Relay { kind, to, payload } => self.relay(kind, to.as_deref(), payload, now),
             Request::Update { meta } => self.update(meta),
             Request::Leave => self.leave(reference),
@@ -241,7 +241,7 @@ impl Session {
         })
     }
 
-    fn join(&mut self, join: Join<'_>, reference: Option<&RawValue>) -> Result<(), Refusal> {
+    async fn join(&mut self, join: Join<'_>, reference: Option<&RawValue>) -> Result<(), Refusal> {
         let limits = &self.app.config.limits;
         if self.membership.is_some() {
             return Err(refusal(
@@ -292,16 +292,20 @@ impl Session {
             .unwrap_or_default();
         let room = RoomId::new(join.room.as_ref());
         let resuming = join.resume.is_some();
-        let m = self.app.hub.join(JoinRequest {
-            room,
-            name,
-            meta,
-            resume: join.resume.as_deref(),
-            reference,
-            conn: self.conn,
-            outbox: self.outbox.clone(),
-            ice_servers: &self.app.ice_servers,
-        })?;
+        let m = self
+            .app
+            .hub
+            .join(JoinRequest {
+                room,
+                name,
+                meta,
+                resume: join.resume.as_deref(),
+                reference,
+                conn: self.conn,
+                outbox: self.outbox.clone(),
+                ice_servers: &self.app.ice_servers,
+            })
+            .await?;
         info!(conn = self.conn, room = %m.room, peer = %m.peer, resumed = resuming, "peer joined");
         self.ever_joined = true;
         self.membership = Some(m);

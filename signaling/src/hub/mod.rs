@@ -147,7 +147,7 @@ impl Hub {
 
     /// Joins (or resumes into) a room. On success the `joined` reply is
     /// already queued to the joiner, ahead of any event that follows it.
-    pub fn join(self: &Arc<Self>, req: JoinRequest<'_>) -> Result<Membership, Refusal> {
+    pub async fn join(self: &Arc<Self>, req: JoinRequest<'_>) -> Result<Membership, Refusal> {
         if self.is_draining() {
             return Err(refuse(
                 ErrorCode::Unavailable,
