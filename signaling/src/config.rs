@@ -17,10 +17,28 @@ pub struct Config {
     #[arg(long, env = "SIGNALING_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Redis URL that joins this instance to a cluster. Not supported yet:
-    /// the server refuses to start with it rather than run unclustered.
+    /// Redis URL (`redis://host:port/db`, `redis+unix:///path`) that joins this
+    /// instance to a cluster: every instance on the same Redis and prefix
+    /// shares rooms, presence and relay. Without it the instance stands alone.
     #[arg(long, env = "SIGNALING_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel this cluster uses.
+    #[arg(long, env = "SIGNALING_REDIS_PREFIX", default_value = "sig")]
+    pub redis_prefix: String,
+
+    /// An instance that has not heartbeated for this long is dead: a survivor
+    /// announces its peers as `peer-left` with reason `node-lost`.
+    #[arg(long, env = "SIGNALING_NODE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub node_timeout: Duration,
+
+    /// Approximate length cap of the Redis presence stream (`<prefix>:presence`).
+    #[arg(
+        long,
+        env = "SIGNALING_PRESENCE_STREAM_MAXLEN",
+        default_value_t = 100_000
+    )]
+    pub presence_stream_maxlen: usize,
 
     /// This instance's id in logs and metrics (default: a random id).
     #[arg(long, env = "SIGNALING_NODE_ID")]

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::auth::Auth;
+use crate::bus::redis::{RedisBus, RedisConfig};
 use crate::bus::{Bus, memory::MemoryBus};
 use crate::config::Config;
 use crate::hub::{Hub, HubLimits};
@@ -40,11 +41,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error(
-        "--redis-url is not supported yet: clustering through Redis has not landed. \
-         Run without it for a single instance."
-    )]
-    RedisNotSupported,
+    #[error(transparent)]
+    Redis(#[from] crate::bus::redis::BadUrl),
     #[error("--max-read-bytes ({read}) must be at least --max-frame-bytes ({frame})")]
     ReadLimit { read: usize, frame: usize },
 }
@@ -72,9 +70,6 @@ const GOAWAY_RETRY_AFTER: Duration = Duration::from_millis(250);
 const FINAL_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 pub async fn bind(config: Config) -> Result<Server, StartError> {
-    if config.redis_url.is_some() {
-        return Err(StartError::RedisNotSupported);
-    }
     if config.limits.max_read_bytes < config.limits.max_frame_bytes {
         return Err(StartError::ReadLimit {
             read: config.limits.max_read_bytes,
@@ -89,7 +84,18 @@ pub async fn bind(config: Config) -> Result<Server, StartError> {
         })?;
     let node = NodeId::new(config.node_id.clone().unwrap_or_else(|| random_hex(4)));
     let metrics = Arc::new(Metrics::default());
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+    let bus: Arc<dyn Bus> = match &config.redis_url {
+        Some(url) => Arc::new(RedisBus::start(
+            RedisConfig {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+                node_timeout: config.node_timeout,
+                stream_maxlen: config.presence_stream_maxlen,
+            },
+            node.clone(),
+        )?),
+        None => Arc::new(MemoryBus::new()),
+    };
     let hub = Arc::new(Hub::new(
         node,
         HubLimits {
@@ -100,6 +106,7 @@ pub async fn bind(config: Config) -> Result<Server, StartError> {
         bus,
         metrics.clone(),
     ));
+    hub.attach_to_bus();
     let app = Arc::new(App {
         auth: config.auth_secret.as_deref().map(Auth::new),
         ice_servers: ice_servers_json(&config.stun_urls),
@@ -161,6 +168,7 @@ impl Server {
             node = %app.hub.node(),
             web_root = %app.web_root.display(),
             auth = app.auth.is_some(),
+            cluster = app.config.redis_url.is_some(),
             "signaling server listening"
         );
         let stop_listening = CancellationToken::new();

@@ -37,7 +37,9 @@ fn sigprobe() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigprobe_passes_every_single_instance_check() {
-    let probe = tokio::task::spawn_blocking(sigprobe).await.expect("build task");
+    let probe = tokio::task::spawn_blocking(sigprobe)
+        .await
+        .expect("build task");
     let cfg = signaling::Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         ..Default::default()
@@ -63,10 +65,7 @@ async fn sigprobe_passes_every_single_instance_check() {
     let fails: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
     assert!(fails.is_empty(), "sigprobe failures:\n{}", fails.join("\n"));
     assert!(out.status.success(), "sigprobe exited with {}", out.status);
-    let passed = stdout
-        .lines()
-        .filter(|l| l.starts_with("PASS"))
-        .count();
+    let passed = stdout.lines().filter(|l| l.starts_with("PASS")).count();
     assert!(passed >= 40, "only {passed} checks ran");
 
     handle.shutdown();

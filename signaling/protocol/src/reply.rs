@@ -24,6 +24,17 @@ pub enum LeaveReason {
 }
 
 impl LeaveReason {
+    pub fn parse(s: &str) -> Option<LeaveReason> {
+        [
+            LeaveReason::Left,
+            LeaveReason::Disconnected,
+            LeaveReason::Timeout,
+            LeaveReason::NodeLost,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LeaveReason::Left => "left",

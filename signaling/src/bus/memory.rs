@@ -6,8 +6,10 @@ use futures_util::future::{BoxFuture, FutureExt};
 use indexmap::IndexMap;
 use std::sync::Arc;
 
-use super::{Bus, BusError, PeerInfo, PresenceEvent, RoomSummary};
-use crate::ids::{PeerId, RoomId};
+use super::{Bus, BusError, InboundHandler, PeerInfo, PresenceEvent, RoomSummary};
+use crate::ids::{NodeId, PeerId, RoomId};
+use axum::extract::ws::Utf8Bytes;
+use std::sync::Weak;
 
 #[derive(Default)]
 pub struct MemoryBus {
@@ -21,6 +23,20 @@ impl MemoryBus {
 }
 
 impl Bus for MemoryBus {
+    fn attach(&self, _handler: Weak<dyn InboundHandler>) {}
+
+    /// One instance: nobody else holds members.
+    fn watch(&self, _room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>> {
+        futures_util::future::ready(Ok(Vec::new())).boxed()
+    }
+
+    fn unwatch(&self, _room: &RoomId) {}
+
+    /// Never called: with one instance every member is local.
+    fn send_direct(&self, _node: &NodeId, _room: &RoomId, _to: &PeerId, _text: Utf8Bytes) {}
+
+    fn broadcast(&self, _room: &RoomId, _text: Utf8Bytes) {}
+
     fn publish(&self, room: &RoomId, event: PresenceEvent) {
         match event {
             PresenceEvent::Joined(p) | PresenceEvent::Updated(p) => {
@@ -64,7 +80,6 @@ impl Bus for MemoryBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::NodeId;
     use signaling_protocol::reply::LeaveReason;
 
     fn peer(id: &str, at: u64) -> Arc<PeerInfo> {

@@ -12,10 +12,13 @@
 //! the bus is in.
 
 pub mod memory;
+pub mod redis;
 
+use axum::extract::ws::Utf8Bytes;
 use futures_util::future::BoxFuture;
 use signaling_protocol::reply::{self, LeaveReason};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Weak};
 
 use crate::ids::{NodeId, PeerId, RoomId};
 
@@ -79,8 +82,54 @@ pub enum BusError {
     Unavailable(String),
 }
 
-/// The engine boundary. Implementations: [`memory::MemoryBus`].
+/// Traffic for this node from the others, about one room.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// A presence change of a peer held by another node.
+    Presence(PresenceEvent),
+    /// A message broadcast by a peer of another node: the encoded frame.
+    Broadcast { from_node: NodeId, text: Utf8Bytes },
+    /// A message for one of this node's peers: the encoded frame.
+    Direct { to: PeerId, text: Utf8Bytes },
+}
+
+/// What the engine calls back into: the node (the hub). Calls never block.
+pub trait InboundHandler: Send + Sync {
+    /// Delivers traffic from another node.
+    fn deliver(&self, room: &RoomId, msg: Inbound);
+    /// The rooms this node has members in: what it must be subscribed to.
+    fn watched_rooms(&self) -> Vec<RoomId>;
+    /// This node's own peers, to re-assert after the engine lost its state.
+    fn local_peers(&self) -> Vec<(RoomId, Arc<PeerInfo>)>;
+    /// After a reconnect: the room as the cluster now knows it. Remote members
+    /// missing from `snapshot` are dropped only if their node is in `settled`
+    /// (it has re-asserted its peers since), so that a node still reconnecting
+    /// does not look as if its peers left.
+    fn resync(&self, room: &RoomId, snapshot: Vec<Arc<PeerInfo>>, settled: &HashSet<NodeId>);
+}
+
+/// The engine boundary. Implementations: [`memory::MemoryBus`] (one
+/// instance) and [`redis::RedisBus`] (a cluster).
 pub trait Bus: Send + Sync + 'static {
+    /// Connects the engine to the node it serves. Called once, before use.
+    fn attach(&self, handler: Weak<dyn InboundHandler>);
+
+    /// Starts receiving the traffic of `room` from other nodes and returns
+    /// the room's members held by other nodes, oldest first. Events that
+    /// arrive while this runs are delivered too, and the handler must buffer
+    /// them until the snapshot is applied. An `Err` means the cluster cannot
+    /// be asked now: the room works locally and is resynced on reconnect.
+    fn watch(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>>;
+
+    /// Stops receiving the traffic of `room` (no local members left).
+    fn unwatch(&self, room: &RoomId);
+
+    /// Sends an encoded frame to a peer held by `node`.
+    fn send_direct(&self, node: &NodeId, room: &RoomId, to: &PeerId, text: Utf8Bytes);
+
+    /// Sends an encoded frame to the room's members on other nodes.
+    fn broadcast(&self, room: &RoomId, text: Utf8Bytes);
+
     /// Records a change of one of this node's peers and announces it to the
     /// other nodes. Never waits: events are applied (or queued) in call order,
     /// which is the order each peer's events must keep.

@@ -8,6 +8,7 @@
 //! happened. Nothing here waits while holding a lock: outbox pushes never
 //! block, and the bus is told after the lock is released.
 
+mod remote;
 mod resume;
 pub mod room;
 
@@ -25,7 +26,7 @@ use crate::bus::{Bus, PeerInfo, PresenceEvent};
 use crate::ids::{NodeId, PeerId, RoomId, random_hex, unix_ms};
 use crate::metrics::Metrics;
 use crate::outbox::{CloseCause, Frame, Outbox};
-use room::{ConnId, Member, Presence, Room, Undeliverable};
+use room::{ConnId, Member, Presence, Room, Route, SyncState, Undeliverable};
 
 /// The bounds the hub enforces itself.
 #[derive(Debug, Clone)]
@@ -111,6 +112,12 @@ impl Hub {
         self.rooms.len()
     }
 
+    /// Wires the hub to its bus so other nodes' traffic reaches it.
+    pub fn attach_to_bus(self: &Arc<Self>) {
+        let me: Arc<dyn crate::bus::InboundHandler> = self.clone();
+        self.bus.attach(Arc::downgrade(&me));
+    }
+
     pub fn register(&self, outbox: Outbox) -> ConnId {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.conns.insert(id, outbox);
@@ -167,8 +174,17 @@ impl Hub {
         ));
         let secret = random_hex(16);
         {
-            let mut room = self.rooms.entry(req.room.clone()).or_default();
+            let mut room = loop {
+                self.ensure_view(&req.room).await;
+                // The room can vanish between the two steps if its last local
+                // member just left: then it is watched afresh.
+                if let Some(room) = self.rooms.get_mut(&req.room) {
+                    break room;
+                }
+            };
             if room.members.len() >= self.limits.max_room_peers {
+                drop(room);
+                self.forget_if_unused(&req.room);
                 return Err(refuse(ErrorCode::RoomFull, "the room is full"));
             }
             let token = resume::make_token(&peer, &secret);
@@ -186,7 +202,7 @@ impl Hub {
                 peer.clone(),
                 Member {
                     info: info.clone(),
-                    resume_secret: secret,
+                    resume_secret: Some(secret),
                     presence: Presence::connected(req.conn, req.outbox),
                 },
             );
@@ -215,29 +231,39 @@ impl Hub {
             .get_mut(&from.room)
             .ok_or(refuse(ErrorCode::NotJoined, "not in a room"))?;
         let cap = self.limits.resume_queue;
+        let queue_full = || {
+            refuse(
+                ErrorCode::Unavailable,
+                "the peer is reconnecting and its message queue is full",
+            )
+        };
         let reached = match to {
             Some(to) => {
                 let member = room
                     .members
                     .get_mut(to)
                     .ok_or(refuse(ErrorCode::UnknownPeer, "no such peer in this room"))?;
-                member
+                let route = member
                     .relay(&frame, cap)
-                    .map_err(|Undeliverable::QueueFull| {
-                        refuse(
-                            ErrorCode::Unavailable,
-                            "the peer is reconnecting and its message queue is full",
-                        )
-                    })?;
+                    .map_err(|Undeliverable::QueueFull| queue_full())?;
+                if let Route::Remote(node) = route {
+                    // Queued in order behind this sender's earlier messages.
+                    let to = member.info.id.clone();
+                    self.bus
+                        .send_direct(&node, &from.room, &to, frame.text.clone());
+                }
                 1
             }
             None => {
                 let mut n = 0;
                 for m in room.members.values_mut().filter(|m| m.info.id != from.peer) {
                     // A held member whose queue is full misses the broadcast.
-                    if m.relay(&frame, cap).is_ok() {
+                    if let Ok(Route::Local) = m.relay(&frame, cap) {
                         n += 1;
                     }
+                }
+                if room.has_remote() {
+                    self.bus.broadcast(&from.room, frame.text.clone());
                 }
                 n
             }
@@ -349,7 +375,7 @@ impl Hub {
             );
             removed
         };
-        self.rooms.remove_if(&who.room, |_, r| r.members.is_empty());
+        self.forget_if_unused(&who.room);
         let Some(m) = removed else {
             return false;
         };
@@ -365,5 +391,13 @@ impl Hub {
             },
         );
         true
+    }
+
+    /// Drops the room from this node once no local member is left in it.
+    fn forget_if_unused(&self, room: &RoomId) {
+        let unused = |_: &RoomId, r: &Room| !r.has_local() && matches!(r.sync, SyncState::Ready);
+        if self.rooms.remove_if(room, unused).is_some() {
+            self.bus.unwatch(room);
+        }
     }
 }

@@ -37,12 +37,14 @@ impl Hub {
         let (peer, secret) = token.split_once('.').ok_or_else(failed)?;
         let mut room = self.rooms.get_mut(&req.room).ok_or_else(failed)?;
         let member = room.members.get_mut(peer).ok_or_else(failed)?;
-        if !constant_time_eq(member.resume_secret.as_bytes(), secret.as_bytes()) {
+        let known = member.resume_secret.as_deref().ok_or_else(failed)?;
+        if !constant_time_eq(known.as_bytes(), secret.as_bytes()) {
             return Err(failed());
         }
         let peer = member.info.id.clone();
-        member.resume_secret = random_hex(16);
-        let new_token = make_token(&peer, &member.resume_secret);
+        let fresh = random_hex(16);
+        let new_token = make_token(&peer, &fresh);
+        member.resume_secret = Some(fresh);
         let previous = std::mem::replace(
             &mut member.presence,
             Presence::connected(req.conn, req.outbox.clone()),
@@ -63,6 +65,8 @@ impl Hub {
                     req.outbox.push(f);
                 }
             }
+            // Only local members have a resume secret.
+            Presence::Remote { .. } => {}
             // The old connection has not noticed it is dead yet: retire it.
             // (Frames already in its outbox go down with it.)
             Presence::Connected {

@@ -1,12 +1,13 @@
-//! One room as this node sees it: its members in join order, and how to reach
-//! each of them.
+//! One room as this node sees it: its members in join order (those held by
+//! other nodes included), and how to reach each of them.
 
 use indexmap::IndexMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use tokio::sync::watch;
 
-use crate::bus::PeerInfo;
-use crate::ids::PeerId;
+use crate::bus::{Inbound, PeerInfo};
+use crate::ids::{NodeId, PeerId};
 use crate::outbox::{Frame, Outbox};
 
 /// Identifies one WebSocket connection on this node.
@@ -25,20 +26,8 @@ pub enum Presence {
     /// Dropped, within its reconnect grace: relayed messages wait here for the
     /// resume. `epoch` tells this hold from a later one when the timer fires.
     Held { queue: VecDeque<Frame>, epoch: u64 },
-}
-
-pub struct Member {
-    pub info: Arc<PeerInfo>,
-    /// The secret half of its resume token.
-    pub resume_secret: String,
-    pub presence: Presence,
-}
-
-/// Why a relayed message could not be delivered to one member.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Undeliverable {
-    /// The member is held and its resume queue is full.
-    QueueFull,
+    /// Held by another node: messages go through the bus.
+    Remote { node: NodeId },
 }
 
 impl Presence {
@@ -49,11 +38,47 @@ impl Presence {
             overflow: VecDeque::new(),
         }
     }
+
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Presence::Remote { .. })
+    }
+}
+
+pub struct Member {
+    pub info: Arc<PeerInfo>,
+    /// The secret half of its resume token (local members only).
+    pub resume_secret: Option<String>,
+    pub presence: Presence,
+}
+
+/// Why a relayed message could not be delivered to one member.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Undeliverable {
+    /// The member is held and its resume queue is full.
+    QueueFull,
+}
+
+/// Where a relayed message went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Local,
+    /// To be sent through the bus to this node.
+    Remote(NodeId),
 }
 
 impl Member {
-    /// Delivers a room event (`peer-joined`, ...). A held member gets none: on
-    /// resume its `joined` carries the room as it is then.
+    pub fn remote(info: Arc<PeerInfo>) -> Self {
+        Member {
+            presence: Presence::Remote {
+                node: info.node.clone(),
+            },
+            info,
+            resume_secret: None,
+        }
+    }
+
+    /// Delivers a room event (`peer-joined`, ...) to a local member. A held
+    /// member gets none: on resume its `joined` carries the room as it is then.
     pub fn notify(&self, frame: &Frame) {
         if let Presence::Connected { outbox, .. } = &self.presence {
             outbox.push(frame.clone());
@@ -61,7 +86,7 @@ impl Member {
     }
 
     /// Delivers a relayed message, queueing it while the member is held.
-    pub fn relay(&mut self, frame: &Frame, queue_cap: usize) -> Result<(), Undeliverable> {
+    pub fn relay(&mut self, frame: &Frame, queue_cap: usize) -> Result<Route, Undeliverable> {
         match &mut self.presence {
             Presence::Connected {
                 outbox, overflow, ..
@@ -75,23 +100,47 @@ impl Member {
                     }
                     overflow.push_back(frame.clone());
                 }
-                Ok(())
+                Ok(Route::Local)
             }
             Presence::Held { queue, .. } if queue.len() < queue_cap => {
                 queue.push_back(frame.clone());
-                Ok(())
+                Ok(Route::Local)
             }
             Presence::Held { .. } => Err(Undeliverable::QueueFull),
+            Presence::Remote { node } => Ok(Route::Remote(node.clone())),
         }
     }
 }
 
-#[derive(Default)]
+/// Whether the room's remote members are known yet.
+pub enum SyncState {
+    Ready,
+    /// The first local member is joining and the cluster is being asked who
+    /// else is there; traffic that arrives meanwhile waits in `buffered`.
+    Pending {
+        buffered: Vec<Inbound>,
+        done: watch::Sender<bool>,
+    },
+}
+
 pub struct Room {
     pub members: IndexMap<PeerId, Member>,
+    pub sync: SyncState,
 }
 
 impl Room {
+    pub fn pending() -> (Room, watch::Receiver<bool>) {
+        let (done, rx) = watch::channel(false);
+        let room = Room {
+            members: IndexMap::new(),
+            sync: SyncState::Pending {
+                buffered: Vec::new(),
+                done,
+            },
+        };
+        (room, rx)
+    }
+
     /// The encoded peer objects of everyone but `except`, oldest first.
     pub fn peer_objects<'a>(&'a self, except: &'a PeerId) -> impl Iterator<Item = &'a str> + 'a {
         self.members
@@ -100,10 +149,30 @@ impl Room {
             .map(|m| &*m.info.object)
     }
 
-    /// Sends a room event to everyone but `except`.
+    /// Sends a room event to every local member but `except`.
     pub fn notify_others(&self, except: &PeerId, frame: &Frame) {
         for m in self.members.values().filter(|m| &m.info.id != except) {
             m.notify(frame);
         }
+    }
+
+    pub fn has_local(&self) -> bool {
+        self.members.values().any(|m| m.presence.is_local())
+    }
+
+    pub fn has_remote(&self) -> bool {
+        self.members.values().any(|m| !m.presence.is_local())
+    }
+
+    /// Inserts a member keeping the list oldest first.
+    pub fn insert_ordered(&mut self, member: Member) {
+        let at = member.info.joined_at_ms;
+        let pos = self
+            .members
+            .values()
+            .rposition(|m| m.info.joined_at_ms <= at)
+            .map_or(0, |i| i + 1);
+        self.members
+            .shift_insert(pos, member.info.id.clone(), member);
     }
 }

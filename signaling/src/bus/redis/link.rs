@@ -1,0 +1,284 @@
+//! The connections to Redis and what happens on every (re)connect.
+//!
+//! Order on each connect: subscribe to this node's channel and to every room
+//! the hub has members in; on the first connect of this process, announce the
+//! peers a previous run under the same node id left behind; re-assert this
+//! node's peers (Redis may have lost them); heartbeat; only then open the
+//! queue, so what waited during the outage is written after the re-assertion.
+//! A resync then brings every room's view in line with Redis.
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, AsyncConnectionConfig, Msg};
+use signaling_protocol::reply::LeaveReason;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::keys::payload;
+use super::{Shared, SubCmd, liveness, parse_peer, publisher, read_room};
+use crate::bus::{Inbound, PresenceEvent};
+use crate::ids::{NodeId, PeerId, RoomId, unix_ms};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often this node heartbeats and probes its own subscription.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A subscription that has not echoed our probe for this long is dead,
+/// even if its socket looks fine.
+const PROBE_DEADLINE: Duration = Duration::from_secs(5);
+
+pub async fn run(shared: Arc<Shared>, mut subs: mpsc::UnboundedReceiver<SubCmd>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        match session(&shared, &mut subs, &mut first).await {
+            Ok(()) => return, // the bus is gone
+            Err(e) => {
+                if shared.ready.load(Ordering::Acquire) {
+                    warn!(error = %e, "lost redis: serving local rooms, reconnecting");
+                } else {
+                    debug!(error = %e, "redis still unreachable");
+                }
+                shared.set_conn(None);
+            }
+        }
+        // Refuse subscriptions while down; the rooms are re-subscribed on reconnect.
+        let pause = tokio::time::sleep(backoff);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = &mut pause => break,
+                cmd = subs.recv() => match cmd {
+                    Some(SubCmd::Subscribe(_, tx)) => { let _ = tx.send(false); }
+                    Some(SubCmd::Unsubscribe(_)) => {}
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        if shared.ready.load(Ordering::Acquire) {
+            backoff = BACKOFF_MIN;
+        }
+    }
+}
+
+/// One connected period. Returns `Ok` only when the bus is dropped.
+async fn session(
+    shared: &Arc<Shared>,
+    subs: &mut mpsc::UnboundedReceiver<SubCmd>,
+    first: &mut bool,
+) -> redis::RedisResult<()> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(CONNECT_TIMEOUT));
+    let mut conn = shared
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, shared.client.get_async_pubsub())
+        .await
+        .map_err(|_| timeout_error())??;
+    let (mut sink, mut stream) = pubsub.split();
+    let node_channel = shared.keys.node_channel(&shared.node);
+    sink.subscribe(&node_channel).await?;
+    if std::mem::take(first) {
+        liveness::announce_dead(shared, &mut conn, &shared.node).await?;
+    }
+    let handler = shared.handler();
+    if let Some(h) = &handler {
+        for room in h.watched_rooms() {
+            sink.subscribe(shared.keys.room_channel(&room)).await?;
+        }
+        reassert(shared, &mut conn, h.local_peers()).await?;
+    }
+    liveness::heartbeat(shared, &mut conn).await?;
+    let connected_ms = unix_ms();
+    shared.set_conn(Some(conn.clone()));
+    info!(node = %shared.node, "connected to redis");
+    tokio::spawn(resync(shared.clone(), connected_ms));
+
+    let connected = Instant::now();
+    let mut last_probe = Instant::now();
+    let reaping = Arc::new(AtomicBool::new(false));
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(m) => {
+                    if m.get_channel_name() == node_channel && m.get_payload_bytes().first() == Some(&b'P') {
+                        last_probe = Instant::now();
+                    } else {
+                        dispatch(shared, &node_channel, &m);
+                    }
+                }
+                None => return Err(dropped_error()),
+            },
+            cmd = subs.recv() => match cmd {
+                Some(SubCmd::Subscribe(ch, tx)) => {
+                    let ok = sink.subscribe(&ch).await.is_ok();
+                    let _ = tx.send(ok);
+                }
+                Some(SubCmd::Unsubscribe(ch)) => {
+                    let _ = sink.unsubscribe(&ch).await;
+                }
+                None => return Ok(()),
+            },
+            _ = tick.tick() => {
+                liveness::heartbeat(shared, &mut conn).await?;
+                let _: () = conn.publish(&node_channel, payload::encode('P', shared.node.as_str(), &[])).await?;
+                if last_probe.elapsed() > PROBE_DEADLINE {
+                    return Err(dropped_error());
+                }
+                if connected.elapsed() >= shared.config.node_timeout
+                    && !reaping.swap(true, Ordering::AcqRel)
+                {
+                    let (shared, reaping, mut conn) = (shared.clone(), reaping.clone(), conn.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = liveness::reap(&shared, &mut conn).await {
+                            debug!(error = %e, "reaping dead nodes failed");
+                        }
+                        reaping.store(false, Ordering::Release);
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn timeout_error() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "redis connect timed out",
+    ))
+}
+
+fn dropped_error() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "redis subscription ended",
+    ))
+}
+
+/// Writes this node's peers back (quietly where Redis still has them).
+async fn reassert(
+    shared: &Shared,
+    conn: &mut MultiplexedConnection,
+    peers: Vec<(RoomId, Arc<crate::bus::PeerInfo>)>,
+) -> redis::RedisResult<()> {
+    if peers.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (room, p) in &peers {
+        publisher::upsert(
+            &mut pipe,
+            &shared.keys,
+            room,
+            p,
+            'J',
+            "peer-joined",
+            true,
+            shared.config.stream_maxlen,
+        );
+    }
+    pipe.query_async::<()>(conn).await
+}
+
+/// After a reconnect, brings each watched room's view in line with Redis,
+/// a few times over while the other nodes finish reconnecting too.
+async fn resync(shared: Arc<Shared>, connected_ms: u64) {
+    let timeout = shared.config.node_timeout;
+    for at in [
+        Duration::from_secs(1),
+        Duration::from_secs(3),
+        timeout + Duration::from_secs(1),
+    ] {
+        let due = connected_ms + at.as_millis() as u64;
+        tokio::time::sleep(Duration::from_millis(due.saturating_sub(unix_ms()))).await;
+        let (Some(mut conn), Some(handler)) = (shared.conn(), shared.handler()) else {
+            return;
+        };
+        // Nodes that heartbeated since we reconnected have re-asserted their peers.
+        let settled: Vec<String> = match conn
+            .zrangebyscore(shared.keys.nodes(), connected_ms, "+inf")
+            .await
+        {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let settled: HashSet<NodeId> = settled.into_iter().map(NodeId::new).collect();
+        for room in handler.watched_rooms() {
+            match read_room(&mut conn, &shared.keys, &room).await {
+                Ok(peers) => handler.resync(&room, peers, &settled),
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Hands one pub/sub message to the hub. Never blocks.
+fn dispatch(shared: &Shared, node_channel: &str, msg: &Msg) {
+    let Some(handler) = shared.handler() else {
+        return;
+    };
+    let Some((kind, node, body)) = payload::decode(msg.get_payload_bytes()) else {
+        debug!(channel = msg.get_channel_name(), "undecodable bus message");
+        return;
+    };
+    let channel = msg.get_channel_name();
+    if channel == node_channel {
+        if kind == b'D' {
+            if let Some((head, frame)) = body.split_once('\n') {
+                if let Some((room, to)) = head.split_once(' ') {
+                    handler.deliver(
+                        &RoomId::new(room),
+                        Inbound::Direct {
+                            to: PeerId::new(to),
+                            text: frame.to_owned().into(),
+                        },
+                    );
+                }
+            }
+        }
+        return;
+    }
+    let Some(room) = shared.keys.room_of_channel(channel) else {
+        return;
+    };
+    let room = RoomId::new(room);
+    let inbound = match kind {
+        b'J' | b'U' => {
+            let Some(p) = parse_peer(node, body) else {
+                return;
+            };
+            Inbound::Presence(if kind == b'J' {
+                PresenceEvent::Joined(p)
+            } else {
+                PresenceEvent::Updated(p)
+            })
+        }
+        b'L' => {
+            let Some((peer, reason)) = body.split_once(' ') else {
+                return;
+            };
+            let Some(reason) = LeaveReason::parse(reason) else {
+                return;
+            };
+            Inbound::Presence(PresenceEvent::Left {
+                peer: PeerId::new(peer),
+                reason,
+            })
+        }
+        b'B' => Inbound::Broadcast {
+            from_node: NodeId::new(node),
+            text: body.to_owned().into(),
+        },
+        _ => return,
+    };
+    handler.deliver(&room, inbound);
+}

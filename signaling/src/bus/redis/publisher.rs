@@ -1,0 +1,151 @@
+//! The one ordered queue of everything this node writes to Redis: presence
+//! changes and relayed messages. One task drains it in pipelined batches, so
+//! each peer's events and each sender's messages keep their order, and a
+//! batch that fails on a lost connection is sent again once Redis is back.
+
+use signaling_protocol::reply::LeaveReason;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+use super::keys::{Keys, payload};
+use super::{Shared, scripts};
+use crate::bus::{PeerInfo, PresenceEvent};
+use crate::ids::{NodeId, PeerId, RoomId, unix_ms};
+
+/// Most operations sent in one round trip.
+const BATCH: usize = 512;
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+pub enum Op {
+    /// A change of one of this node's peers.
+    Presence { room: RoomId, event: PresenceEvent },
+    /// A relayed message for another node or a room channel.
+    Publish { channel: String, payload: Vec<u8> },
+}
+
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
+    let mut batch: Vec<Op> = Vec::with_capacity(BATCH);
+    loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(op) => batch.push(op),
+                None => return,
+            }
+        }
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut conn = shared.wait_conn().await;
+        let mut pipe = redis::pipe();
+        for op in &batch {
+            add(
+                &mut pipe,
+                op,
+                &shared.keys,
+                &shared.node,
+                shared.config.stream_maxlen,
+            );
+        }
+        match pipe.query_async::<redis::Value>(&mut conn).await {
+            Ok(_) => batch.clear(),
+            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                warn!(error = %e, pending = batch.len(), "redis write failed: retrying when it is back");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(e) => {
+                error!(error = %e, dropped = batch.len(), "redis refused a batch");
+                batch.clear();
+            }
+        }
+    }
+}
+
+fn add(pipe: &mut redis::Pipeline, op: &Op, keys: &Keys, node: &NodeId, maxlen: usize) {
+    match op {
+        Op::Publish { channel, payload } => {
+            pipe.publish(channel, payload.as_slice()).ignore();
+        }
+        Op::Presence { room, event } => match event {
+            PresenceEvent::Joined(p) => {
+                upsert(pipe, keys, room, p, 'J', "peer-joined", false, maxlen)
+            }
+            PresenceEvent::Updated(p) => {
+                upsert(pipe, keys, room, p, 'U', "peer-updated", false, maxlen)
+            }
+            PresenceEvent::Left { peer, reason } => {
+                remove(pipe, keys, room, peer, node, *reason, false, maxlen)
+            }
+        },
+    }
+}
+
+/// Records and announces a peer (`quiet_if_known`: only if Redis lost it).
+#[allow(clippy::too_many_arguments)]
+pub fn upsert(
+    pipe: &mut redis::Pipeline,
+    keys: &Keys,
+    room: &RoomId,
+    peer: &PeerInfo,
+    kind: char,
+    event: &str,
+    quiet_if_known: bool,
+    maxlen: usize,
+) {
+    let announce = payload::encode(kind, peer.node.as_str(), &[&peer.object]);
+    pipe.cmd("EVAL")
+        .arg(scripts::UPSERT)
+        .arg(5)
+        .arg(keys.room(room))
+        .arg(keys.rooms())
+        .arg(keys.node_peers(&peer.node))
+        .arg(keys.room_channel(room))
+        .arg(keys.stream())
+        .arg(room.as_str())
+        .arg(peer.id.as_str())
+        .arg(peer.node.as_str())
+        .arg(&*peer.object)
+        .arg(announce)
+        .arg(unix_ms())
+        .arg(maxlen)
+        .arg(event)
+        .arg(if quiet_if_known { "1" } else { "0" })
+        .ignore();
+}
+
+/// Removes and announces a peer held by `node` (`only_if_present`: when
+/// announcing a dead node, so no peer is announced twice).
+#[allow(clippy::too_many_arguments)]
+pub fn remove(
+    pipe: &mut redis::Pipeline,
+    keys: &Keys,
+    room: &RoomId,
+    peer: &PeerId,
+    node: &NodeId,
+    reason: LeaveReason,
+    only_if_present: bool,
+    maxlen: usize,
+) {
+    let announce = payload::encode('L', node.as_str(), &[peer.as_str(), " ", reason.as_str()]);
+    pipe.cmd("EVAL")
+        .arg(scripts::REMOVE)
+        .arg(5)
+        .arg(keys.room(room))
+        .arg(keys.rooms())
+        .arg(keys.node_peers(node))
+        .arg(keys.room_channel(room))
+        .arg(keys.stream())
+        .arg(room.as_str())
+        .arg(peer.as_str())
+        .arg(node.as_str())
+        .arg(reason.as_str())
+        .arg(announce)
+        .arg(unix_ms())
+        .arg(maxlen)
+        .arg(if only_if_present { "1" } else { "0" })
+        .ignore();
+}

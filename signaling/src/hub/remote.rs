@@ -1,0 +1,203 @@
+//! The hub's side of the cluster: learning a room's remote members when a
+//! first local peer joins it, and applying what other nodes send.
+//!
+//! Remote events are idempotent here (a join of a known peer, a leave of an
+//! unknown one change nothing), which is what makes the subscribe-then-read
+//! snapshot safe: anything published in between is either in the snapshot,
+//! or buffered and applied after it, or both.
+
+use dashmap::mapref::entry::Entry;
+use signaling_protocol::reply::{self, LeaveReason};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{debug, warn};
+
+use super::Hub;
+use super::room::{Member, Presence, Room, SyncState};
+use crate::bus::{Inbound, InboundHandler, PeerInfo, PresenceEvent};
+use crate::ids::{NodeId, PeerId, RoomId};
+use crate::outbox::Frame;
+
+impl Hub {
+    /// Makes sure this node knows `room`'s remote members, asking the
+    /// cluster if it is the first to need them. Concurrent joiners wait.
+    pub(super) async fn ensure_view(&self, room: &RoomId) {
+        let waiting = match self.rooms.entry(room.clone()) {
+            Entry::Occupied(e) => match &e.get().sync {
+                SyncState::Ready => return,
+                SyncState::Pending { done, .. } => Some(done.subscribe()),
+            },
+            Entry::Vacant(v) => {
+                v.insert(Room::pending().0);
+                None
+            }
+        };
+        match waiting {
+            Some(mut rx) => {
+                let _ = rx.wait_for(|done| *done).await;
+            }
+            None => self.sync_view(room).await,
+        }
+    }
+
+    async fn sync_view(&self, room_id: &RoomId) {
+        let snapshot = self.bus.watch(room_id).await;
+        let Some(mut room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let (buffered, done) = match std::mem::replace(&mut room.sync, SyncState::Ready) {
+            SyncState::Pending { buffered, done } => (buffered, Some(done)),
+            SyncState::Ready => (Vec::new(), None),
+        };
+        match snapshot {
+            Ok(peers) => {
+                for p in peers {
+                    if p.node != self.node && !room.members.contains_key(&p.id) {
+                        room.insert_ordered(Member::remote(p));
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(room = %room_id, error = %e, "room served locally until the bus is back")
+            }
+        }
+        for msg in buffered {
+            self.apply(&mut room, room_id, msg);
+        }
+        if let Some(done) = done {
+            let _ = done.send(true);
+        }
+    }
+
+    fn apply(&self, room: &mut Room, room_id: &RoomId, msg: Inbound) {
+        match msg {
+            Inbound::Presence(PresenceEvent::Joined(info) | PresenceEvent::Updated(info)) => {
+                if info.node != self.node {
+                    self.upsert_remote(room, info);
+                }
+            }
+            Inbound::Presence(PresenceEvent::Left { peer, reason }) => {
+                self.remove_remote(room, &peer, reason);
+            }
+            Inbound::Broadcast { from_node, text } => {
+                if from_node != self.node {
+                    let frame = Frame {
+                        text,
+                        relayed_at: Some(Instant::now()),
+                    };
+                    let cap = self.limits.resume_queue;
+                    for m in room.members.values_mut().filter(|m| m.presence.is_local()) {
+                        let _ = m.relay(&frame, cap);
+                    }
+                }
+            }
+            Inbound::Direct { to, text } => {
+                let frame = Frame {
+                    text,
+                    relayed_at: Some(Instant::now()),
+                };
+                match room.members.get_mut(&to) {
+                    Some(m) if m.presence.is_local() => {
+                        if m.relay(&frame, self.limits.resume_queue).is_err() {
+                            debug!(room = %room_id, peer = %to, "resume queue full: message dropped");
+                        }
+                    }
+                    _ => debug!(room = %room_id, peer = %to, "direct message for a peer not here"),
+                }
+            }
+        }
+    }
+
+    /// A remote peer joined or changed; local members hear of it once.
+    fn upsert_remote(&self, room: &mut Room, info: Arc<PeerInfo>) {
+        match room.members.get_mut(&info.id) {
+            Some(m) if !m.presence.is_local() => {
+                m.presence = Presence::Remote {
+                    node: info.node.clone(),
+                };
+                if m.info.object != info.object {
+                    let frame = Frame::reply(reply::peer_updated(&info.object));
+                    m.info = info.clone();
+                    room.notify_others(&info.id, &frame);
+                }
+            }
+            // A local member's own echo, or a stale event about it.
+            Some(_) => {}
+            None => {
+                let frame = Frame::reply(reply::peer_joined(&info.object));
+                room.insert_ordered(Member::remote(info.clone()));
+                room.notify_others(&info.id, &frame);
+            }
+        }
+    }
+
+    fn remove_remote(&self, room: &mut Room, peer: &PeerId, reason: LeaveReason) {
+        if room
+            .members
+            .get(peer)
+            .is_some_and(|m| !m.presence.is_local())
+        {
+            room.members.shift_remove(peer);
+            room.notify_others(peer, &Frame::reply(reply::peer_left(peer.as_str(), reason)));
+        }
+    }
+}
+
+impl InboundHandler for Hub {
+    fn deliver(&self, room_id: &RoomId, msg: Inbound) {
+        let Some(mut room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if let SyncState::Pending { buffered, .. } = &mut room.sync {
+            buffered.push(msg);
+            return;
+        }
+        self.apply(&mut room, room_id, msg);
+    }
+
+    fn watched_rooms(&self) -> Vec<RoomId> {
+        self.rooms.iter().map(|r| r.key().clone()).collect()
+    }
+
+    fn local_peers(&self) -> Vec<(RoomId, Arc<PeerInfo>)> {
+        let mut out = Vec::new();
+        for r in self.rooms.iter() {
+            for m in r.members.values().filter(|m| m.presence.is_local()) {
+                out.push((r.key().clone(), m.info.clone()));
+            }
+        }
+        out
+    }
+
+    fn resync(&self, room_id: &RoomId, snapshot: Vec<Arc<PeerInfo>>, settled: &HashSet<NodeId>) {
+        let Some(mut room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if !matches!(room.sync, SyncState::Ready) {
+            return; // a first sync is under way and will see the same state
+        }
+        let known: HashMap<PeerId, Arc<PeerInfo>> = snapshot
+            .into_iter()
+            .filter(|p| p.node != self.node)
+            .map(|p| (p.id.clone(), p))
+            .collect();
+        let gone: Vec<PeerId> = room
+            .members
+            .values()
+            .filter(|m| match &m.presence {
+                Presence::Remote { node } => {
+                    !known.contains_key(&m.info.id) && settled.contains(node)
+                }
+                _ => false,
+            })
+            .map(|m| m.info.id.clone())
+            .collect();
+        for peer in gone {
+            self.remove_remote(&mut room, &peer, LeaveReason::Disconnected);
+        }
+        for info in known.into_values() {
+            self.upsert_remote(&mut room, info);
+        }
+    }
+}
