@@ -55,6 +55,14 @@ impl Metrics {
         self.peers.fetch_sub(1, Relaxed);
         self.leaves[reason_index(reason)].fetch_add(1, Relaxed);
     }
+    /// A peer resumed here from another node.
+    pub fn peer_arrived(&self) {
+        self.peers.fetch_add(1, Relaxed);
+    }
+    /// A peer was handed over to another node.
+    pub fn peer_departed(&self) {
+        self.peers.fetch_sub(1, Relaxed);
+    }
     pub fn held_changed(&self, delta: i64) {
         self.held.fetch_add(delta, Relaxed);
     }

@@ -187,10 +187,15 @@ impl Server {
         info!(clients = app.hub.open_connections(), timeout = ?drain, "draining");
         app.hub.start_drain(GOAWAY_RETRY_AFTER);
         app.sessions.close();
-        if tokio::time::timeout(drain, app.sessions.wait())
-            .await
-            .is_err()
-        {
+        // Clients leave; in a cluster they resume elsewhere, and this node
+        // stays until it has handed their peers over.
+        let clients_gone = async {
+            app.sessions.wait().await;
+            while app.hub.bus().is_shared() && app.hub.held_peers() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if tokio::time::timeout(drain, clients_gone).await.is_err() {
             let left = app.hub.open_connections();
             warn!(
                 clients = left,
@@ -199,6 +204,9 @@ impl Server {
             app.hub.close_all(CloseCause::Shutdown);
             let _ = tokio::time::timeout(FINAL_CLOSE_WAIT, app.sessions.wait()).await;
         }
+        // Whoever did not come back elsewhere is gone: say so before leaving.
+        app.hub.evict_all();
+        app.hub.bus().flush().await;
         stop_listening.cancel();
         match tokio::time::timeout(FINAL_CLOSE_WAIT, http).await {
             Ok(Ok(result)) => result?,

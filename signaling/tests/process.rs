@@ -209,20 +209,15 @@ async fn sigterm_drains_with_goaway_and_exits_zero() {
     }
 }
 
-#[tokio::test]
-async fn redis_url_is_refused_until_clustering_lands() {
+#[test]
+fn a_malformed_redis_url_is_refused_at_start() {
     let out = Command::new(env!("CARGO_BIN_EXE_signaling"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--redis-url",
-            "redis://127.0.0.1:1",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--redis-url", "not a url"])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("not supported yet"), "{text}");
+    assert!(text.contains("invalid --redis-url"), "{text}");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use indexmap::IndexMap;
 use std::sync::Arc;
 
-use super::{Bus, BusError, InboundHandler, PeerInfo, PresenceEvent, RoomSummary};
+use super::{Bus, BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, RoomSummary};
 use crate::ids::{NodeId, PeerId, RoomId};
 use axum::extract::ws::Utf8Bytes;
 use std::sync::Weak;
@@ -37,9 +37,23 @@ impl Bus for MemoryBus {
 
     fn broadcast(&self, _room: &RoomId, _text: Utf8Bytes) {}
 
+    fn claim<'a>(
+        &'a self,
+        _node: &'a NodeId,
+        _room: &'a RoomId,
+        _peer: &'a PeerId,
+        _secret: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Handoff>, BusError>> {
+        futures_util::future::ready(Ok(None)).boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        futures_util::future::ready(()).boxed()
+    }
+
     fn publish(&self, room: &RoomId, event: PresenceEvent) {
         match event {
-            PresenceEvent::Joined(p) | PresenceEvent::Updated(p) => {
+            PresenceEvent::Joined(p) | PresenceEvent::Updated(p) | PresenceEvent::Moved(p) => {
                 self.rooms
                     .entry(room.clone())
                     .or_default()

@@ -66,7 +66,20 @@ impl PeerInfo {
 pub enum PresenceEvent {
     Joined(Arc<PeerInfo>),
     Updated(Arc<PeerInfo>),
-    Left { peer: PeerId, reason: LeaveReason },
+    /// The peer resumed on another node (`PeerInfo::node`); nobody is told.
+    Moved(Arc<PeerInfo>),
+    Left {
+        peer: PeerId,
+        reason: LeaveReason,
+    },
+}
+
+/// A held peer handed over by the node that held it, for a resume elsewhere.
+#[derive(Debug)]
+pub struct Handoff {
+    pub info: Arc<PeerInfo>,
+    /// The relayed messages queued for it, encoded, in order.
+    pub queued: Vec<Utf8Bytes>,
 }
 
 /// One line of `/api/rooms`.
@@ -106,6 +119,9 @@ pub trait InboundHandler: Send + Sync {
     /// (it has re-asserted its peers since), so that a node still reconnecting
     /// does not look as if its peers left.
     fn resync(&self, room: &RoomId, snapshot: Vec<Arc<PeerInfo>>, settled: &HashSet<NodeId>);
+    /// Another node asks for a peer of ours to resume there: if `secret` is
+    /// its resume secret, the peer is removed here without a word and handed over.
+    fn hand_over(&self, room: &RoomId, peer: &PeerId, secret: &str) -> Option<Handoff>;
 }
 
 /// The engine boundary. Implementations: [`memory::MemoryBus`] (one
@@ -130,6 +146,20 @@ pub trait Bus: Send + Sync + 'static {
     /// Sends an encoded frame to the room's members on other nodes.
     fn broadcast(&self, room: &RoomId, text: Utf8Bytes);
 
+    /// Asks `node` to hand over its peer `peer` for a resume here. `Ok(None)`:
+    /// it refused (wrong secret, or the peer is gone).
+    fn claim<'a>(
+        &'a self,
+        node: &'a NodeId,
+        room: &'a RoomId,
+        peer: &'a PeerId,
+        secret: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Handoff>, BusError>>;
+
+    /// Waits (boundedly) until what was published has left this process:
+    /// the last step of a shutdown.
+    fn flush(&self) -> BoxFuture<'_, ()>;
+
     /// Records a change of one of this node's peers and announces it to the
     /// other nodes. Never waits: events are applied (or queued) in call order,
     /// which is the order each peer's events must keep.
@@ -140,6 +170,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// A room's members across the cluster, oldest first (empty if none).
     fn room_peers(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>>;
+
+    /// Whether other nodes can take this node's peers over (a resume
+    /// elsewhere), so a draining node should wait for its held peers.
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     /// Whether the engine can serve right now (for `/readyz`).
     fn is_ready(&self) -> bool {

@@ -162,7 +162,7 @@ impl Hub {
             ));
         }
         if let Some(token) = req.resume {
-            return self.resume(token, req);
+            return self.resume(token, req).await;
         }
         let peer = PeerId::random();
         let info = Arc::new(PeerInfo::new(
@@ -398,6 +398,43 @@ impl Hub {
         let unused = |_: &RoomId, r: &Room| !r.has_local() && matches!(r.sync, SyncState::Ready);
         if self.rooms.remove_if(room, unused).is_some() {
             self.bus.unwatch(room);
+        }
+    }
+
+    /// Dropped peers waiting here for a resume.
+    pub fn held_peers(&self) -> usize {
+        self.rooms
+            .iter()
+            .map(|r| {
+                r.members
+                    .values()
+                    .filter(|m| matches!(m.presence, Presence::Held { .. }))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// The end of a shutdown: every peer still here is announced gone
+    /// (`timeout` if it was waiting to resume, else `disconnected`), so no
+    /// other node keeps a ghost.
+    pub fn evict_all(&self) {
+        let mut local = Vec::new();
+        for r in self.rooms.iter() {
+            for m in r.members.values() {
+                let reason = match m.presence {
+                    Presence::Held { .. } => LeaveReason::Timeout,
+                    Presence::Connected { .. } => LeaveReason::Disconnected,
+                    Presence::Remote { .. } => continue,
+                };
+                let who = Membership {
+                    room: r.key().clone(),
+                    peer: m.info.id.clone(),
+                };
+                local.push((who, reason));
+            }
+        }
+        for (who, reason) in local {
+            self.leave(&who, reason);
         }
     }
 }

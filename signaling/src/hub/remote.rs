@@ -14,9 +14,11 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use super::Hub;
+use super::resume::constant_time_eq;
 use super::room::{Member, Presence, Room, SyncState};
-use crate::bus::{Inbound, InboundHandler, PeerInfo, PresenceEvent};
+use crate::bus::{Handoff, Inbound, InboundHandler, PeerInfo, PresenceEvent};
 use crate::ids::{NodeId, PeerId, RoomId};
+use crate::outbox::CloseCause;
 use crate::outbox::Frame;
 
 impl Hub {
@@ -72,7 +74,11 @@ impl Hub {
 
     fn apply(&self, room: &mut Room, room_id: &RoomId, msg: Inbound) {
         match msg {
-            Inbound::Presence(PresenceEvent::Joined(info) | PresenceEvent::Updated(info)) => {
+            Inbound::Presence(
+                PresenceEvent::Joined(info)
+                | PresenceEvent::Updated(info)
+                | PresenceEvent::Moved(info),
+            ) => {
                 if info.node != self.node {
                     self.upsert_remote(room, info);
                 }
@@ -199,5 +205,35 @@ impl InboundHandler for Hub {
         for info in known.into_values() {
             self.upsert_remote(&mut room, info);
         }
+    }
+
+    fn hand_over(&self, room_id: &RoomId, peer: &PeerId, secret: &str) -> Option<Handoff> {
+        let member = {
+            let mut room = self.rooms.get_mut(room_id)?;
+            let known = room.members.get(peer)?.resume_secret.as_deref()?;
+            if !constant_time_eq(known.as_bytes(), secret.as_bytes()) {
+                return None;
+            }
+            room.members.shift_remove(peer)?
+        };
+        let queued = match member.presence {
+            Presence::Held { queue, .. } => {
+                self.metrics.held_changed(-1);
+                queue.into_iter().map(|f| f.text).collect()
+            }
+            Presence::Connected {
+                outbox, overflow, ..
+            } => {
+                outbox.close(CloseCause::Replaced);
+                overflow.into_iter().map(|f| f.text).collect()
+            }
+            Presence::Remote { .. } => Vec::new(),
+        };
+        self.metrics.peer_departed();
+        self.forget_if_unused(room_id);
+        Some(Handoff {
+            info: member.info,
+            queued,
+        })
     }
 }

@@ -9,21 +9,23 @@ use signaling_protocol::ErrorCode;
 use signaling_protocol::reply;
 use std::sync::Arc;
 
-use super::room::Presence;
+use super::room::{Member, Presence, Room};
 use super::{Hub, JoinRequest, Membership, Refusal, refuse};
+use crate::bus::{Handoff, PeerInfo, PresenceEvent};
 use crate::ids::{PeerId, random_hex};
 use crate::outbox::{CloseCause, Frame};
+use std::time::Instant;
 
 pub fn make_token(peer: &PeerId, secret: &str) -> String {
     format!("{peer}.{secret}")
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Hub {
-    pub(super) fn resume(
+    pub(super) async fn resume(
         self: &Arc<Self>,
         token: &str,
         req: JoinRequest<'_>,
@@ -35,6 +37,27 @@ impl Hub {
             )
         };
         let (peer, secret) = token.split_once('.').ok_or_else(failed)?;
+        self.ensure_view(&req.room).await;
+        let holder = {
+            let room = self.rooms.get(&req.room).ok_or_else(failed)?;
+            match room.members.get(peer).map(|m| &m.presence) {
+                None => return Err(failed()),
+                Some(Presence::Remote { node }) => Some(node.clone()),
+                Some(_) => None,
+            }
+        };
+        if let Some(node) = holder {
+            // Held by another node: ask it to hand the peer over.
+            let peer = PeerId::new(peer);
+            let handoff = self
+                .bus
+                .claim(&node, &req.room, &peer, secret)
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(failed)?;
+            return self.adopt(handoff, req);
+        }
         let mut room = self.rooms.get_mut(&req.room).ok_or_else(failed)?;
         let member = room.members.get_mut(peer).ok_or_else(failed)?;
         let known = member.resume_secret.as_deref().ok_or_else(failed)?;
@@ -80,6 +103,62 @@ impl Hub {
         }
         drop(room);
         self.metrics.resumed();
+        Ok(Membership {
+            room: req.room,
+            peer,
+        })
+    }
+}
+
+impl Hub {
+    /// Takes in a peer handed over by another node: same id, same place in
+    /// the room, its queued messages after the `joined`. The others only
+    /// learn where it lives now.
+    fn adopt(&self, handoff: Handoff, req: JoinRequest<'_>) -> Result<Membership, Refusal> {
+        let old = handoff.info;
+        let info = Arc::new(PeerInfo::new(
+            old.id.clone(),
+            self.node.clone(),
+            old.name.clone(),
+            old.meta.clone(),
+            old.joined_at_ms,
+        ));
+        let peer = info.id.clone();
+        let secret = random_hex(16);
+        {
+            let mut room = self
+                .rooms
+                .entry(req.room.clone())
+                .or_insert_with(Room::ready);
+            let joined = reply::joined(
+                req.reference,
+                req.room.as_str(),
+                peer.as_str(),
+                room.peer_objects(&peer),
+                req.ice_servers,
+                &make_token(&peer, &secret),
+            );
+            req.outbox.push(Frame::reply(joined));
+            let now = Instant::now();
+            for text in handoff.queued {
+                req.outbox.push(Frame {
+                    text,
+                    relayed_at: Some(now),
+                });
+            }
+            let member = Member {
+                info: info.clone(),
+                resume_secret: Some(secret),
+                presence: Presence::connected(req.conn, req.outbox),
+            };
+            match room.members.get_mut(&peer) {
+                Some(m) => *m = member,
+                None => room.insert_ordered(member),
+            }
+        }
+        self.metrics.peer_arrived();
+        self.metrics.resumed();
+        self.bus.publish(&req.room, PresenceEvent::Moved(info));
         Ok(Membership {
             room: req.room,
             peer,

@@ -129,6 +129,14 @@ pub struct Room {
 }
 
 impl Room {
+    /// A room whose remote members are known (or, with one node, none).
+    pub fn ready() -> Room {
+        Room {
+            members: IndexMap::new(),
+            sync: SyncState::Ready,
+        }
+    }
+
     pub fn pending() -> (Room, watch::Receiver<bool>) {
         let (done, rx) = watch::channel(false);
         let room = Room {

@@ -31,6 +31,11 @@ impl Keys {
         format!("{}:node:{node}:peers", self.prefix)
     }
 
+    /// `node_peers` of node N is this + N + `:peers` (for the scripts).
+    pub fn node_peers_prefix(&self) -> String {
+        format!("{}:node:", self.prefix)
+    }
+
     /// ZSET node → last heartbeat (unix ms).
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)

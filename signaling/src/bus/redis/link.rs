@@ -232,6 +232,11 @@ fn dispatch(shared: &Shared, node_channel: &str, msg: &Msg) {
     };
     let channel = msg.get_channel_name();
     if channel == node_channel {
+        match kind {
+            b'C' => return super::answer_claim(shared, node, body),
+            b'H' | b'N' => return super::complete_claim(shared, kind, node, body),
+            _ => {}
+        }
         if kind == b'D' {
             if let Some((head, frame)) = body.split_once('\n') {
                 if let Some((room, to)) = head.split_once(' ') {

@@ -20,19 +20,21 @@ mod publisher;
 mod scripts;
 
 use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
 use futures_util::future::{BoxFuture, FutureExt};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use signaling_protocol::reply::push_str;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
-use super::{Bus, BusError, InboundHandler, PeerInfo, PresenceEvent, RoomSummary};
+use super::{Bus, BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, RoomSummary};
 use crate::ids::{NodeId, PeerId, RoomId};
 pub use keys::Keys;
 use keys::payload;
@@ -66,9 +68,23 @@ struct Shared {
     conn_ready: Notify,
     ready: AtomicBool,
     handler: OnceLock<Weak<dyn InboundHandler>>,
+    ops: mpsc::Sender<Op>,
+    /// Operations queued or being written; zero once everything is out.
+    unwritten: AtomicUsize,
+    /// Resume claims waiting for the holding node's answer.
+    claims: DashMap<u64, oneshot::Sender<Option<Handoff>>>,
+    next_claim: AtomicU64,
 }
 
 impl Shared {
+    fn enqueue(&self, op: Op) {
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = self.ops.try_send(op) {
+            self.unwritten.fetch_sub(1, Ordering::AcqRel);
+            warn!(error = %e, "redis queue full: an update is dropped (the resync repairs views)");
+        }
+    }
+
     fn conn(&self) -> Option<MultiplexedConnection> {
         self.conn.read().ok().and_then(|c| c.clone())
     }
@@ -102,7 +118,6 @@ impl Shared {
 
 pub struct RedisBus {
     shared: Arc<Shared>,
-    ops: mpsc::Sender<Op>,
     subs: mpsc::UnboundedSender<SubCmd>,
 }
 
@@ -110,6 +125,10 @@ pub struct RedisBus {
 /// and the resync after reconnect repairs the views.
 const QUEUE: usize = 100_000;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a resume waits for the node that holds the peer.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a shutdown waits for the queue to drain.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid --redis-url: {0}")]
@@ -119,6 +138,7 @@ impl RedisBus {
     /// Starts the engine. Redis need not be up: the engine keeps trying.
     pub fn start(config: RedisConfig, node: NodeId) -> Result<RedisBus, BadUrl> {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| BadUrl(e.to_string()))?;
+        let (ops, ops_rx) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared {
             keys: Keys::new(&config.prefix),
             node,
@@ -128,19 +148,87 @@ impl RedisBus {
             conn_ready: Notify::new(),
             ready: AtomicBool::new(false),
             handler: OnceLock::new(),
+            ops,
+            unwritten: AtomicUsize::new(0),
+            claims: DashMap::new(),
+            next_claim: AtomicU64::new(1),
         });
-        let (ops, ops_rx) = mpsc::channel(QUEUE);
         let (subs, subs_rx) = mpsc::unbounded_channel();
         tokio::spawn(publisher::run(shared.clone(), ops_rx));
         tokio::spawn(link::run(shared.clone(), subs_rx));
-        Ok(RedisBus { shared, ops, subs })
+        Ok(RedisBus { shared, subs })
     }
 
     fn enqueue(&self, op: Op) {
-        if let Err(e) = self.ops.try_send(op) {
-            warn!(error = %e, "redis queue full: an update is dropped (the resync repairs views)");
-        }
+        self.shared.enqueue(op);
     }
+}
+
+/// The answer to a resume claim, as it crosses the node channel.
+#[derive(Deserialize)]
+struct HandoffWire<'a> {
+    #[serde(borrow)]
+    peer: &'a RawValue,
+    queued: Vec<std::borrow::Cow<'a, str>>,
+}
+
+/// Answers another node's claim on one of our peers (on our node channel).
+fn answer_claim(shared: &Shared, from: &str, body: &str) {
+    let mut parts = body.splitn(4, ' ');
+    let (Some(id), Some(room), Some(peer), Some(secret)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return;
+    };
+    let handoff = shared
+        .handler()
+        .and_then(|h| h.hand_over(&RoomId::new(room), &PeerId::new(peer), secret));
+    let payload = match handoff {
+        Some(h) => {
+            let mut json = String::from("{\"peer\":");
+            json.push_str(&h.info.object);
+            json.push_str(",\"queued\":[");
+            for (i, q) in h.queued.iter().enumerate() {
+                if i > 0 {
+                    json.push(',');
+                }
+                push_str(&mut json, q.as_str());
+            }
+            json.push_str("]}");
+            payload::encode('H', shared.node.as_str(), &[id, "\n", &json])
+        }
+        None => payload::encode('N', shared.node.as_str(), &[id]),
+    };
+    shared.enqueue(Op::Publish {
+        channel: shared.keys.node_channel(&NodeId::new(from)),
+        payload,
+    });
+}
+
+/// Completes one of our claims with the holder's answer.
+fn complete_claim(shared: &Shared, kind: u8, from: &str, body: &str) {
+    let (id, rest) = body.split_once('\n').unwrap_or((body, ""));
+    let Some((_, tx)) = id
+        .parse()
+        .ok()
+        .and_then(|id: u64| shared.claims.remove(&id))
+    else {
+        return;
+    };
+    let handoff = (kind == b'H')
+        .then(|| serde_json::from_str::<HandoffWire<'_>>(rest).ok())
+        .flatten()
+        .and_then(|w| {
+            Some(Handoff {
+                info: parse_peer(from, w.peer.get())?,
+                queued: w
+                    .queued
+                    .into_iter()
+                    .map(|q| Utf8Bytes::from(q.into_owned()))
+                    .collect(),
+            })
+        });
+    let _ = tx.send(handoff);
 }
 
 /// A peer object as stored and announced, read back into a [`PeerInfo`].
@@ -246,6 +334,56 @@ impl Bus for RedisBus {
         });
     }
 
+    fn claim<'a>(
+        &'a self,
+        node: &'a NodeId,
+        room: &'a RoomId,
+        peer: &'a PeerId,
+        secret: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Handoff>, BusError>> {
+        async move {
+            let shared = &self.shared;
+            let id = shared.next_claim.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            shared.claims.insert(id, tx);
+            let id_text = id.to_string();
+            let body = [
+                id_text.as_str(),
+                " ",
+                room.as_str(),
+                " ",
+                peer.as_str(),
+                " ",
+                secret,
+            ];
+            self.enqueue(Op::Publish {
+                channel: shared.keys.node_channel(node),
+                payload: payload::encode('C', shared.node.as_str(), &body),
+            });
+            match tokio::time::timeout(CLAIM_TIMEOUT, rx).await {
+                Ok(Ok(answer)) => Ok(answer),
+                _ => {
+                    shared.claims.remove(&id);
+                    Err(BusError::Unavailable(format!("node {node} did not answer")))
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        async move {
+            let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+            while self.shared.unwritten.load(Ordering::Acquire) > 0
+                && self.is_ready()
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        .boxed()
+    }
+
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BusError>> {
         async move {
             let mut conn = self.shared.conn().ok_or_else(unavailable)?;
@@ -286,6 +424,10 @@ impl Bus for RedisBus {
             read_room(&mut conn, &self.shared.keys, &room).await
         }
         .boxed()
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     fn is_ready(&self) -> bool {

@@ -5,6 +5,7 @@
 
 use signaling_protocol::reply::LeaveReason;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
@@ -51,15 +52,20 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
                 shared.config.stream_maxlen,
             );
         }
-        match pipe.query_async::<redis::Value>(&mut conn).await {
-            Ok(_) => batch.clear(),
+        let n = batch.len();
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {
+                batch.clear();
+                shared.unwritten.fetch_sub(n, Ordering::AcqRel);
+            }
             Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
                 warn!(error = %e, pending = batch.len(), "redis write failed: retrying when it is back");
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             Err(e) => {
-                error!(error = %e, dropped = batch.len(), "redis refused a batch");
+                error!(error = %e, dropped = n, "redis refused a batch");
                 batch.clear();
+                shared.unwritten.fetch_sub(n, Ordering::AcqRel);
             }
         }
     }
@@ -76,6 +82,9 @@ fn add(pipe: &mut redis::Pipeline, op: &Op, keys: &Keys, node: &NodeId, maxlen: 
             }
             PresenceEvent::Updated(p) => {
                 upsert(pipe, keys, room, p, 'U', "peer-updated", false, maxlen)
+            }
+            PresenceEvent::Moved(p) => {
+                upsert(pipe, keys, room, p, 'U', "peer-moved", false, maxlen)
             }
             PresenceEvent::Left { peer, reason } => {
                 remove(pipe, keys, room, peer, node, *reason, false, maxlen)
@@ -114,6 +123,7 @@ pub fn upsert(
         .arg(maxlen)
         .arg(event)
         .arg(if quiet_if_known { "1" } else { "0" })
+        .arg(keys.node_peers_prefix())
         .ignore();
 }
 

@@ -3,15 +3,23 @@
 //! together or not at all.
 
 /// KEYS: room hash, rooms set, node peers, room channel, stream.
-/// ARGV: room, peer, node, peer object, payload, ts, maxlen, event, quiet_if_known.
-/// `event` is `peer-joined` or `peer-updated`. With `quiet_if_known` = 1 (a
-/// node re-asserting its peers after an outage) a peer already recorded is
-/// neither announced nor streamed again.
+/// ARGV: room, peer, node, peer object, payload, ts, maxlen, event,
+/// quiet_if_known, node-peers key prefix.
+/// `event` is `peer-joined`, `peer-updated` or `peer-moved`. With
+/// `quiet_if_known` = 1 (a node re-asserting its peers after an outage) a
+/// peer already recorded is neither announced nor streamed again. A peer that
+/// moved leaves its old node's index, so that node's death cannot take it.
 pub const UPSERT: &str = r#"
-local known = redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1
-if known and ARGV[9] == '1' then
+local prev = redis.call('HGET', KEYS[1], ARGV[2])
+if prev and ARGV[9] == '1' then
   redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
   return 0
+end
+if prev then
+  local old = string.match(prev, '^[^\n]*')
+  if old ~= ARGV[3] then
+    redis.call('HDEL', ARGV[10] .. old .. ':peers', ARGV[2])
+  end
 end
 local opened = redis.call('EXISTS', KEYS[1]) == 0
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3] .. '\n' .. ARGV[4])
@@ -32,9 +40,14 @@ return 1
 /// ARGV: room, peer, node, reason, payload, ts, maxlen, only_if_present.
 /// With `only_if_present` = 1 (announcing a dead node's peers) a peer that is
 /// already gone is not announced again, so two announcers cannot duplicate.
+/// A peer that another node holds now (it moved) is left alone.
 pub const REMOVE: &str = r#"
-local existed = redis.call('HDEL', KEYS[1], ARGV[2]) == 1
+local cur = redis.call('HGET', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
+if cur and string.match(cur, '^[^\n]*') ~= ARGV[3] then
+  return 0
+end
+local existed = redis.call('HDEL', KEYS[1], ARGV[2]) == 1
 if not existed and ARGV[8] == '1' then
   return 0
 end
