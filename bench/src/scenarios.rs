@@ -1,0 +1,298 @@
+//! The scenarios and their reports.
+
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+use crate::client::{self, Error, Peer};
+use crate::proc_stats;
+
+pub struct Setup {
+    pub url: String,
+    pub url2: String,
+    pub cross: bool,
+    pub pairs: usize,
+    pub duration: Duration,
+    pub size: usize,
+    pub pids: Vec<u32>,
+}
+
+pub struct Report {
+    name: &'static str,
+    fields: Vec<(&'static str, Value)>,
+}
+
+impl Report {
+    pub fn line(&self) -> String {
+        let mut s = self.name.to_string();
+        for (k, v) in &self.fields {
+            s.push_str(&format!(" {k}={v}"));
+        }
+        s
+    }
+
+    pub fn json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("scenario".into(), json!(self.name));
+        for (k, v) in &self.fields {
+            m.insert((*k).into(), v.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+/// What the receivers saw.
+#[derive(Default)]
+struct Tally {
+    latencies_us: Mutex<Vec<u64>>,
+    received: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// One pair: `a` sends to `b` (on the second instance with `--url2`).
+struct Pair {
+    a: Peer,
+    b_id: String,
+    /// Kept so its connection stays open.
+    _b: Peer,
+    in_flight: Arc<AtomicUsize>,
+    room_free: Arc<Notify>,
+}
+
+fn room_name(i: usize) -> String {
+    let nonce = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    format!("bench-{nonce:x}-{i}")
+}
+
+/// The clock every timestamp is read from: one process, one monotonic origin.
+fn now_ns(origin: Instant) -> u64 {
+    origin.elapsed().as_nanos() as u64
+}
+
+/// `"t=<ns>;"` inside the payload: the receiver finds it without parsing JSON.
+fn stamp_of(text: &str) -> Option<u64> {
+    let at = text.find("\"sdp\":\"t=")? + 9;
+    let end = text[at..].find(';')? + at;
+    text[at..end].parse().ok()
+}
+
+fn offer(to: &str, ns: u64, size: usize) -> String {
+    let head = format!("t={ns};");
+    let pad = "x".repeat(size.saturating_sub(head.len()));
+    format!(r#"{{"type":"offer","to":"{to}","sdp":"{head}{pad}"}}"#)
+}
+
+async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result<Vec<Pair>, Error> {
+    let mut pairs = Vec::with_capacity(s.pairs);
+    for i in 0..s.pairs {
+        let room = room_name(i);
+        let t = tally.clone();
+        let errors = tally.clone();
+        let sees_b = Arc::new(Notify::new());
+        let sees = sees_b.clone();
+        let (a, _) = client::join(
+            &s.url,
+            &room,
+            |_| true,
+            move |text| {
+                if text.contains("\"type\":\"peer-joined\"") {
+                    sees.notify_one();
+                } else if text.contains("\"type\":\"error\"") {
+                    errors.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        )
+        .await?;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let room_free = Arc::new(Notify::new());
+        let (flight, free) = (in_flight.clone(), room_free.clone());
+        let (b, _) = client::join(
+            &s.url2,
+            &room,
+            |_| true,
+            move |text| {
+                if let Some(sent) = stamp_of(text) {
+                    let us = now_ns(origin).saturating_sub(sent) / 1000;
+                    if let Ok(mut l) = t.latencies_us.lock() {
+                        l.push(us);
+                    }
+                    t.received.fetch_add(1, Ordering::Relaxed);
+                    flight.fetch_sub(1, Ordering::AcqRel);
+                    free.notify_one();
+                } else if text.contains("\"type\":\"error\"") {
+                    t.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        )
+        .await?;
+        // The sender's instance must know the receiver (across Redis too)
+        // before the clock starts.
+        tokio::time::timeout(Duration::from_secs(10), sees_b.notified())
+            .await
+            .map_err(|_| format!("pair {i}: the sender never saw the receiver join"))?;
+        pairs.push(Pair {
+            a,
+            b_id: b.peer_id.clone(),
+            _b: b,
+            in_flight,
+            room_free,
+        });
+    }
+    Ok(pairs)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn cpu_fields(
+    s: &Setup,
+    before: Option<(Duration, u64)>,
+    relayed: u64,
+) -> Vec<(&'static str, Value)> {
+    let (Some((cpu0, _)), Some((cpu1, rss))) = (before, proc_stats::read_all(&s.pids)) else {
+        return Vec::new();
+    };
+    let cpu = cpu1.saturating_sub(cpu0);
+    let per_msg = if relayed > 0 {
+        cpu.as_secs_f64() * 1e6 / relayed as f64
+    } else {
+        0.0
+    };
+    vec![
+        ("server_cpu_ms", json!(cpu.as_millis() as u64)),
+        (
+            "server_cpu_us_per_msg",
+            json!((per_msg * 100.0).round() / 100.0),
+        ),
+        (
+            "server_rss_mib",
+            json!((rss as f64 / 1048576.0 * 10.0).round() / 10.0),
+        ),
+    ]
+}
+
+pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
+    let origin = Instant::now();
+    let tally = Arc::new(Tally::default());
+    let pairs = connect_pairs(s, origin, &tally).await?;
+    let before = proc_stats::read_all(&s.pids);
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    let mut next = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    while start.elapsed() < s.duration {
+        tick.tick().await;
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due {
+            let p = &pairs[next % pairs.len()];
+            next += 1;
+            let _ = p.a.tx.try_send(offer(&p.b_id, now_ns(origin), s.size));
+            sent += 1;
+        }
+    }
+    // Let the last messages land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = tally.received.load(Ordering::Relaxed);
+    let mut lat = tally
+        .latencies_us
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    lat.sort_unstable();
+    let mut fields = vec![
+        ("cross_instance", json!(s.cross)),
+        ("pairs", json!(s.pairs)),
+        ("rate", json!(rate)),
+        ("size", json!(s.size)),
+        ("sent", json!(sent)),
+        ("received", json!(received)),
+        ("lost", json!(sent.saturating_sub(received))),
+        ("errors", json!(tally.errors.load(Ordering::Relaxed))),
+        ("p50_us", json!(percentile(&lat, 0.50))),
+        ("p90_us", json!(percentile(&lat, 0.90))),
+        ("p99_us", json!(percentile(&lat, 0.99))),
+        ("max_us", json!(lat.last().copied().unwrap_or(0))),
+    ];
+    fields.extend(cpu_fields(s, before, received));
+    Ok(Report {
+        name: "relay-latency",
+        fields,
+    })
+}
+
+pub async fn relay_throughput(s: &Setup, window: usize) -> Result<Report, Error> {
+    let origin = Instant::now();
+    let tally = Arc::new(Tally::default());
+    let pairs = connect_pairs(s, origin, &tally).await?;
+    let before = proc_stats::read_all(&s.pids);
+    let start = Instant::now();
+    let deadline = start + s.duration;
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for p in pairs {
+        let (sent, size) = (sent.clone(), s.size);
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                while p.in_flight.load(Ordering::Acquire) < window {
+                    p.in_flight.fetch_add(1, Ordering::AcqRel);
+                    if p.a
+                        .tx
+                        .send(offer(&p.b_id, now_ns(origin), size))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(100), p.room_free.notified()).await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed();
+    let received = tally.received.load(Ordering::Relaxed);
+    let mut fields = vec![
+        ("cross_instance", json!(s.cross)),
+        ("pairs", json!(s.pairs)),
+        ("window", json!(window)),
+        ("size", json!(s.size)),
+        ("sent", json!(sent.load(Ordering::Relaxed))),
+        ("received", json!(received)),
+        ("errors", json!(tally.errors.load(Ordering::Relaxed))),
+        (
+            "msgs_per_s",
+            json!((received as f64 / elapsed.as_secs_f64()).round() as u64),
+        ),
+    ];
+    fields.extend(cpu_fields(s, before, received));
+    Ok(Report {
+        name: "relay-throughput",
+        fields,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip_through_an_offer() {
+        let o = offer("peer", 123_456_789, 2048);
+        assert!(o.len() > 2048);
+        let relayed = o.replace("\"to\":\"peer\"", "\"from\":\"x\"");
+        assert_eq!(stamp_of(&relayed), Some(123_456_789));
+        assert_eq!(percentile(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.5), 6);
+    }
+}
