@@ -14,9 +14,11 @@
 //! The [hub](hub) holds this node's rooms. Each membership change and each
 //! relay happens under its room's lock and queues its frames before the lock
 //! is released, which is what orders every member's view. The hub tells the
-//! presence [bus](bus) about every change of its own peers; the bus is the one
-//! boundary to the rest of the cluster, with an in-memory engine (the default,
-//! one instance) behind a trait that the Redis engine will also implement.
+//! presence [bus](bus) about every change of its own peers, and the bus calls
+//! back into the hub with what other nodes send. The bus is the one boundary
+//! to the rest of the cluster: an in-memory engine (the default, one
+//! instance) or the Redis engine (`--redis-url`, any number of instances; see
+//! `docs/cluster.md`). Nothing outside `bus/` knows which one runs.
 //!
 //! # Layout
 //!
@@ -31,9 +33,15 @@
 //! | `outbox.rs` | the bounded outbound queue and close causes |
 //! | `hub/mod.rs` | rooms: join, relay, update, leave, drop |
 //! | `hub/room.rs` | one room's members and how each is reached |
-//! | `hub/resume.rs` | resume tokens and taking a held peer back |
-//! | `bus/mod.rs` | the engine boundary: the `Bus` trait and its value types |
+//! | `hub/resume.rs` | resume tokens, taking a held peer back, adopting one from another node |
+//! | `hub/remote.rs` | remote members: first sync of a room, applying other nodes' traffic |
+//! | `bus/mod.rs` | the engine boundary: the `Bus` and `InboundHandler` traits, value types |
 //! | `bus/memory.rs` | the in-memory engine |
+//! | `bus/redis/mod.rs` | the Redis engine: the `Bus` implementation, resume hand-over |
+//! | `bus/redis/link.rs` | connections, reconnect, re-assert, resync, pub/sub dispatch |
+//! | `bus/redis/publisher.rs` | the ordered, pipelined write queue |
+//! | `bus/redis/liveness.rs` | heartbeats and announcing dead nodes |
+//! | `bus/redis/keys.rs`, `scripts.rs` | the key layout, channel payloads, Lua scripts |
 //! | `auth.rs` | HS256 join and admin tokens |
 //! | `ratelimit.rs` | per-connection token bucket and flood rule |
 //! | `metrics.rs` | counters and the Prometheus text |
