@@ -100,7 +100,9 @@ async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result
                 if text.contains("\"type\":\"peer-joined\"") {
                     sees.notify_one();
                 } else if text.contains("\"type\":\"error\"") {
-                    errors.errors.fetch_add(1, Ordering::Relaxed);
+                    if errors.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("first error at a sender: {text}");
+                    }
                 }
             },
         )
@@ -122,7 +124,9 @@ async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result
                     flight.fetch_sub(1, Ordering::AcqRel);
                     free.notify_one();
                 } else if text.contains("\"type\":\"error\"") {
-                    t.errors.fetch_add(1, Ordering::Relaxed);
+                    if t.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("first error at a receiver: {text}");
+                    }
                 }
             },
         )
@@ -240,6 +244,9 @@ pub async fn relay_throughput(s: &Setup, window: usize) -> Result<Report, Error>
     for p in pairs {
         let (sent, size) = (sent.clone(), s.size);
         tasks.push(tokio::spawn(async move {
+            // The whole pair moves in (not just the fields used), so the
+            // receiver's connection stays open for the run.
+            let p = p;
             while Instant::now() < deadline {
                 while p.in_flight.load(Ordering::Acquire) < window {
                     p.in_flight.fetch_add(1, Ordering::AcqRel);
