@@ -99,10 +99,10 @@ async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result
             move |text| {
                 if text.contains("\"type\":\"peer-joined\"") {
                     sees.notify_one();
-                } else if text.contains("\"type\":\"error\"") {
-                    if errors.errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                        eprintln!("first error at a sender: {text}");
-                    }
+                } else if text.contains("\"type\":\"error\"")
+                    && errors.errors.fetch_add(1, Ordering::Relaxed) == 0
+                {
+                    eprintln!("first error at a sender: {text}");
                 }
             },
         )
@@ -123,10 +123,10 @@ async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result
                     t.received.fetch_add(1, Ordering::Relaxed);
                     flight.fetch_sub(1, Ordering::AcqRel);
                     free.notify_one();
-                } else if text.contains("\"type\":\"error\"") {
-                    if t.errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                        eprintln!("first error at a receiver: {text}");
-                    }
+                } else if text.contains("\"type\":\"error\"")
+                    && t.errors.fetch_add(1, Ordering::Relaxed) == 0
+                {
+                    eprintln!("first error at a receiver: {text}");
                 }
             },
         )
