@@ -71,6 +71,22 @@ pub struct JoinRequest<'a> {
     pub ice_servers: &'a str,
 }
 
+impl JoinRequest<'_> {
+    /// Queues `joined` to the joiner: the room as it is now, without `peer`
+    /// itself, and a resume token made of `secret`.
+    fn welcome(&self, room: &Room, peer: &PeerId, secret: &str) {
+        let joined = reply::joined(
+            self.reference,
+            self.room.as_str(),
+            peer.as_str(),
+            room.peer_objects(peer),
+            self.ice_servers,
+            &resume::make_token(peer, secret),
+        );
+        self.outbox.push(Frame::reply(joined));
+    }
+}
+
 pub struct Hub {
     node: NodeId,
     limits: HubLimits,
@@ -154,7 +170,7 @@ impl Hub {
 
     /// Joins (or resumes into) a room. On success the `joined` reply is
     /// already queued to the joiner, ahead of any event that follows it.
-    pub async fn join(self: &Arc<Self>, req: JoinRequest<'_>) -> Result<Membership, Refusal> {
+    pub async fn join(self: &Arc<Self>, mut req: JoinRequest<'_>) -> Result<Membership, Refusal> {
         if self.is_draining() {
             return Err(refuse(
                 ErrorCode::Unavailable,
@@ -168,8 +184,8 @@ impl Hub {
         let info = Arc::new(PeerInfo::new(
             peer.clone(),
             self.node.clone(),
-            req.name,
-            req.meta,
+            std::mem::take(&mut req.name),
+            std::mem::take(&mut req.meta),
             unix_ms(),
         ));
         let secret = random_hex(16);
@@ -187,16 +203,7 @@ impl Hub {
                 self.forget_if_unused(&req.room);
                 return Err(refuse(ErrorCode::RoomFull, "the room is full"));
             }
-            let token = resume::make_token(&peer, &secret);
-            let joined = reply::joined(
-                req.reference,
-                req.room.as_str(),
-                peer.as_str(),
-                room.peer_objects(&peer),
-                req.ice_servers,
-                &token,
-            );
-            req.outbox.push(Frame::reply(joined));
+            req.welcome(&room, &peer, &secret);
             room.notify_others(&peer, &Frame::reply(reply::peer_joined(&info.object)));
             room.members.insert(
                 peer.clone(),

@@ -6,7 +6,6 @@
 //! issues a new secret, so a token works once.
 
 use signaling_protocol::ErrorCode;
-use signaling_protocol::reply;
 use std::sync::Arc;
 
 use super::room::{Member, Presence, Room};
@@ -66,21 +65,12 @@ impl Hub {
         }
         let peer = member.info.id.clone();
         let fresh = random_hex(16);
-        let new_token = make_token(&peer, &fresh);
-        member.resume_secret = Some(fresh);
+        member.resume_secret = Some(fresh.clone());
         let previous = std::mem::replace(
             &mut member.presence,
             Presence::connected(req.conn, req.outbox.clone()),
         );
-        let joined = reply::joined(
-            req.reference,
-            req.room.as_str(),
-            peer.as_str(),
-            room.peer_objects(&peer),
-            req.ice_servers,
-            &new_token,
-        );
-        req.outbox.push(Frame::reply(joined));
+        req.welcome(&room, &peer, &fresh);
         match previous {
             Presence::Held { queue, .. } => {
                 self.metrics.held_changed(-1);
@@ -130,15 +120,7 @@ impl Hub {
                 .rooms
                 .entry(req.room.clone())
                 .or_insert_with(Room::ready);
-            let joined = reply::joined(
-                req.reference,
-                req.room.as_str(),
-                peer.as_str(),
-                room.peer_objects(&peer),
-                req.ice_servers,
-                &make_token(&peer, &secret),
-            );
-            req.outbox.push(Frame::reply(joined));
+            req.welcome(&room, &peer, &secret);
             let now = Instant::now();
             for text in handoff.queued {
                 req.outbox.push(Frame {

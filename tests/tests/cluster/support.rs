@@ -338,26 +338,3 @@ pub async fn api_room(addr: std::net::SocketAddr, room: &str) -> Vec<String> {
     ids.sort();
     ids
 }
-
-/// The conformance probe: `$SIGPROBE`, else built from `../shared/tools/sigprobe`.
-pub fn sigprobe() -> PathBuf {
-    if let Some(p) = std::env::var_os("SIGPROBE") {
-        return PathBuf::from(p);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let manifest = root.join("../shared/tools/sigprobe/Cargo.toml");
-    assert!(
-        manifest.exists(),
-        "the conformance probe is missing: {}",
-        manifest.display()
-    );
-    let target = root.join("target/sigprobe");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--manifest-path"])
-        .arg(&manifest)
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building sigprobe failed");
-    target.join("release/sigprobe")
-}
