@@ -3,6 +3,7 @@
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -47,11 +48,17 @@ async fn ws(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Query(q): Query<WsQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Refused while draining whatever the request looks like, so load
+    // balancers probing /ws see the drain too.
     if app.hub.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
     let limits = &app.config.limits;
     if app.hub.open_connections() >= limits.max_connections {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();

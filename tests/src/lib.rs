@@ -1,5 +1,7 @@
 //! Shared helpers of the end-to-end tests (in this crate's `tests/` folder).
 
+pub mod client;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

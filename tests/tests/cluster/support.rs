@@ -2,17 +2,13 @@
 //! ports, signaling instances (in-process or as child processes), and a small
 //! WebSocket client.
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub const WAIT: Duration = Duration::from_secs(5);
+pub use signaling_e2e::client::{Client, WAIT, http_get, peer_ids};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -203,128 +199,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(Ok(mut s)) = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await else {
-        return (0, String::new());
-    };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-pub struct Client {
-    pub label: String,
-    ws: Ws,
-    pub peer_id: String,
-    pub resume: String,
-}
-
-impl Client {
-    pub async fn connect(url: &str, label: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .unwrap_or_else(|e| panic!("{label}: connect {url}: {e}"));
-        Client {
-            label: label.into(),
-            ws,
-            peer_id: String::new(),
-            resume: String::new(),
-        }
-    }
-
-    pub async fn send(&mut self, v: Value) {
-        self.ws
-            .send(Message::text(v.to_string()))
-            .await
-            .unwrap_or_else(|e| panic!("{}: send: {e}", self.label));
-    }
-
-    pub async fn next(&mut self, within: Duration) -> Option<Value> {
-        loop {
-            match tokio::time::timeout(within, self.ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    return Some(serde_json::from_str(t.as_str()).expect("json"));
-                }
-                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => {
-                    return None;
-                }
-                Ok(Some(Ok(_))) => continue,
-            }
-        }
-    }
-
-    /// The next message, which must be of type `ty`.
-    pub async fn expect(&mut self, ty: &str) -> Value {
-        self.expect_within(ty, WAIT).await
-    }
-
-    pub async fn expect_within(&mut self, ty: &str, within: Duration) -> Value {
-        match self.next(within).await {
-            Some(v) if v["type"] == ty => v,
-            other => panic!("{}: expected {ty}, got {other:?}", self.label),
-        }
-    }
-
-    /// Nothing arrives for `d`.
-    pub async fn expect_silence(&mut self, d: Duration) {
-        if let Some(v) = self.next(d).await {
-            panic!("{}: expected nothing, got {v}", self.label);
-        }
-    }
-
-    pub async fn join_with(&mut self, room: &str, extra: Value) -> Value {
-        let mut msg = json!({"type":"join","room":room});
-        if let (Some(m), Some(e)) = (msg.as_object_mut(), extra.as_object()) {
-            m.extend(e.clone());
-        }
-        self.send(msg).await;
-        let j = self.expect("joined").await;
-        self.peer_id = j["peer_id"].as_str().expect("peer_id").to_string();
-        self.resume = j["resume"].as_str().expect("resume").to_string();
-        j
-    }
-
-    pub async fn join(&mut self, room: &str) -> Value {
-        self.join_with(room, json!({})).await
-    }
-
-    /// Drops the TCP connection without a close frame.
-    pub fn drop_tcp(self) {
-        drop(self.ws.into_inner());
-    }
-
-    pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
-    }
-}
-
-pub fn peer_ids(list: &Value) -> Vec<String> {
-    list.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p["peer_id"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Room API view of a node: the peer ids it lists (empty on 404).

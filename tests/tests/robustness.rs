@@ -1,0 +1,408 @@
+//! One instance under hostile or broken clients: slow readers, floods, huge
+//! frames, silent connections, bad tokens, misused resume tokens. Each test
+//! starts its own server on a free loopback port and checks that the culprit
+//! gets what the protocol says and that nobody else notices.
+
+use serde_json::json;
+use signaling_e2e::client::{Client, http_get, http_get_with, peer_ids};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+struct Server {
+    addr: SocketAddr,
+    handle: signaling::ShutdownHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    async fn start(tweak: impl FnOnce(&mut signaling::Config)) -> Server {
+        let mut cfg = signaling::Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            drain_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        tweak(&mut cfg);
+        let server = signaling::bind(cfg).await.expect("bind");
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        let task = tokio::spawn(server.serve());
+        Server { addr, handle, task }
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    async fn client(&self, label: &str) -> Client {
+        Client::connect(&self.ws(), label).await
+    }
+
+    async fn metric(&self, line_start: &str) -> u64 {
+        let (_, body) = http_get(self.addr, "/metrics").await;
+        body.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn stop(self) {
+        self.handle.shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+fn room(tag: &str) -> String {
+    format!("rb-{tag}-{}", signaling::ids::random_hex(6))
+}
+
+/// Joins `a` then `b` to one room; `a` has seen `b` arrive.
+async fn pair(s: &Server, r: &str) -> (Client, Client) {
+    let mut a = s.client("a").await;
+    let mut b = s.client("b").await;
+    a.join(r).await;
+    b.join(r).await;
+    assert_eq!(
+        a.expect("peer-joined").await["peer"]["peer_id"],
+        b.peer_id.as_str()
+    );
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_cut_off_and_nobody_else_waits() {
+    let s = Server::start(|c| {
+        c.limits.rate = 100_000.0;
+        c.limits.rate_burst = 100_000.0;
+        c.limits.outbox_bytes = 512 * 1024;
+        c.grace = Duration::from_millis(500);
+    })
+    .await;
+    let r = room("slow");
+    let (mut sender, mut reader) = pair(&s, &r).await;
+    // `stuck` joins and then never reads again.
+    let mut stuck = s.client("stuck").await;
+    stuck.join(&r).await;
+    sender.expect("peer-joined").await;
+    reader.expect("peer-joined").await;
+    let stuck_id = stuck.peer_id.clone();
+
+    // The reader reads as it comes; `stuck` reads nothing.
+    let total = 1000;
+    let reading = tokio::spawn(async move {
+        for i in 0..total {
+            let m = reader.expect("message").await;
+            assert_eq!(m["data"]["i"], i, "in order, none lost");
+        }
+        reader
+    });
+    let chunk = "z".repeat(15 * 1024);
+    for i in 0..total {
+        sender
+            .send(json!({"type":"message","data":{"i":i,"pad":chunk}}))
+            .await;
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut reader = reading.await.expect("the reader got everything");
+    // `stuck` was dropped as a slow reader: held for the grace, then gone.
+    for c in [&mut sender, &mut reader] {
+        let l = c.expect_within("peer-left", Duration::from_secs(5)).await;
+        assert_eq!(l["peer_id"], stuck_id.as_str());
+        assert_eq!(l["reason"], "timeout", "a slow reader counts as dropped");
+    }
+    sender.send(json!({"type":"ping"})).await;
+    sender.expect("pong").await;
+    // Its socket is closed: with 1013 when the close frame still fits behind
+    // what its buffers hold, else without one (it was not reading).
+    let code = stuck.closed(Duration::from_secs(10)).await;
+    assert!(matches!(code, Some(1013) | None), "closed with {code:?}");
+    assert_eq!(
+        s.metric("signaling_forced_closes_total{cause=\"slow_reader\"}")
+            .await,
+        1
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooder_is_refused_then_closed_and_the_room_carries_on() {
+    let s = Server::start(|_| {}).await;
+    let r = room("flood");
+    let (mut flooder, mut other) = pair(&s, &r).await;
+    for _ in 0..400 {
+        flooder.send(json!({"type":"ping"})).await;
+    }
+    // Refusals first (the close code itself is checked in the next test).
+    let mut limited = 0;
+    while let Some(v) = flooder.next(Duration::from_secs(5)).await {
+        if v["type"] == "error" {
+            assert_eq!(v["code"], "rate_limited");
+            limited += 1;
+        } else {
+            assert_eq!(v["type"], "pong", "{v}");
+        }
+    }
+    assert!(limited > 0, "some pings were refused first");
+    let l = other.expect("peer-left").await;
+    assert_eq!(l["reason"], "disconnected");
+    let mut third = s.client("third").await;
+    let j = third.join(&r).await;
+    assert_eq!(peer_ids(&j["peers"]), [other.peer_id.clone()]);
+    assert_eq!(
+        s.metric("signaling_forced_closes_total{cause=\"flood\"}")
+            .await,
+        1
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_close_carries_code_1008() {
+    let s = Server::start(|_| {}).await;
+    let mut c = s.client("flooder").await;
+    c.join(&room("flood1008")).await;
+    for _ in 0..400 {
+        c.send(json!({"type":"message","data":1})).await;
+    }
+    assert_eq!(c.closed(Duration::from_secs(5)).await, Some(1008));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_past_the_read_limit_closes_with_1009_and_others_carry_on() {
+    let s = Server::start(|_| {}).await;
+    let r = room("huge");
+    let (mut big, mut other) = pair(&s, &r).await;
+    big.send_text("x".repeat(300 * 1024)).await;
+    assert_eq!(big.closed(Duration::from_secs(5)).await, Some(1009));
+    let l = other.expect("peer-left").await;
+    assert_eq!(l["reason"], "disconnected");
+    other.send(json!({"type":"ping"})).await;
+    other.expect("pong").await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_any_shape_gets_errors_and_no_panic() {
+    let s = Server::start(|c| {
+        c.limits.rate = 100_000.0;
+        c.limits.rate_burst = 100_000.0;
+    })
+    .await;
+    let r = room("garbage");
+    let (mut a, mut b) = pair(&s, &r).await;
+    let nested = "[".repeat(60_000);
+    let frames = [
+        nested.as_str(),
+        "{\"type\":\"join\",\"room\":\"\u{0}\"}",
+        "{\"type\":\"message\",\"to\":5,\"data\":1}",
+        "{\"type\":\"offer\",\"to\":\"x\",\"sdp\":\"\\u0000\"}",
+        "{\"type\":\"update\",\"meta\":{\"a\":",
+        "{\"id\":\"ok\",\"type\":\"leave\",\"type\":\"leave\"}",
+        "\u{feff}{\"type\":\"ping\"}",
+        "{\"type\":\"join\",\"room\":\"r\",\"name\":\"a\\u0007b\"}",
+    ];
+    for f in frames {
+        a.send_text(f.to_string()).await;
+        let e = a.next(Duration::from_secs(5)).await;
+        let shown: String = f.chars().take(40).collect();
+        assert!(
+            e.as_ref()
+                .is_some_and(|e| e["type"] == "error" && e["code"].is_string()),
+            "after {shown:?}: {e:?}"
+        );
+    }
+    a.send(json!({"type":"message","to":b.peer_id,"data":"still fine"}))
+        .await;
+    assert_eq!(b.expect("message").await["data"], "still fine");
+    b.expect_silence(Duration::from_millis(300)).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_dropped_after_the_heartbeat_timeout() {
+    let s = Server::start(|c| {
+        c.limits.heartbeat_timeout = Duration::from_millis(1200);
+        c.limits.ping_interval = Duration::from_millis(300);
+        c.grace = Duration::from_millis(500);
+    })
+    .await;
+    let r = room("silent");
+    let (mut a, mut silent) = pair(&s, &r).await;
+    // `a` keeps reading (so it answers pings); `silent` never reads again,
+    // so it never answers one: after the timeout it is a drop, then gone.
+    let l = a.expect_within("peer-left", Duration::from_secs(5)).await;
+    assert_eq!(l["peer_id"], silent.peer_id.as_str());
+    assert_eq!(l["reason"], "timeout");
+    a.send(json!({"type":"ping"})).await;
+    a.expect("pong").await;
+    assert_eq!(
+        silent.closed(Duration::from_secs(2)).await,
+        None,
+        "no close frame to a dead peer"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_tokens_work_once_within_the_grace_and_take_over_a_stale_connection() {
+    let s = Server::start(|c| c.grace = Duration::from_millis(800)).await;
+    let r = room("resume");
+    let (mut a, b) = pair(&s, &r).await;
+    let (b_id, first_token) = (b.peer_id.clone(), b.resume.clone());
+
+    // Resume while the old connection is still open: the old one is retired.
+    let mut old = b;
+    let mut b2 = s.client("b2").await;
+    b2.join_with(&r, json!({"resume": first_token})).await;
+    assert_eq!(b2.peer_id, b_id);
+    assert_eq!(old.closed(Duration::from_secs(3)).await, Some(4000));
+    a.expect_silence(Duration::from_millis(400)).await;
+
+    // The spent token fails; the fresh one works once.
+    let mut x = s.client("x").await;
+    x.send(json!({"type":"join","room":r,"resume":first_token}))
+        .await;
+    assert_eq!(x.expect("error").await["code"], "resume_failed");
+    let second = b2.resume.clone();
+    b2.drop_tcp();
+    let mut b3 = s.client("b3").await;
+    b3.join_with(&r, json!({"resume": second.clone()})).await;
+    assert_eq!(b3.peer_id, b_id);
+    x.send(json!({"type":"join","room":r,"resume":second}))
+        .await;
+    assert_eq!(x.expect("error").await["code"], "resume_failed");
+    a.expect_silence(Duration::from_millis(300)).await;
+
+    // After the grace it is too late.
+    let late = b3.resume.clone();
+    b3.drop_tcp();
+    let l = a.expect_within("peer-left", Duration::from_secs(3)).await;
+    assert_eq!(l["reason"], "timeout");
+    x.send(json!({"type":"join","room":r,"resume":late})).await;
+    assert_eq!(x.expect("error").await["code"], "resume_failed");
+    // ... and the connection can still join afresh.
+    x.join(&r).await;
+    assert_ne!(x.peer_id, b_id);
+    s.stop().await;
+}
+
+const SECRET: &str = "e2e-auth-secret";
+
+fn token(claims: serde_json::Value) -> String {
+    signaling::auth::Auth::new(SECRET).sign(&claims)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_and_the_api_need_valid_tokens_when_a_secret_is_set() {
+    let s = Server::start(|c| c.auth_secret = Some(SECRET.into())).await;
+    let r = room("auth");
+    let exp = signaling::auth::now_unix() + 600;
+    let mut c = s.client("c").await;
+    let refused = [
+        json!({"type":"join","room":r}),
+        json!({"type":"join","room":r,"token":token(json!({"room":"elsewhere","exp":exp}))}),
+        json!({"type":"join","room":r,"token":token(json!({"room":r,"exp":exp - 601}))}),
+        json!({"type":"join","room":r,"token":signaling::auth::Auth::new("wrong").sign(&json!({"room":r,"exp":exp}))}),
+        json!({"type":"join","room":r,"token":"not.a.jwt"}),
+    ];
+    for m in refused {
+        c.send(m.clone()).await;
+        assert_eq!(c.expect("error").await["code"], "unauthorized", "{m}");
+    }
+    // In the join message, with `sub` as the default name...
+    let j = c
+        .join_with(
+            &r,
+            json!({"token": token(json!({"sub":"carol","room":r,"exp":exp}))}),
+        )
+        .await;
+    assert_eq!(j["room"], r.as_str());
+    // ...or in the query string, for browsers; an explicit name wins.
+    let q = token(json!({"sub":"dave","room":"*","exp":exp}));
+    let mut d = Client::connect(&format!("{}?token={q}", s.ws()), "d").await;
+    let jd = d.join_with(&r, json!({"name":"D."})).await;
+    assert_eq!(jd["peers"][0]["name"], "carol");
+    assert_eq!(c.expect("peer-joined").await["peer"]["name"], "D.");
+
+    let path = format!("/api/rooms/{r}");
+    assert_eq!(http_get(s.addr, &path).await.0, 401);
+    let user = format!("Bearer {}", token(json!({"room":"*","exp":exp})));
+    assert_eq!(
+        http_get_with(s.addr, "/api/rooms", &[("Authorization", &user)])
+            .await
+            .0,
+        401
+    );
+    let admin = format!("Bearer {}", token(json!({"admin":true,"exp":exp})));
+    let (status, body) = http_get_with(s.addr, &path, &[("Authorization", &admin)]).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        peer_ids(&v["peers"]),
+        [c.peer_id.clone(), d.peer_id.clone()]
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_relays_errors_and_rooms() {
+    let s = Server::start(|_| {}).await;
+    let r = room("metrics");
+    let (mut a, mut b) = pair(&s, &r).await;
+    a.send(json!({"type":"offer","to":b.peer_id,"sdp":"v=0"}))
+        .await;
+    b.expect("offer").await;
+    b.send(json!({"type":"message","data":1})).await;
+    a.expect("message").await;
+    a.send(json!({"type":"answer","to":"nobody","sdp":"v=0"}))
+        .await;
+    a.expect("error").await;
+    assert_eq!(
+        s.metric("signaling_messages_relayed_total{type=\"offer\"}")
+            .await,
+        1
+    );
+    assert_eq!(
+        s.metric("signaling_messages_relayed_total{type=\"message\"}")
+            .await,
+        1
+    );
+    assert_eq!(
+        s.metric("signaling_errors_total{code=\"unknown_peer\"}")
+            .await,
+        1
+    );
+    assert_eq!(s.metric("signaling_rooms ").await, 1);
+    assert_eq!(s.metric("signaling_peers ").await, 2);
+    assert_eq!(s.metric("signaling_connections ").await, 2);
+    assert!(s.metric("signaling_relay_latency_seconds_count").await >= 2);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_client_is_served_at_the_root() {
+    let s = Server::start(|_| {}).await;
+    let (status, body) = http_get(s.addr, "/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<html"), "{body}");
+    assert!(body.contains("/ws"), "the page talks to /ws");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_draining_joins_are_unavailable_and_new_sockets_refused() {
+    let s = Server::start(|c| c.drain_timeout = Duration::from_secs(3)).await;
+    let mut a = s.client("a").await;
+    s.handle.shutdown();
+    let g = a.expect("goaway").await;
+    assert_eq!(g["reason"], "shutdown");
+    a.send(json!({"type":"join","room":room("late")})).await;
+    assert_eq!(a.expect("error").await["code"], "unavailable");
+    assert_eq!(http_get(s.addr, "/readyz").await.0, 503);
+    assert_eq!(http_get(s.addr, "/ws").await.0, 503);
+    assert_eq!(a.closed(Duration::from_secs(5)).await, Some(1012));
+    s.stop().await;
+}
