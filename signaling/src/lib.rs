@@ -5,16 +5,16 @@
 //!
 //! # Architecture
 //!
-//! A connection is two tasks: the [session](session) reads frames and acts on
-//! them, the [writer](writer) owns the socket's sending half. Everything sent
-//! to a connection goes through its bounded [outbox](outbox), which never
+//! A connection is two tasks: the [session] reads frames and acts on
+//! them, the [writer] owns the socket's sending half. Everything sent
+//! to a connection goes through its bounded [outbox], which never
 //! blocks the sender: a client that does not read is closed, and nobody else
 //! waits for it.
 //!
-//! The [hub](hub) holds this node's rooms. Each membership change and each
+//! The [hub] holds this node's rooms. Each membership change and each
 //! relay happens under its room's lock and queues its frames before the lock
 //! is released, which is what orders every member's view. The hub tells the
-//! presence [bus](bus) about every change of its own peers, and the bus calls
+//! presence [bus] about every change of its own peers, and the bus calls
 //! back into the hub with what other nodes send. The bus is the one boundary
 //! to the rest of the cluster: an in-memory engine (the default, one
 //! instance) or the Redis engine (`--redis-url`, any number of instances; see

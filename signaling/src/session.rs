@@ -1,7 +1,7 @@
 //! One WebSocket connection, from upgrade to clean-up.
 //!
 //! The session task reads frames and turns each into hub calls and replies;
-//! the [writer](crate::writer) task owns the socket's sending half. The
+//! the [writer] task owns the socket's sending half. The
 //! session ends when the client closes or drops, when a deadline passes, or
 //! when anyone closes the connection through its [`ConnCtl`]; clean-up then
 //! happens in one place, whatever ended it.

@@ -1,6 +1,6 @@
 //! The writer task: the only owner of a connection's socket sink. It drains
 //! the outbox, batches writes, sends the heartbeat pings, and on close sends
-//! the close frame its [`CloseCause`](crate::outbox::CloseCause) calls for.
+//! the close frame its [`CloseCause`] calls for.
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;

@@ -5,8 +5,10 @@
 //! before the lock is released. That is what keeps each member's view in
 //! order: a joiner's `joined` snapshot is queued before any event that
 //! follows it, and events about one peer reach each member in the order they
-//! happened. Nothing here waits while holding a lock: outbox pushes never
-//! block, and the bus is told after the lock is released.
+//! happened. Nothing here waits while holding a lock: outbox pushes and bus
+//! sends only queue, and presence changes go to the bus after the lock is
+//! released. Members held by other nodes are part of the room too
+//! ([`room::Presence::Remote`]); `remote.rs` keeps them in step.
 
 mod remote;
 mod resume;

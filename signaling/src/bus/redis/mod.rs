@@ -1,16 +1,16 @@
 //! The Redis engine: any number of instances sharing rooms through one Redis.
 //!
-//! - Presence lives in Redis (a hash per room, see [`keys`]) and every change
+//! - Presence lives in Redis (a hash per room, see `keys.rs`) and every change
 //!   is announced on the room's pub/sub channel by the node that owns the peer,
-//!   through one ordered queue ([`publisher`]), so each peer's events keep their
+//!   through one ordered queue (`publisher.rs`), so each peer's events keep their
 //!   order. A node subscribes only to the rooms it has members in, plus its own
 //!   node channel for messages directed to its peers.
-//! - [`link`] keeps the connections: it reconnects with backoff, re-subscribes
+//! - `link.rs` keeps the connections: it reconnects with backoff, re-subscribes
 //!   from the hub's rooms (the source of truth, not a list of its own), re-asserts
 //!   this node's peers, and resyncs the rooms' views, so views converge after an
 //!   outage without anyone rejoining. While Redis is away, local rooms keep
 //!   working and the queue keeps what must be published.
-//! - [`liveness`] heartbeats this node and lets exactly one survivor announce a
+//! - `liveness.rs` heartbeats this node and lets exactly one survivor announce a
 //!   dead node's peers as `node-lost`.
 
 mod keys;
