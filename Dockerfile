@@ -7,6 +7,7 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY signaling ./signaling
+COPY client ./client
 COPY tests ./tests
 COPY bench ./bench
 RUN cargo build --release --locked -p signaling

@@ -1,6 +1,8 @@
 //! Shared helpers of the end-to-end tests (in this crate's `tests/` folder).
 
 pub mod client;
+pub mod proxy;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

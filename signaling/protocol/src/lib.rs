@@ -8,8 +8,11 @@
 //!   the raw JSON they arrived as, so relaying never re-encodes them.
 //! - [`ErrorCode`] is the closed list of error codes.
 //! - [`room`] holds the room-name rule.
+//! - [`messages`] has owned, typed messages for clients (the Rust client
+//!   crate and test peers), checked against the two modules above.
 
 pub mod error;
+pub mod messages;
 pub mod reply;
 pub mod request;
 pub mod room;
