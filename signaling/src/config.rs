@@ -51,12 +51,27 @@ pub struct Config {
     /// Shared secret for HS256 join and admin tokens. Without it joining is open
     /// and `/api/*` needs no token.
     #[arg(long, env = "SIGNALING_AUTH_SECRET", hide_env_values = true)]
-    pub auth_secret: Option<String>,
+    pub auth_secret: Option<Secret>,
 
-    /// STUN/TURN URLs handed to clients in `joined.ice_servers`, comma-separated
+    /// STUN URLs handed to clients in `joined.ice_servers`, comma-separated
     /// (e.g. `stun:stun.example.org:3478`).
     #[arg(long, env = "SIGNALING_STUN_URLS", value_delimiter = ',')]
     pub stun_urls: Vec<String>,
+
+    /// TURN URLs handed to clients with ephemeral credentials, comma-separated
+    /// (e.g. `turn:turn.example.org:3478?transport=udp`). Needs `--turn-secret`.
+    #[arg(long, env = "SIGNALING_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+
+    /// The TURN server's shared secret (coturn's `static-auth-secret`): each
+    /// peer gets username `<expiry>:<peer_id>` and password
+    /// base64(HMAC-SHA1(secret, username)).
+    #[arg(long, env = "SIGNALING_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<Secret>,
+
+    /// How long TURN credentials stay valid.
+    #[arg(long, env = "SIGNALING_TURN_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub turn_ttl: Duration,
 
     /// How long a dropped connection's peer is held for `resume` before the
     /// others get `peer-left` with reason `timeout`.
@@ -74,6 +89,41 @@ pub struct Config {
 
     #[command(flatten)]
     pub limits: Limits,
+}
+
+/// A secret from the command line or environment; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -43,6 +43,7 @@
 //! | `bus/redis/liveness.rs` | heartbeats and announcing dead nodes |
 //! | `bus/redis/keys.rs`, `scripts.rs` | the key layout, channel payloads, Lua scripts |
 //! | `auth.rs` | HS256 join and admin tokens |
+//! | `ice.rs` | `joined.ice_servers`: STUN, TURN with ephemeral credentials |
 //! | `ratelimit.rs` | per-connection token bucket and flood rule |
 //! | `metrics.rs` | counters and the Prometheus text |
 //! | `ids.rs` | `RoomId`, `PeerId`, `NodeId` |
@@ -54,6 +55,7 @@ pub mod bus;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod ice;
 pub mod ids;
 pub mod metrics;
 pub mod outbox;

@@ -16,6 +16,7 @@ use crate::bus::redis::{RedisBus, RedisConfig};
 use crate::bus::{Bus, memory::MemoryBus};
 use crate::config::Config;
 use crate::hub::{Hub, HubLimits};
+use crate::ice::IceConfig;
 use crate::ids::{NodeId, random_hex};
 use crate::metrics::Metrics;
 use crate::outbox::CloseCause;
@@ -26,8 +27,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub auth: Option<Auth>,
-    /// `joined.ice_servers`, encoded once.
-    pub ice_servers: String,
+    /// What goes into `joined.ice_servers`.
+    pub ice: IceConfig,
     pub web_root: PathBuf,
     /// Every WebSocket session, so shutdown can wait for them (axum's graceful
     /// shutdown does not track upgraded connections).
@@ -108,8 +109,8 @@ pub async fn bind(config: Config) -> Result<Server, StartError> {
     ));
     hub.attach_to_bus();
     let app = Arc::new(App {
-        auth: config.auth_secret.as_deref().map(Auth::new),
-        ice_servers: ice_servers_json(&config.stun_urls),
+        auth: config.auth_secret.as_ref().map(|s| Auth::new(s.expose())),
+        ice: IceConfig::from_config(&config),
         web_root: config.web_root.clone().unwrap_or_else(default_web_root),
         config,
         hub,
@@ -121,13 +122,6 @@ pub async fn bind(config: Config) -> Result<Server, StartError> {
         app,
         shutdown: CancellationToken::new(),
     })
-}
-
-fn ice_servers_json(urls: &[String]) -> String {
-    if urls.is_empty() {
-        return "[]".into();
-    }
-    serde_json::json!([{ "urls": urls }]).to_string()
 }
 
 /// `client/web` under the working directory, else next to this crate's sources.

@@ -303,7 +303,7 @@ impl Session {
                 reference,
                 conn: self.conn,
                 outbox: self.outbox.clone(),
-                ice_servers: &self.app.ice_servers,
+                ice: &self.app.ice,
             })
             .await?;
         info!(conn = self.conn, room = %m.room, peer = %m.peer, resumed = resuming, "peer joined");

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::bus::{Bus, PeerInfo, PresenceEvent};
+use crate::ice::IceConfig;
 use crate::ids::{NodeId, PeerId, RoomId, random_hex, unix_ms};
 use crate::metrics::Metrics;
 use crate::outbox::{CloseCause, Frame, Outbox};
@@ -69,8 +70,8 @@ pub struct JoinRequest<'a> {
     pub reference: Option<&'a RawValue>,
     pub conn: ConnId,
     pub outbox: Outbox,
-    /// `joined.ice_servers`, a JSON array.
-    pub ice_servers: &'a str,
+    /// What goes into `joined.ice_servers` (TURN credentials are per peer).
+    pub ice: &'a IceConfig,
 }
 
 impl JoinRequest<'_> {
@@ -82,7 +83,7 @@ impl JoinRequest<'_> {
             self.room.as_str(),
             peer.as_str(),
             room.peer_objects(peer),
-            self.ice_servers,
+            &self.ice.for_peer(peer, crate::auth::now_unix()),
             &resume::make_token(peer, secret),
         );
         self.outbox.push(Frame::reply(joined));

@@ -1,0 +1,71 @@
+//! coturn (`turnserver`) processes of the tests' own, on free loopback
+//! ports, with the loopback test configuration and a shared secret.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::redis::free_port;
+
+pub struct Turn {
+    pub port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Turn {
+    pub fn start(secret: &str) -> Turn {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("sig-turn-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let conf = crate::workspace_root().join("turn-config/turnserver-loopback-test.conf");
+        let child = Command::new("turnserver")
+            .arg("-c")
+            .arg(&conf)
+            .args(["--listening-port", &port.to_string()])
+            .arg(format!("--static-auth-secret={secret}"))
+            .arg("--pidfile")
+            .arg(dir.join("pid"))
+            .arg("--log-file")
+            .arg(dir.join("log"))
+            .arg("--userdb")
+            .arg(dir.join("db.sqlite"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnserver must be installed (scripts/test installs coturn)");
+        let t = Turn { port, dir, child };
+        // Ready when its TCP listener answers.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "turnserver did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t
+    }
+
+    pub fn url(&self) -> String {
+        format!("turn:127.0.0.1:{}?transport=udp", self.port)
+    }
+
+    /// Allocates a relay with these credentials and sends data through it
+    /// (coturn's own `turnutils_uclient`); true if that worked.
+    pub fn allocation_works(&self, username: &str, password: &str) -> bool {
+        Command::new("turnutils_uclient")
+            .args(["-p", &self.port.to_string(), "-u", username, "-w", password])
+            .args(["-y", "-n", "1", "-l", "64", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
