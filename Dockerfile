@@ -8,6 +8,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY signaling ./signaling
 COPY client ./client
+COPY peer ./peer
 COPY tests ./tests
 COPY bench ./bench
 RUN cargo build --release --locked -p signaling

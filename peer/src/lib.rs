@@ -165,6 +165,16 @@ impl Peer {
         Some(link.pc.connection_state().to_string())
     }
 
+    /// The ICE username fragment of the remote description of the link to
+    /// `to`: it changes when an ICE restart has gone through.
+    pub async fn remote_ice_ufrag(&self, to: &str) -> Option<String> {
+        let link = self.state.links.lock().await.get(to).cloned()?;
+        let sdp = link.pc.remote_description().await?.sdp;
+        sdp.lines()
+            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+            .map(|u| u.trim().to_string())
+    }
+
     /// Leaves and closes every connection.
     pub async fn close(&self) {
         self.state.client.close();

@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use clap::Parser;
 use signaling_peer::{Peer, PeerEvent, PeerOptions};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -32,6 +33,9 @@ struct Args {
     /// Send this many numbered test messages to each peer once connected.
     #[arg(long, default_value_t = 0)]
     send: u32,
+    /// Send this file to each peer once connected, in 16 KiB messages.
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
     /// Exit after this many seconds (0: run until interrupted).
     #[arg(long, default_value_t = 0)]
     seconds: u64,
@@ -58,17 +62,42 @@ async fn main() {
         }
     };
     println!("joined as {}", peer.peer_id().await);
+    let file = match &a.file {
+        Some(path) => match std::fs::read(path) {
+            Ok(bytes) => Some(Bytes::from(bytes)),
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        },
+        None => None,
+    };
+    let mut stats: BTreeMap<String, Stats> = BTreeMap::new();
     let run = async {
         while let Some(ev) = events.recv().await {
             match ev {
                 PeerEvent::Open { peer: other, after } => {
                     println!("open {other} after {} ms", after.as_millis());
+                    let st = stats.entry(other.clone()).or_default();
                     for i in 0..a.send {
-                        let _ = peer.send(&other, Bytes::from(format!("msg {i}"))).await;
+                        let msg = Bytes::from(format!("msg {i}"));
+                        if peer.send(&other, msg.clone()).await.is_ok() {
+                            st.count_sent(msg.len());
+                        }
+                    }
+                    if let Some(f) = &file {
+                        for chunk in f.chunks(16 * 1024) {
+                            if peer.send(&other, f.slice_ref(chunk)).await.is_ok() {
+                                st.count_sent(chunk.len());
+                            }
+                        }
+                        println!("sent {} bytes of file to {other}", f.len());
                     }
                 }
                 PeerEvent::Data { from, data } => {
-                    println!("data from {from}: {} bytes", data.len())
+                    let st = stats.entry(from).or_default();
+                    st.recv_msgs += 1;
+                    st.recv_bytes += data.len() as u64;
                 }
                 PeerEvent::Closed { peer } => println!("closed {peer}"),
                 PeerEvent::SignalingResumed => println!("signaling resumed"),
@@ -79,7 +108,31 @@ async fn main() {
     if a.seconds > 0 {
         let _ = tokio::time::timeout(Duration::from_secs(a.seconds), run).await;
     } else {
-        run.await;
+        tokio::select! {
+            _ = run => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    for (other, st) in &stats {
+        println!(
+            "stats {other}: sent {} msgs / {} bytes, received {} msgs / {} bytes",
+            st.sent_msgs, st.sent_bytes, st.recv_msgs, st.recv_bytes
+        );
     }
     peer.close().await;
+}
+
+#[derive(Default)]
+struct Stats {
+    sent_msgs: u64,
+    sent_bytes: u64,
+    recv_msgs: u64,
+    recv_bytes: u64,
+}
+
+impl Stats {
+    fn count_sent(&mut self, bytes: usize) {
+        self.sent_msgs += 1;
+        self.sent_bytes += bytes as u64;
+    }
 }

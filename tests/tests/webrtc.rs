@@ -344,9 +344,21 @@ async fn the_call_survives_a_signaling_drop_and_an_ice_restart_after_resume() {
         }
     }
     assert_eq!(b.peer_id().await, idb, "same peer after resume");
-    // Renegotiate with an ICE restart over the resumed signaling.
+    // Renegotiate with an ICE restart over the resumed signaling: the
+    // answer carries new ICE credentials, and data still flows.
+    let before = b
+        .remote_ice_ufrag(&ida)
+        .await
+        .expect("a remote description");
     b.restart_ice(&ida).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while b.remote_ice_ufrag(&ida).await.as_deref() == Some(before.as_str()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ICE restart was never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     b.send(&ida, Bytes::from_static(b"after the restart"))
         .await
         .expect("send");
