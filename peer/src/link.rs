@@ -206,11 +206,15 @@ async fn try_answer(state: &Arc<State>, from: &str, sdp: String) -> Result<(), P
     Ok(())
 }
 
-/// The polite side of glare: roll our offer back explicitly (webrtc-rs has
-/// no implicit rollback). Before anything connected, starting the link
-/// afresh as the answerer is simpler and as good.
+/// The polite side of glare. Before anything connected, the link starts
+/// afresh as the answerer. On an established link the W3C answer is an
+/// explicit rollback (webrtc-rs has no implicit one), but webrtc-rs 0.17
+/// refuses even the explicit one ("invalid proposed signaling state
+/// transition from have-local-offer applying local rollback"): the step then
+/// fails with that error, reported as `PeerEvent::Failed`, and the two
+/// restarts collide. One-sided renegotiations are unaffected.
 async fn yield_to_offer(state: &Arc<State>, link: Arc<Link>) -> Result<Arc<Link>, PeerError> {
-    if link.pc.connection_state() == RTCPeerConnectionState::Connected {
+    if link.opened.load(Ordering::Acquire) {
         if let Some(pending) = link.pc.pending_local_description().await {
             let rollback: RTCSessionDescription =
                 serde_json::from_value(serde_json::json!({"type": "rollback", "sdp": pending.sdp}))
@@ -251,7 +255,12 @@ pub async fn on_candidate(state: &Arc<State>, from: &str, candidate: Option<IceC
         sdp_mline_index: c.sdp_mline_index,
         username_fragment: c.username_fragment,
     };
-    if !link.has_remote.load(Ordering::Acquire) {
+    // Before the remote description, or while our offer waits for its answer
+    // (a restart: these candidates belong to the answer's ICE session), keep
+    // them for when the description is applied.
+    if !link.has_remote.load(Ordering::Acquire)
+        || link.pc.signaling_state() == RTCSignalingState::HaveLocalOffer
+    {
         link.early.lock().await.push(init);
         return;
     }
