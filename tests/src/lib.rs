@@ -3,6 +3,7 @@
 pub mod client;
 pub mod proxy;
 pub mod redis;
+pub mod server;
 pub mod turn;
 
 use std::path::{Path, PathBuf};

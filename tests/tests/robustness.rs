@@ -5,52 +5,10 @@
 
 use serde_json::json;
 use signaling_e2e::client::{Client, http_get, http_get_with, peer_ids};
-use std::net::SocketAddr;
+use signaling_e2e::server::TestServer;
 use std::time::Duration;
 
-struct Server {
-    addr: SocketAddr,
-    handle: signaling::ShutdownHandle,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    async fn start(tweak: impl FnOnce(&mut signaling::Config)) -> Server {
-        let mut cfg = signaling::Config {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            drain_timeout: Duration::from_secs(1),
-            ..Default::default()
-        };
-        tweak(&mut cfg);
-        let server = signaling::bind(cfg).await.expect("bind");
-        let addr = server.local_addr();
-        let handle = server.shutdown_handle();
-        let task = tokio::spawn(server.serve());
-        Server { addr, handle, task }
-    }
-
-    fn ws(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    async fn client(&self, label: &str) -> Client {
-        Client::connect(&self.ws(), label).await
-    }
-
-    async fn metric(&self, line_start: &str) -> u64 {
-        let (_, body) = http_get(self.addr, "/metrics").await;
-        body.lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    async fn stop(self) {
-        self.handle.shutdown();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-    }
-}
+type Server = TestServer;
 
 fn room(tag: &str) -> String {
     format!("rb-{tag}-{}", signaling::ids::random_hex(6))

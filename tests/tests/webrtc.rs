@@ -13,16 +13,8 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn server(
     tweak: impl FnOnce(&mut signaling::Config),
 ) -> (std::net::SocketAddr, signaling::ShutdownHandle) {
-    let mut cfg = signaling::Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        drain_timeout: Duration::from_secs(2),
-        ..Default::default()
-    };
-    tweak(&mut cfg);
-    let s = signaling::bind(cfg).await.expect("bind");
-    let (addr, handle) = (s.local_addr(), s.shutdown_handle());
-    tokio::spawn(s.serve());
-    (addr, handle)
+    let s = signaling_e2e::server::TestServer::start(tweak).await;
+    (s.addr, s.handle.clone())
 }
 
 fn room(tag: &str) -> String {

@@ -10,34 +10,31 @@ use std::time::{Duration, Instant};
 pub use signaling_e2e::client::{Client, WAIT, http_get, peer_ids};
 pub use signaling_e2e::redis::{Redis, free_port};
 
-/// An in-process instance.
+/// An in-process instance of the cluster.
 pub struct Node {
     pub addr: std::net::SocketAddr,
-    handle: signaling::ShutdownHandle,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: signaling_e2e::server::TestServer,
 }
 
 impl Node {
     pub async fn start(redis: &str, id: &str, tweak: impl FnOnce(&mut signaling::Config)) -> Node {
-        let mut cfg = signaling::Config {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            redis_url: Some(redis.to_string()),
-            node_id: Some(id.to_string()),
-            drain_timeout: Duration::from_secs(1),
-            ..Default::default()
+        let (redis, id) = (redis.to_string(), id.to_string());
+        let server = signaling_e2e::server::TestServer::start(move |c| {
+            c.redis_url = Some(redis);
+            c.node_id = Some(id);
+            tweak(c);
+        })
+        .await;
+        let node = Node {
+            addr: server.addr,
+            server,
         };
-        tweak(&mut cfg);
-        let server = signaling::bind(cfg).await.expect("bind");
-        let addr = server.local_addr();
-        let handle = server.shutdown_handle();
-        let task = tokio::spawn(server.serve());
-        let node = Node { addr, handle, task };
         node.wait_ready().await;
         node
     }
 
     pub fn ws(&self) -> String {
-        format!("ws://{}/ws", self.addr)
+        self.server.ws()
     }
 
     pub async fn wait_ready(&self) {
@@ -49,8 +46,7 @@ impl Node {
     }
 
     pub async fn stop(self) {
-        self.handle.shutdown();
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+        self.server.stop().await;
     }
 }
 
