@@ -5,9 +5,12 @@
 //! `RTCPeerConnection` and one data channel each, following PROTOCOL.md's
 //! negotiation convention: the newcomer offers to everyone listed in
 //! `joined.peers`; later renegotiations (an ICE restart) use perfect
-//! negotiation with the lower `peer_id` polite. webrtc-rs has no implicit
-//! rollback, so a polite peer that meets glare rolls back explicitly (or,
-//! before anything was connected, starts the connection afresh).
+//! negotiation with the lower `peer_id` polite: the impolite side ignores a
+//! crossing offer. webrtc-rs has no implicit rollback and 0.17 refuses the
+//! explicit one, so the polite side resolves glare without it: crossed first
+//! offers restart its link as the answerer (nothing is connected yet), and
+//! crossed renegotiations pair the two offers, each taken as the answer to
+//! the other (see `link.rs`).
 //!
 //! All signaling for all links is handled by one task, in the order the
 //! server delivers it; webrtc-rs callbacks only forward into that task.

@@ -191,6 +191,9 @@ async fn try_answer(state: &Arc<State>, from: &str, sdp: String) -> Result<(), P
                 debug!(peer = from, "glare: impolite, ignoring the offer");
                 return Ok(());
             }
+            if l.opened.load(Ordering::Acquire) {
+                return cross_restart(state, &l, from, sdp).await;
+            }
             yield_to_offer(state, l).await?
         }
         Some(l) => l,
@@ -206,23 +209,38 @@ async fn try_answer(state: &Arc<State>, from: &str, sdp: String) -> Result<(), P
     Ok(())
 }
 
-/// The polite side of glare. Before anything connected, the link starts
-/// afresh as the answerer. On an established link the W3C answer is an
-/// explicit rollback (webrtc-rs has no implicit one), but webrtc-rs 0.17
-/// refuses even the explicit one ("invalid proposed signaling state
-/// transition from have-local-offer applying local rollback"): the step then
-/// fails with that error, reported as `PeerEvent::Failed`, and the two
-/// restarts collide. One-sided renegotiations are unaffected.
+/// Crossed renegotiation offers on an established link, polite side. The
+/// W3C way is an explicit rollback of our offer, but webrtc-rs 0.17 refuses
+/// it ("invalid proposed signaling state transition from have-local-offer
+/// applying local rollback"), so the two offers are paired instead:
+/// theirs completes ours as its answer, and ours goes back as the answer to
+/// theirs. The DTLS association and data channels are untouched; each side
+/// ends up with the other's new ICE credentials.
+async fn cross_restart(
+    state: &Arc<State>,
+    link: &Arc<Link>,
+    from: &str,
+    sdp: String,
+) -> Result<(), PeerError> {
+    let ours = link
+        .pc
+        .pending_local_description()
+        .await
+        .ok_or_else(|| PeerError::NotConnected(from.into()))?;
+    let theirs = sdp.replace("a=setup:actpass", "a=setup:active");
+    link.pc
+        .set_remote_description(RTCSessionDescription::answer(theirs)?)
+        .await?;
+    link.remote_described().await;
+    state
+        .client
+        .answer(from, ours.sdp.replace("a=setup:actpass", "a=setup:passive"))?;
+    Ok(())
+}
+
+/// Crossed first offers, polite side: nothing is connected yet, so the link
+/// starts afresh as the answerer.
 async fn yield_to_offer(state: &Arc<State>, link: Arc<Link>) -> Result<Arc<Link>, PeerError> {
-    if link.opened.load(Ordering::Acquire) {
-        if let Some(pending) = link.pc.pending_local_description().await {
-            let rollback: RTCSessionDescription =
-                serde_json::from_value(serde_json::json!({"type": "rollback", "sdp": pending.sdp}))
-                    .map_err(|e| webrtc::Error::new(e.to_string()))?;
-            link.pc.set_local_description(rollback).await?;
-            return Ok(link);
-        }
-    }
     let _ = link.pc.close().await;
     state.links.lock().await.remove(&link.peer);
     new_link(state, &link.peer).await

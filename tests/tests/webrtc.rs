@@ -385,3 +385,48 @@ async fn join_to_open_times_over_twenty_pairs() {
     );
     assert_eq!(times.len(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_ice_restarts_resolve_by_perfect_negotiation() {
+    let (addr, _h) = server(|_| {}).await;
+    let url = format!("ws://{addr}/ws");
+    let r = room("renego");
+    let mut o = PeerOptions::new(&url, &r);
+    o.echo = true;
+    let (a, mut ea) = Peer::start(o.clone()).await.expect("a");
+    let (b, mut eb) = Peer::start(o).await.expect("b");
+    let (ida, idb) = (a.peer_id().await, b.peer_id().await);
+    opened(&mut eb, std::slice::from_ref(&ida)).await;
+    opened(&mut ea, std::slice::from_ref(&idb)).await;
+    let (ua, ub) = (
+        a.remote_ice_ufrag(&idb).await.expect("a's remote"),
+        b.remote_ice_ufrag(&ida).await.expect("b's remote"),
+    );
+    // Both restart at once: the offers cross.
+    tokio::join!(a.restart_ice(&idb), b.restart_ice(&ida));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (na, nb) = (
+            a.remote_ice_ufrag(&idb).await,
+            b.remote_ice_ufrag(&ida).await,
+        );
+        if na.as_deref() != Some(ua.as_str()) && nb.as_deref() != Some(ub.as_str()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "renegotiation never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for x in [&a, &b] {
+        let other = if std::ptr::eq(x, &a) { &idb } else { &ida };
+        x.send(other, Bytes::from_static(b"still here"))
+            .await
+            .expect("send");
+    }
+    assert_eq!(&data(&mut ea).await.1[..], b"still here");
+    assert_eq!(&data(&mut eb).await.1[..], b"still here");
+    a.close().await;
+    b.close().await;
+}
