@@ -1,0 +1,438 @@
+// A video call over the signaling server (PROTOCOL.md v1): a full mesh of up
+// to 6 people, with the protocol's negotiation convention (the newcomer
+// offers; later renegotiations use perfect negotiation, the lower peer_id
+// being polite), trickle ICE, ICE restarts, and resume after a dropped
+// connection or a `goaway`. No dependencies, no build step.
+
+const MAX_PEERS = 6;
+const $ = (id) => document.getElementById(id);
+
+const ERRORS = {
+  room_full: "This room is full.",
+  unauthorized: "You are not allowed into this room (a valid token is needed).",
+  invalid_room: "Room names are 1 to 64 letters, digits, '_', '.' or '-'.",
+  unavailable: "The server is restarting. Reconnecting…",
+  resume_failed: "Could not resume the session; joining again.",
+  rate_limited: "Too many messages; some were dropped.",
+  too_large: "A message was too large and was dropped.",
+  bad_message: "The server did not understand a message.",
+  not_joined: "Not in a room.",
+  already_joined: "Already in a room.",
+  unknown_peer: "That participant has left.",
+};
+
+const state = {
+  ws: null,
+  room: "",
+  name: "",
+  peerId: null,
+  resume: null,
+  iceServers: [],
+  peers: new Map(), // peer_id -> entry
+  local: null,
+  screen: null,
+  muted: false,
+  cameraOff: false,
+  leaving: false,
+  retry: 0,
+};
+
+function status(text) { $("status").textContent = text; }
+function showError(text) {
+  const e = $("error");
+  e.textContent = text;
+  e.hidden = !text;
+}
+function send(msg) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(msg));
+}
+function meta() { return { muted: state.muted, camera: !state.cameraOff, sharing: !!state.screen }; }
+
+// ---------------------------------------------------------------- devices
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [kind, select] of [["videoinput", $("camera")], ["audioinput", $("microphone")]]) {
+    const current = select.value;
+    select.replaceChildren(...devices.filter((d) => d.kind === kind).map((d, i) => {
+      const o = document.createElement("option");
+      o.value = d.deviceId;
+      o.textContent = d.label || `${kind === "videoinput" ? "Camera" : "Microphone"} ${i + 1}`;
+      return o;
+    }));
+    if (current) select.value = current;
+  }
+}
+
+async function openMedia() {
+  const cam = $("camera").value, mic = $("microphone").value;
+  const stream = await navigator.mediaDevices.getUserMedia({
+    video: cam ? { deviceId: { exact: cam } } : true,
+    audio: mic ? { deviceId: { exact: mic } } : true,
+  });
+  stream.getAudioTracks().forEach((t) => (t.enabled = !state.muted));
+  stream.getVideoTracks().forEach((t) => (t.enabled = !state.cameraOff));
+  return stream;
+}
+
+async function switchDevices() {
+  if (!state.local) return;
+  const next = await openMedia();
+  for (const entry of state.peers.values()) {
+    for (const sender of entry.pc.getSenders()) {
+      const track = next.getTracks().find((t) => sender.track && t.kind === sender.track.kind);
+      if (track && !(state.screen && track.kind === "video")) await sender.replaceTrack(track);
+    }
+  }
+  state.local.getTracks().forEach((t) => t.stop());
+  state.local = next;
+  if (!state.screen) $("local").srcObject = next;
+}
+
+// ---------------------------------------------------------------- signaling
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const token = new URLSearchParams(location.search).get("token");
+  const ws = new WebSocket(`${proto}://${location.host}/ws${token ? `?token=${encodeURIComponent(token)}` : ""}`);
+  state.ws = ws;
+  status("Connecting…");
+  ws.onopen = () => {
+    const join = { type: "join", room: state.room, name: state.name, meta: meta() };
+    if (state.resume) join.resume = state.resume;
+    ws.send(JSON.stringify(join));
+  };
+  ws.onmessage = (e) => {
+    let msg;
+    try { msg = JSON.parse(e.data); } catch { return; }
+    handle(msg).catch((err) => console.error("signaling", msg.type, err));
+  };
+  ws.onclose = () => {
+    if (state.ws !== ws || state.leaving) return;
+    // Dropped: come back and resume; the others never see us leave.
+    state.retry += 1;
+    const wait = Math.min(200 * 2 ** (state.retry - 1), 5000);
+    status(`Connection lost, reconnecting (attempt ${state.retry})…`);
+    setTimeout(connect, wait);
+  };
+}
+
+async function handle(msg) {
+  switch (msg.type) {
+    case "joined": return onJoined(msg);
+    case "peer-joined": return addPeer(msg.peer, false);
+    case "peer-updated": return updatePeer(msg.peer);
+    case "peer-left": return removePeer(msg.peer_id);
+    case "offer": return onOffer(msg);
+    case "answer": return onAnswer(msg);
+    case "candidate": return onCandidate(msg);
+    case "goaway":
+      status("Server restarting, moving to another…");
+      setTimeout(() => { const ws = state.ws; state.ws = null; ws.close(); connect(); }, msg.retry_after_ms || 0);
+      return;
+    case "error":
+      if (msg.code === "resume_failed") {
+        // Too late to resume: start again as a new participant.
+        state.resume = null;
+        for (const id of [...state.peers.keys()]) removePeer(id);
+        return state.ws.onopen();
+      }
+      showError(ERRORS[msg.code] || msg.message);
+      if (msg.code === "room_full" || msg.code === "unauthorized" || msg.code === "invalid_room") leave(false);
+      return;
+  }
+}
+
+function onJoined(msg) {
+  const resumed = state.peerId === msg.peer_id;
+  state.peerId = msg.peer_id;
+  state.resume = msg.resume;
+  state.iceServers = msg.ice_servers || [];
+  state.retry = 0;
+  showError("");
+  status(`In room “${msg.room}” as ${state.name || "guest"}`);
+  document.body.dataset.peerId = msg.peer_id;
+  const listed = new Set(msg.peers.map((p) => p.peer_id));
+  if (resumed) {
+    // The list is the room now: drop who left meanwhile, add who came.
+    for (const id of [...state.peers.keys()]) if (!listed.has(id)) removePeer(id);
+    for (const p of msg.peers) {
+      if (state.peers.has(p.peer_id)) updatePeer(p);
+      else addPeer(p, true);
+    }
+    for (const entry of state.peers.values()) {
+      if (["failed", "disconnected"].includes(entry.pc.iceConnectionState)) entry.pc.restartIce();
+    }
+    return;
+  }
+  for (const p of msg.peers.slice(0, MAX_PEERS - 1)) addPeer(p, true);
+}
+
+// ---------------------------------------------------------------- peers
+
+function addPeer(info, newcomerOffers) {
+  if (state.peers.has(info.peer_id)) return updatePeer(info);
+  if (state.peers.size >= MAX_PEERS - 1) return;
+  const pc = new RTCPeerConnection({ iceServers: state.iceServers });
+  const entry = {
+    info, pc,
+    polite: state.peerId < info.peer_id,
+    // The newcomer makes the first offer; members already present wait for it.
+    mayOffer: newcomerOffers,
+    makingOffer: false,
+    ignoreOffer: false,
+    early: [],
+    tile: makeTile(info),
+    last: null,
+  };
+  state.peers.set(info.peer_id, entry);
+  const video = state.screen ? state.screen.getVideoTracks()[0] : null;
+  for (const t of state.local.getTracks()) pc.addTrack(t.kind === "video" && video ? video : t, state.local);
+  pc.onicecandidate = ({ candidate }) =>
+    send({ type: "candidate", to: info.peer_id, candidate: candidate ? candidate.toJSON() : null });
+  pc.ontrack = ({ streams }) => {
+    const v = entry.tile.querySelector("video");
+    if (streams[0] && v.srcObject !== streams[0]) v.srcObject = streams[0];
+  };
+  pc.onnegotiationneeded = async () => {
+    if (!entry.mayOffer) return;
+    try {
+      entry.makingOffer = true;
+      await pc.setLocalDescription();
+      send({ type: "offer", to: info.peer_id, sdp: pc.localDescription.sdp });
+    } catch (err) {
+      console.error("offer", err);
+    } finally {
+      entry.makingOffer = false;
+    }
+  };
+  pc.oniceconnectionstatechange = () => {
+    if (pc.iceConnectionState === "failed" && entry.mayOffer) pc.restartIce();
+    renderPresence();
+  };
+  pc.onconnectionstatechange = renderPresence;
+  renderPresence();
+}
+
+function updatePeer(info) {
+  const entry = state.peers.get(info.peer_id);
+  if (!entry) return;
+  entry.info = info;
+  entry.tile.querySelector("figcaption").textContent = caption(info);
+  renderPresence();
+}
+
+function removePeer(id) {
+  const entry = state.peers.get(id);
+  if (!entry) return;
+  entry.pc.close();
+  entry.tile.remove();
+  state.peers.delete(id);
+  renderPresence();
+}
+
+async function onOffer({ from, sdp }) {
+  const entry = state.peers.get(from);
+  if (!entry) return;
+  const pc = entry.pc;
+  const collision = entry.makingOffer || pc.signalingState !== "stable";
+  entry.ignoreOffer = !entry.polite && collision;
+  if (entry.ignoreOffer) return;
+  await pc.setRemoteDescription({ type: "offer", sdp }); // rolls back our offer if polite
+  await flushEarly(entry);
+  await pc.setLocalDescription();
+  send({ type: "answer", to: from, sdp: pc.localDescription.sdp });
+  entry.mayOffer = true; // negotiated once: renegotiation is open to both sides
+}
+
+async function onAnswer({ from, sdp }) {
+  const entry = state.peers.get(from);
+  if (!entry) return;
+  await entry.pc.setRemoteDescription({ type: "answer", sdp });
+  await flushEarly(entry);
+}
+
+async function onCandidate({ from, candidate }) {
+  const entry = state.peers.get(from);
+  if (!entry || !candidate) return;
+  if (!entry.pc.remoteDescription) return void entry.early.push(candidate);
+  try {
+    await entry.pc.addIceCandidate(candidate);
+  } catch (err) {
+    if (!entry.ignoreOffer) console.warn("candidate", err);
+  }
+}
+
+async function flushEarly(entry) {
+  for (const c of entry.early.splice(0)) {
+    try { await entry.pc.addIceCandidate(c); } catch (err) { console.warn("candidate", err); }
+  }
+}
+
+// ---------------------------------------------------------------- view
+
+function caption(info) {
+  const m = info.meta || {};
+  const marks = [m.muted ? "muted" : null, m.camera === false ? "camera off" : null, m.sharing ? "sharing" : null].filter(Boolean);
+  return `${info.name || "guest"}${marks.length ? ` (${marks.join(", ")})` : ""}`;
+}
+
+function makeTile(info) {
+  const fig = document.createElement("figure");
+  fig.className = "tile";
+  fig.dataset.peerId = info.peer_id;
+  const v = document.createElement("video");
+  v.autoplay = true;
+  v.playsInline = true;
+  v.setAttribute("aria-label", `Video of ${info.name || "guest"}`);
+  const cap = document.createElement("figcaption");
+  cap.textContent = caption(info);
+  fig.append(v, cap);
+  $("tiles").append(fig);
+  return fig;
+}
+
+function renderPresence() {
+  $("presence").replaceChildren(...[...state.peers.values()].map(({ info, pc }) => {
+    const li = document.createElement("li");
+    li.dataset.peerId = info.peer_id;
+    li.dataset.muted = String(!!(info.meta && info.meta.muted));
+    li.dataset.connection = pc.connectionState;
+    li.textContent = `${caption(info)}: ${pc.connectionState}`;
+    return li;
+  }));
+}
+
+async function collectStats() {
+  const rows = [];
+  for (const [id, entry] of state.peers) {
+    const report = await entry.pc.getStats();
+    let frames = 0, bytes = 0, rtt = null, path = "-";
+    const byId = new Map();
+    report.forEach((s) => byId.set(s.id, s));
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") { frames += s.framesDecoded || 0; bytes += s.bytesReceived || 0; }
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        rtt = s.currentRoundTripTime;
+        const local = byId.get(s.localCandidateId);
+        if (local) path = local.candidateType;
+      }
+    });
+    const now = performance.now();
+    const kbps = entry.last ? Math.round(((bytes - entry.last.bytes) * 8) / (now - entry.last.at)) : 0;
+    entry.last = { bytes, at: now };
+    entry.stats = { framesDecoded: frames, kbps, rtt, path };
+    rows.push([entry.info.name || id, `${kbps} kbit/s (${frames} frames)`, rtt == null ? "-" : `${Math.round(rtt * 1000)} ms`, path]);
+  }
+  $("stats").tBodies[0].replaceChildren(...rows.map((cells) => {
+    const tr = document.createElement("tr");
+    for (const c of cells) { const td = document.createElement("td"); td.textContent = c; tr.append(td); }
+    return tr;
+  }));
+}
+
+// ---------------------------------------------------------------- controls
+
+function toggle(button, on, label) {
+  button.setAttribute("aria-pressed", String(on));
+  button.textContent = label;
+}
+
+$("mute").onclick = () => {
+  state.muted = !state.muted;
+  state.local.getAudioTracks().forEach((t) => (t.enabled = !state.muted));
+  toggle($("mute"), state.muted, state.muted ? "Unmute" : "Mute");
+  send({ type: "update", meta: meta() });
+};
+
+$("cam").onclick = () => {
+  state.cameraOff = !state.cameraOff;
+  state.local.getVideoTracks().forEach((t) => (t.enabled = !state.cameraOff));
+  toggle($("cam"), state.cameraOff, state.cameraOff ? "Camera on" : "Camera off");
+  send({ type: "update", meta: meta() });
+};
+
+async function setVideoTrack(track) {
+  for (const entry of state.peers.values()) {
+    const sender = entry.pc.getSenders().find((s) => s.track && s.track.kind === "video");
+    if (sender) await sender.replaceTrack(track);
+  }
+}
+
+$("share").onclick = async () => {
+  if (state.screen) return stopSharing();
+  try {
+    state.screen = await navigator.mediaDevices.getDisplayMedia({ video: true });
+  } catch (err) {
+    return showError(`Screen sharing failed: ${err.message}`);
+  }
+  const track = state.screen.getVideoTracks()[0];
+  track.onended = stopSharing;
+  await setVideoTrack(track);
+  $("local").srcObject = state.screen;
+  toggle($("share"), true, "Stop sharing");
+  send({ type: "update", meta: meta() });
+};
+
+async function stopSharing() {
+  if (!state.screen) return;
+  state.screen.getTracks().forEach((t) => t.stop());
+  state.screen = null;
+  await setVideoTrack(state.local.getVideoTracks()[0]);
+  $("local").srcObject = state.local;
+  toggle($("share"), false, "Share screen");
+  send({ type: "update", meta: meta() });
+}
+
+$("copy").onclick = async () => {
+  const url = `${location.origin}${location.pathname}?room=${encodeURIComponent(state.room)}`;
+  try { await navigator.clipboard.writeText(url); status("Invite link copied"); } catch { status(url); }
+};
+
+function leave(sayBye = true) {
+  state.leaving = true;
+  if (sayBye) send({ type: "leave" });
+  if (state.ws) state.ws.close();
+  for (const id of [...state.peers.keys()]) removePeer(id);
+  if (state.local) state.local.getTracks().forEach((t) => t.stop());
+  state.local = null;
+  state.peerId = state.resume = null;
+  $("call").hidden = true;
+  $("join").hidden = false;
+  status("Left the room");
+}
+$("leave").onclick = () => leave(true);
+
+$("camera").onchange = () => switchDevices().catch((e) => showError(e.message));
+$("microphone").onchange = () => switchDevices().catch((e) => showError(e.message));
+
+$("join").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  if (!$("join").reportValidity()) return;
+  state.room = $("room").value;
+  state.name = $("name").value.trim();
+  state.leaving = false;
+  showError("");
+  try {
+    state.local = await openMedia();
+  } catch (err) {
+    return showError(`Camera or microphone unavailable: ${err.message}`);
+  }
+  await listDevices().catch(() => {});
+  $("local").srcObject = state.local;
+  history.replaceState(null, "", `?room=${encodeURIComponent(state.room)}`);
+  $("join").hidden = true;
+  $("call").hidden = false;
+  connect();
+});
+
+// The room in the URL makes a link an invitation.
+const params = new URLSearchParams(location.search);
+$("room").value = params.get("room") || "";
+$("name").value = localStorage.getItem("name") || "";
+$("name").addEventListener("change", () => localStorage.setItem("name", $("name").value));
+listDevices().catch(() => {});
+setInterval(() => { if (state.peers.size) collectStats(); }, 1000);
+
+// For tests and the curious: the call's state, read-only by convention.
+window.call = { state, collectStats, leave };

@@ -1,0 +1,242 @@
+//! The browser client in real headless Chromium with a fake camera and
+//! microphone: two pages call each other through the server.
+
+use chromiumoxide::Page;
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::page::ScreenshotParams;
+use futures_util::StreamExt;
+use serde_json::Value;
+use signaling_e2e::server::TestServer;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn chromium() -> Browser {
+    let profile = std::env::temp_dir().join(format!(
+        "sig-chromium-{}-{}",
+        std::process::id(),
+        signaling::ids::random_hex(4)
+    ));
+    let config = BrowserConfig::builder()
+        .chrome_executable("/usr/bin/chromium")
+        .no_sandbox()
+        .new_headless_mode()
+        .user_data_dir(&profile)
+        .window_size(1000, 700)
+        .args([
+            "disable-gpu",
+            "disable-quic",
+            "no-first-run",
+            "disable-background-networking",
+            "disable-component-update",
+            "disable-sync",
+            "use-fake-device-for-media-stream",
+            "use-fake-ui-for-media-stream",
+            "allow-loopback-in-peer-connection",
+            "autoplay-policy=no-user-gesture-required",
+        ])
+        .build()
+        .expect("browser config");
+    let (browser, mut handler) = Browser::launch(config)
+        .await
+        .expect("chromium starts (scripts/test installs the chromium package)");
+    tokio::spawn(async move { while handler.next().await.is_some() {} });
+    browser
+}
+
+async fn eval(page: &Page, js: &str) -> Value {
+    page.evaluate(js)
+        .await
+        .unwrap_or_else(|e| panic!("evaluating {js}: {e}"))
+        .into_value()
+        .unwrap_or(Value::Null)
+}
+
+/// Polls `js` until it yields `true`.
+async fn until(page: &Page, what: &str, js: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if eval(page, js).await == Value::Bool(true) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let status = eval(page, "document.getElementById('status').textContent + ' | ' + document.getElementById('error').textContent").await;
+            panic!("{what}: not within {WAIT:?} (page says {status})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn join(browser: &Browser, base: &str, room: &str, name: &str) -> Page {
+    let page = browser
+        .new_page(format!("{base}/?room={room}"))
+        .await
+        .expect("page");
+    until(
+        &page,
+        "page loaded",
+        "document.readyState === 'complete' && !!window.call",
+    )
+    .await;
+    eval(
+        &page,
+        &format!(
+            "(() => {{ document.getElementById('name').value = '{name}'; document.querySelector('#join button').click(); return true; }})()"
+        ),
+    )
+    .await;
+    until(&page, "joined", "!!document.body.dataset.peerId").await;
+    until(
+        &page,
+        "the join form makes way for the call",
+        "getComputedStyle(document.getElementById('join')).display === 'none'",
+    )
+    .await;
+    page
+}
+
+const FRAMES: &str = "(async () => { await window.call.collectStats(); const s = [...window.call.state.peers.values()].map(e => e.stats && e.stats.framesDecoded || 0); return s.length > 0 && s.every(f => f > 0); })()";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_see_hear_and_mute_each_other() {
+    let server = TestServer::start(|_| {}).await;
+    let base = format!("http://{}", server.addr);
+    let browser = chromium().await;
+    let room = format!("web-{}", signaling::ids::random_hex(6));
+    let alice = join(&browser, &base, &room, "alice").await;
+    let bob = join(&browser, &base, &room, "bob").await;
+
+    // Each lists the other...
+    until(&alice, "alice sees bob", "[...document.querySelectorAll('#presence li')].some(li => li.textContent.startsWith('bob'))").await;
+    until(&bob, "bob sees alice", "[...document.querySelectorAll('#presence li')].some(li => li.textContent.startsWith('alice'))").await;
+    // ...and decodes the other's (fake camera) video.
+    until(&alice, "alice decodes bob's video", FRAMES).await;
+    until(&bob, "bob decodes alice's video", FRAMES).await;
+
+    // Muting shows on the other side, through presence meta.
+    eval(
+        &alice,
+        "(() => { document.getElementById('mute').click(); return true; })()",
+    )
+    .await;
+    until(&bob, "bob sees alice muted", "[...document.querySelectorAll('#presence li')].some(li => li.dataset.muted === 'true' && li.textContent.startsWith('alice'))").await;
+
+    let shot = alice
+        .screenshot(ScreenshotParams::builder().build())
+        .await
+        .expect("screenshot");
+    let dir = signaling_e2e::workspace_root().join("tests/artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    std::fs::write(dir.join("two-party-call.png"), &shot).expect("write screenshot");
+    assert!(shot.len() > 10_000, "a real picture");
+
+    // Leaving removes the tile on the other side.
+    eval(
+        &bob,
+        "(() => { document.getElementById('leave').click(); return true; })()",
+    )
+    .await;
+    until(&alice, "bob's tile is gone", "document.querySelectorAll('.tile').length === 1 && document.querySelectorAll('#presence li').length === 0").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_on_two_clustered_instances_call_each_other() {
+    let redis = signaling_e2e::redis::Redis::start();
+    let node = |id: &'static str, url: String| {
+        move |c: &mut signaling::Config| {
+            c.redis_url = Some(url);
+            c.node_id = Some(id.into());
+        }
+    };
+    let n1 = TestServer::start(node("b1", redis.url())).await;
+    let n2 = TestServer::start(node("b2", redis.url())).await;
+    let browser = chromium().await;
+    let room = format!("webx-{}", signaling::ids::random_hex(6));
+    let alice = join(&browser, &format!("http://{}", n1.addr), &room, "alice").await;
+    // The newcomer offers to whom its `joined` lists: let alice reach Redis first.
+    let deadline = Instant::now() + WAIT;
+    while !signaling_e2e::client::http_get(n2.addr, &format!("/api/rooms/{room}"))
+        .await
+        .1
+        .contains("alice")
+    {
+        assert!(Instant::now() < deadline, "alice never visible on n2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bob = join(&browser, &format!("http://{}", n2.addr), &room, "bob").await;
+    until(&alice, "alice decodes bob's video across instances", FRAMES).await;
+    until(&bob, "bob decodes alice's video across instances", FRAMES).await;
+    n1.stop().await;
+    n2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_socket_drops_resumes_without_the_other_seeing_it_leave() {
+    let server = TestServer::start(|_| {}).await;
+    let proxy = signaling_e2e::proxy::Proxy::start(server.addr).await;
+    let browser = chromium().await;
+    let room = format!("webr-{}", signaling::ids::random_hex(6));
+    let alice = join(&browser, &format!("http://{}", proxy.addr), &room, "alice").await;
+    let bob = join(&browser, &format!("http://{}", server.addr), &room, "bob").await;
+    until(&bob, "bob decodes alice", FRAMES).await;
+    let id = eval(&alice, "document.body.dataset.peerId").await;
+    // Record on bob's page every presence change from now on.
+    eval(&bob, "(() => { window.seen = []; new MutationObserver(() => window.seen.push(document.getElementById('presence').textContent)).observe(document.getElementById('presence'), {childList: true, subtree: true, characterData: true}); return true; })()").await;
+    proxy.cut();
+    until(
+        &alice,
+        "alice notices the drop",
+        "document.getElementById('status').textContent.startsWith('Connection lost')",
+    )
+    .await;
+    until(
+        &alice,
+        "alice is back in the room",
+        "document.getElementById('status').textContent.startsWith('In room')",
+    )
+    .await;
+    assert_eq!(
+        eval(&alice, "document.body.dataset.peerId").await,
+        id,
+        "same peer after resume"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = eval(&bob, "window.seen.every(t => t.includes('alice'))").await;
+    assert_eq!(
+        seen,
+        Value::Bool(true),
+        "bob never lost alice from the list"
+    );
+    until(&bob, "bob still decodes alice", FRAMES).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_and_a_headless_webrtc_rs_peer_call_each_other() {
+    let server = TestServer::start(|_| {}).await;
+    let browser = chromium().await;
+    let room = format!("webp-{}", signaling::ids::random_hex(6));
+    let page = join(&browser, &format!("http://{}", server.addr), &room, "alice").await;
+    // The headless peer joins second, so it makes the first offer.
+    let mut o = signaling_peer::PeerOptions::new(server.ws(), &room);
+    o.name = Some("robot".into());
+    let (peer, mut events) = signaling_peer::Peer::start(o).await.expect("peer");
+    let browser_id = eval(&page, "document.body.dataset.peerId").await;
+    let browser_id = browser_id.as_str().expect("id").to_string();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(signaling_peer::PeerEvent::Open { peer: p, .. })) if p == browser_id => break,
+            Ok(Some(signaling_peer::PeerEvent::Failed { reason, .. })) => {
+                panic!("peer failed: {reason}")
+            }
+            Ok(Some(_)) => continue,
+            _ => panic!("no data channel between the robot and the browser"),
+        }
+    }
+    until(&page, "the browser is connected to the robot", "[...document.querySelectorAll('#presence li')].some(li => li.textContent.startsWith('robot') && li.dataset.connection === 'connected')").await;
+    peer.close().await;
+    server.stop().await;
+}
