@@ -240,3 +240,76 @@ async fn a_browser_and_a_headless_webrtc_rs_peer_call_each_other() {
     peer.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_off_screen_sharing_and_a_mesh_of_three() {
+    let server = TestServer::start(|_| {}).await;
+    let base = format!("http://{}", server.addr);
+    let browser = chromium().await;
+    let room = format!("webm-{}", signaling::ids::random_hex(6));
+    let a = join(&browser, &base, &room, "ann").await;
+    let b = join(&browser, &base, &room, "ben").await;
+    let c = join(&browser, &base, &room, "cat").await;
+    for (page, who) in [(&a, "ann"), (&b, "ben"), (&c, "cat")] {
+        until(
+            page,
+            &format!("{who} lists two others"),
+            "document.querySelectorAll('#presence li').length === 2",
+        )
+        .await;
+        until(page, &format!("{who} decodes both others"), FRAMES).await;
+    }
+    eval(
+        &a,
+        "(() => { document.getElementById('cam').click(); return true; })()",
+    )
+    .await;
+    until(&c, "cat sees ann's camera off", "[...document.querySelectorAll('#presence li')].some(li => li.textContent.startsWith('ann (camera off)'))").await;
+    // Screen sharing swaps the video track for a captured one and says so.
+    eval(
+        &b,
+        "(() => { document.getElementById('share').click(); return true; })()",
+    )
+    .await;
+    until(
+        &b,
+        "ben is sharing",
+        "document.getElementById('share').getAttribute('aria-pressed') === 'true'",
+    )
+    .await;
+    until(&a, "ann sees ben sharing", "[...document.querySelectorAll('#presence li')].some(li => li.textContent.startsWith('ben (sharing)'))").await;
+    until(&a, "ann still decodes ben", FRAMES).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_room_is_explained_to_the_person_turned_away() {
+    let server = TestServer::start(|c| c.limits.max_room_peers = 1).await;
+    let base = format!("http://{}", server.addr);
+    let browser = chromium().await;
+    let room = format!("webf-{}", signaling::ids::random_hex(6));
+    let _first = join(&browser, &base, &room, "first").await;
+    let page = browser
+        .new_page(format!("{base}/?room={room}"))
+        .await
+        .expect("page");
+    until(
+        &page,
+        "page loaded",
+        "document.readyState === 'complete' && !!window.call",
+    )
+    .await;
+    eval(
+        &page,
+        "(() => { document.querySelector('#join button').click(); return true; })()",
+    )
+    .await;
+    until(&page, "the error is shown", "document.getElementById('error').textContent === 'This room is full.' && !document.getElementById('error').hidden").await;
+    until(
+        &page,
+        "the join form is back",
+        "getComputedStyle(document.getElementById('join')).display !== 'none'",
+    )
+    .await;
+    server.stop().await;
+}

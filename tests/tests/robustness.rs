@@ -346,7 +346,10 @@ async fn the_browser_client_is_served_at_the_root() {
     let (status, body) = http_get(s.addr, "/").await;
     assert_eq!(status, 200);
     assert!(body.contains("<html"), "{body}");
-    assert!(body.contains("/ws"), "the page talks to /ws");
+    assert!(body.contains("app.js"), "the page loads its script");
+    let (status, script) = http_get(s.addr, "/app.js").await;
+    assert_eq!(status, 200);
+    assert!(script.contains("/ws"), "the script talks to /ws");
     s.stop().await;
 }
 
