@@ -313,3 +313,84 @@ async fn a_full_room_is_explained_to_the_person_turned_away() {
     .await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_moves_a_page_to_another_instance_unnoticed() {
+    let redis = signaling_e2e::redis::Redis::start();
+    let node = |id: &'static str, url: String| {
+        move |c: &mut signaling::Config| {
+            c.redis_url = Some(url);
+            c.node_id = Some(id.into());
+            c.drain_timeout = Duration::from_secs(5);
+        }
+    };
+    let n1 = TestServer::start(node("g1", redis.url())).await;
+    let n2 = TestServer::start(node("g2", redis.url())).await;
+    // alice's page talks to n1 through a proxy that will point at n2.
+    let proxy = signaling_e2e::proxy::Proxy::start(n1.addr).await;
+    let browser = chromium().await;
+    let room = format!("webg-{}", signaling::ids::random_hex(6));
+    let bob = join(&browser, &format!("http://{}", n2.addr), &room, "bob").await;
+    let deadline = Instant::now() + WAIT;
+    while !signaling_e2e::client::http_get(n1.addr, &format!("/api/rooms/{room}"))
+        .await
+        .1
+        .contains("bob")
+    {
+        assert!(Instant::now() < deadline, "bob never visible on n1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alice = join(&browser, &format!("http://{}", proxy.addr), &room, "alice").await;
+    until(&bob, "bob decodes alice", FRAMES).await;
+    let id = eval(&alice, "document.body.dataset.peerId").await;
+    eval(&bob, "(() => { window.seen = []; new MutationObserver(() => window.seen.push(document.getElementById('presence').textContent)).observe(document.getElementById('presence'), {childList: true, subtree: true, characterData: true}); return true; })()").await;
+    proxy.set_backend(n2.addr);
+    let stopping = tokio::spawn(n1.stop());
+    until(
+        &alice,
+        "alice follows the goaway",
+        "document.getElementById('status').textContent.startsWith('Server restarting')",
+    )
+    .await;
+    until(
+        &alice,
+        "alice is back in the room",
+        "document.getElementById('status').textContent.startsWith('In room')",
+    )
+    .await;
+    assert_eq!(
+        eval(&alice, "document.body.dataset.peerId").await,
+        id,
+        "same peer on the other instance"
+    );
+    stopping.await.expect("n1 stops");
+    assert_eq!(
+        eval(&bob, "window.seen.every(t => t.includes('alice'))").await,
+        Value::Bool(true)
+    );
+    until(&bob, "bob still decodes alice", FRAMES).await;
+    n2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_people_in_a_full_mesh() {
+    let server = TestServer::start(|_| {}).await;
+    let base = format!("http://{}", server.addr);
+    let browser = chromium().await;
+    let room = format!("web6-{}", signaling::ids::random_hex(6));
+    let mut pages = Vec::new();
+    for i in 0..6 {
+        pages.push(join(&browser, &base, &room, &format!("p{i}")).await);
+    }
+    for (i, page) in pages.iter().enumerate() {
+        until(
+            page,
+            &format!("p{i} lists five others"),
+            "document.querySelectorAll('#presence li').length === 5",
+        )
+        .await;
+        until(page, &format!("p{i} is connected to all five"), "[...document.querySelectorAll('#presence li')].every(li => li.dataset.connection === 'connected')").await;
+    }
+    until(&pages[5], "the last one decodes all five", FRAMES).await;
+    server.stop().await;
+}
