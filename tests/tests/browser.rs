@@ -394,3 +394,38 @@ async fn six_people_in_a_full_mesh() {
     until(&pages[5], "the last one decodes all five", FRAMES).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelled_controls_device_switching_and_a_phone_sized_layout() {
+    use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+    let server = TestServer::start(|_| {}).await;
+    let base = format!("http://{}", server.addr);
+    let browser = chromium().await;
+    let room = format!("weba-{}", signaling::ids::random_hex(6));
+    let a = join(&browser, &base, &room, "ann").await;
+    let b = join(&browser, &base, &room, "ben").await;
+    until(&b, "ben decodes ann", FRAMES).await;
+
+    // Every form control has a label; every button says what it does.
+    let labelled = "[...document.querySelectorAll('input, select')].every(el => el.labels.length > 0) && [...document.querySelectorAll('button')].every(b => b.textContent.trim().length > 0)";
+    assert_eq!(eval(&a, labelled).await, Value::Bool(true));
+
+    // Picking a device replaces the tracks the others receive, without renegotiating anyone away.
+    let before = eval(&a, "window.call.state.local.getVideoTracks()[0].id").await;
+    eval(&a, "(() => { const s = document.getElementById('camera'); s.dispatchEvent(new Event('change')); return true; })()").await;
+    until(
+        &a,
+        "a new camera track",
+        &format!("window.call.state.local.getVideoTracks()[0].id !== {before}"),
+    )
+    .await;
+    until(&a, "the sender carries it", "[...window.call.state.peers.values()].every(e => e.pc.getSenders().some(s => s.track && s.track.id === window.call.state.local.getVideoTracks()[0].id))").await;
+    until(&b, "ben still decodes ann", FRAMES).await;
+
+    // On a phone-sized screen the call is one column.
+    a.execute(SetDeviceMetricsOverrideParams::new(375, 740, 2.0, true))
+        .await
+        .expect("emulate a phone");
+    until(&a, "one column", "getComputedStyle(document.getElementById('call')).gridTemplateColumns.split(' ').length === 1").await;
+    server.stop().await;
+}
