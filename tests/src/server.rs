@@ -5,6 +5,32 @@ use std::time::Duration;
 
 use crate::client::{Client, http_get};
 
+/// A config tweak that makes an instance node `id` of the cluster on `redis_url`.
+pub fn clustered(redis_url: String, id: &str) -> impl FnOnce(&mut signaling::Config) {
+    let id = id.to_string();
+    move |c| {
+        c.redis_url = Some(redis_url);
+        c.node_id = Some(id);
+    }
+}
+
+/// Waits until `/api/rooms/{room}` on `addr` mentions `needle` (a peer id or
+/// name): a join on another instance reaches Redis just after its reply.
+pub async fn wait_listed(addr: SocketAddr, room: &str, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !http_get(addr, &format!("/api/rooms/{room}"))
+        .await
+        .1
+        .contains(needle)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle} never listed in {room} on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub handle: signaling::ShutdownHandle,

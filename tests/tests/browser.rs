@@ -6,7 +6,7 @@ use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::page::ScreenshotParams;
 use futures_util::StreamExt;
 use serde_json::Value;
-use signaling_e2e::server::TestServer;
+use signaling_e2e::server::{TestServer, clustered, wait_listed};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -95,6 +95,9 @@ async fn join(browser: &Browser, base: &str, room: &str, name: &str) -> Page {
     page
 }
 
+/// Starts recording every change of the page's presence list in `window.seen`.
+const RECORD_PRESENCE: &str = "(() => { window.seen = []; new MutationObserver(() => window.seen.push(document.getElementById('presence').textContent)).observe(document.getElementById('presence'), {childList: true, subtree: true, characterData: true}); return true; })()";
+
 const FRAMES: &str = "(async () => { await window.call.collectStats(); const s = [...window.call.state.peers.values()].map(e => e.stats && e.stats.framesDecoded || 0); return s.length > 0 && s.every(f => f > 0); })()";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,27 +146,13 @@ async fn two_browsers_see_hear_and_mute_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browsers_on_two_clustered_instances_call_each_other() {
     let redis = signaling_e2e::redis::Redis::start();
-    let node = |id: &'static str, url: String| {
-        move |c: &mut signaling::Config| {
-            c.redis_url = Some(url);
-            c.node_id = Some(id.into());
-        }
-    };
-    let n1 = TestServer::start(node("b1", redis.url())).await;
-    let n2 = TestServer::start(node("b2", redis.url())).await;
+    let n1 = TestServer::start(clustered(redis.url(), "b1")).await;
+    let n2 = TestServer::start(clustered(redis.url(), "b2")).await;
     let browser = chromium().await;
     let room = format!("webx-{}", signaling::ids::random_hex(6));
     let alice = join(&browser, &format!("http://{}", n1.addr), &room, "alice").await;
     // The newcomer offers to whom its `joined` lists: let alice reach Redis first.
-    let deadline = Instant::now() + WAIT;
-    while !signaling_e2e::client::http_get(n2.addr, &format!("/api/rooms/{room}"))
-        .await
-        .1
-        .contains("alice")
-    {
-        assert!(Instant::now() < deadline, "alice never visible on n2");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listed(n2.addr, &room, "alice").await;
     let bob = join(&browser, &format!("http://{}", n2.addr), &room, "bob").await;
     until(&alice, "alice decodes bob's video across instances", FRAMES).await;
     until(&bob, "bob decodes alice's video across instances", FRAMES).await;
@@ -182,7 +171,7 @@ async fn a_page_whose_socket_drops_resumes_without_the_other_seeing_it_leave() {
     until(&bob, "bob decodes alice", FRAMES).await;
     let id = eval(&alice, "document.body.dataset.peerId").await;
     // Record on bob's page every presence change from now on.
-    eval(&bob, "(() => { window.seen = []; new MutationObserver(() => window.seen.push(document.getElementById('presence').textContent)).observe(document.getElementById('presence'), {childList: true, subtree: true, characterData: true}); return true; })()").await;
+    eval(&bob, RECORD_PRESENCE).await;
     proxy.cut();
     until(
         &alice,
@@ -317,33 +306,22 @@ async fn a_full_room_is_explained_to_the_person_turned_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_moves_a_page_to_another_instance_unnoticed() {
     let redis = signaling_e2e::redis::Redis::start();
-    let node = |id: &'static str, url: String| {
-        move |c: &mut signaling::Config| {
-            c.redis_url = Some(url);
-            c.node_id = Some(id.into());
-            c.drain_timeout = Duration::from_secs(5);
-        }
-    };
-    let n1 = TestServer::start(node("g1", redis.url())).await;
-    let n2 = TestServer::start(node("g2", redis.url())).await;
+    let n1 = TestServer::start(|c| {
+        clustered(redis.url(), "g1")(c);
+        c.drain_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let n2 = TestServer::start(clustered(redis.url(), "g2")).await;
     // alice's page talks to n1 through a proxy that will point at n2.
     let proxy = signaling_e2e::proxy::Proxy::start(n1.addr).await;
     let browser = chromium().await;
     let room = format!("webg-{}", signaling::ids::random_hex(6));
     let bob = join(&browser, &format!("http://{}", n2.addr), &room, "bob").await;
-    let deadline = Instant::now() + WAIT;
-    while !signaling_e2e::client::http_get(n1.addr, &format!("/api/rooms/{room}"))
-        .await
-        .1
-        .contains("bob")
-    {
-        assert!(Instant::now() < deadline, "bob never visible on n1");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listed(n1.addr, &room, "bob").await;
     let alice = join(&browser, &format!("http://{}", proxy.addr), &room, "alice").await;
     until(&bob, "bob decodes alice", FRAMES).await;
     let id = eval(&alice, "document.body.dataset.peerId").await;
-    eval(&bob, "(() => { window.seen = []; new MutationObserver(() => window.seen.push(document.getElementById('presence').textContent)).observe(document.getElementById('presence'), {childList: true, subtree: true, characterData: true}); return true; })()").await;
+    eval(&bob, RECORD_PRESENCE).await;
     proxy.set_backend(n2.addr);
     let stopping = tokio::spawn(n1.stop());
     until(

@@ -246,14 +246,8 @@ async fn too_late_to_resume_the_client_rejoins_as_a_new_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_moves_the_client_to_another_instance() {
     let redis = signaling_e2e::redis::Redis::start();
-    let cluster = |id: &'static str, url: String| {
-        move |c: &mut signaling::Config| {
-            c.redis_url = Some(url);
-            c.node_id = Some(id.into());
-        }
-    };
-    let (n1, h1) = server(cluster("cg1", redis.url())).await;
-    let (n2, _h2) = server(cluster("cg2", redis.url())).await;
+    let (n1, h1) = server(signaling_e2e::server::clustered(redis.url(), "cg1")).await;
+    let (n2, _h2) = server(signaling_e2e::server::clustered(redis.url(), "cg2")).await;
     let proxy = Proxy::start(n1).await;
     let r = room("goaway");
     let (a, mut ea) = Client::connect(config(format!("ws://{n2}/ws")))

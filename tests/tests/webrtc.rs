@@ -256,14 +256,8 @@ async fn relay_only_with_wrong_turn_credentials_does_not_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_on_two_clustered_instances_connect() {
     let redis = signaling_e2e::redis::Redis::start();
-    let node = |id: &'static str, url: String| {
-        move |c: &mut signaling::Config| {
-            c.redis_url = Some(url);
-            c.node_id = Some(id.into());
-        }
-    };
-    let (n1, _h1) = server(node("w1", redis.url())).await;
-    let (n2, _h2) = server(node("w2", redis.url())).await;
+    let (n1, _h1) = server(signaling_e2e::server::clustered(redis.url(), "w1")).await;
+    let (n2, _h2) = server(signaling_e2e::server::clustered(redis.url(), "w2")).await;
     let r = room("cross");
     let mut o = PeerOptions::new(format!("ws://{n1}/ws"), &r);
     o.echo = true;
@@ -271,18 +265,7 @@ async fn peers_on_two_clustered_instances_connect() {
     // The newcomer offers only to the peers its `joined` lists, so b joins
     // once a is visible cluster-wide (a join reaches Redis just after its reply).
     let ida = a.peer_id().await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while !signaling_e2e::client::http_get(n2, &format!("/api/rooms/{r}"))
-        .await
-        .1
-        .contains(&ida)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a never visible on n2"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    signaling_e2e::server::wait_listed(n2, &r, &ida).await;
     let (b, mut eb) = Peer::start(PeerOptions::new(format!("ws://{n2}/ws"), &r))
         .await
         .expect("b on n2");
