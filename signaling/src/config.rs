@@ -50,7 +50,7 @@ pub struct Config {
 
     /// Shared secret for HS256 join and admin tokens. Without it joining is open
     /// and `/api/*` needs no token.
-    #[arg(long, env = "SIGNALING_AUTH_SECRET", hide_env_values = true)]
+    #[arg(long, env = "SIGNALING_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub auth_secret: Option<Secret>,
 
     /// STUN URLs handed to clients in `joined.ice_servers`, comma-separated
@@ -66,7 +66,7 @@ pub struct Config {
     /// The TURN server's shared secret (coturn's `static-auth-secret`): each
     /// peer gets username `<expiry>:<peer_id>` and password
     /// base64(HMAC-SHA1(secret, username)).
-    #[arg(long, env = "SIGNALING_TURN_SECRET", hide_env_values = true)]
+    #[arg(long, env = "SIGNALING_TURN_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub turn_secret: Option<Secret>,
 
     /// How long TURN credentials stay valid.
@@ -114,8 +114,12 @@ impl From<&str> for Secret {
 }
 
 impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
+    type Err = String;
+    /// An empty secret would sign with an empty key: refused at start.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("a secret must not be empty".into());
+        }
         Ok(Secret(s.to_string()))
     }
 }
@@ -215,6 +219,11 @@ impl Default for Config {
     }
 }
 
+/// A non-empty secret.
+pub fn parse_secret(s: &str) -> Result<Secret, String> {
+    s.parse()
+}
+
 /// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -251,6 +260,12 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn empty_secrets_are_refused() {
+        assert!(Config::try_parse_from(["signaling", "--auth-secret", ""]).is_err());
+        assert!(Config::try_parse_from(["signaling", "--turn-secret", ""]).is_err());
     }
 
     #[test]

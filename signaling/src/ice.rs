@@ -26,7 +26,7 @@ struct Turn {
 
 impl IceConfig {
     pub fn from_config(c: &Config) -> IceConfig {
-        let turn = match (&c.turn_secret, c.turn_urls.is_empty()) {
+        let turn = match (&c.turn_secret, c.turn_urls.iter().all(|u| u.is_empty())) {
             (Some(secret), false) => Some(Turn {
                 urls: c.turn_urls.clone(),
                 secret: secret.clone(),
@@ -34,8 +34,14 @@ impl IceConfig {
             }),
             _ => None,
         };
+        // `SIGNALING_STUN_URLS=""` parses as one empty URL: drop empties.
         IceConfig {
-            stun: c.stun_urls.clone(),
+            stun: c
+                .stun_urls
+                .iter()
+                .filter(|u| !u.is_empty())
+                .cloned()
+                .collect(),
             turn,
         }
     }

@@ -1,11 +1,27 @@
-//! The deployment files, checked offline (no Docker engine runs here):
-//! docker-compose.yml, the Dockerfile, nginx and coturn configuration must
-//! agree with each other and with the server's real flags.
+//! The deployment files, checked offline (no Docker engine runs on the CI
+//! machine): docker-compose.yml, the Dockerfile, deploy/nginx.conf and
+//! turn-config/ must agree with each other and with the server's real flags.
+//!
+//! Two checks run real tools, and fail (never skip) when they are missing:
+//! `docker-compose config` (Debian package `docker-compose`) and
+//! `turnserver -h` (Debian package `coturn`). scripts/test installs both.
 
-use serde_yaml_ng::Value;
-use std::collections::BTreeSet;
+use clap::{CommandFactory, Parser};
+use serde_yaml_ng::{Mapping, Value};
+use signaling::Config;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
+
+const COMPOSE: &str = "docker-compose.yml";
+const NGINX: &str = "deploy/nginx.conf";
+const TURN_PROD: &str = "turn-config/turnserver.conf";
+const TURN_TEST: &str = "turn-config/turnserver-loopback-test.conf";
+
+// ---------------------------------------------------------------------------
+// Reading the files
 
 fn root() -> PathBuf {
     signaling_e2e::workspace_root()
@@ -15,162 +31,864 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// docker-compose.yml with its `<<` merge keys applied, as compose sees it.
 fn compose() -> Value {
-    serde_yaml_ng::from_str(&read("docker-compose.yml")).expect("docker-compose.yml parses")
+    let mut v: Value = serde_yaml_ng::from_str(&read(COMPOSE)).expect("docker-compose.yml parses");
+    v.apply_merge().expect("docker-compose.yml merge keys");
+    v
 }
 
-fn services(c: &Value) -> &serde_yaml_ng::Mapping {
-    c["services"].as_mapping().expect("services")
+fn services(c: &Value) -> &Mapping {
+    c["services"]
+        .as_mapping()
+        .expect("docker-compose.yml has services")
 }
 
-fn env_of<'a>(svc: &'a Value, key: &str) -> Option<&'a str> {
-    svc["environment"][key].as_str()
+fn service<'a>(c: &'a Value, name: &str) -> &'a Value {
+    c["services"]
+        .get(name)
+        .unwrap_or_else(|| panic!("docker-compose.yml has no service {name}"))
 }
 
-/// Every `SIGNALING_*` variable the server reads, from its flag definitions.
-fn server_env_vars() -> BTreeSet<String> {
-    let src = read("signaling/src/config.rs");
-    src.split("env = \"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .map(String::from)
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_sequence()
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The signaling nodes: the services built from this repository.
+fn nodes(c: &Value) -> Vec<(&str, &Value)> {
+    services(c)
+        .iter()
+        .filter(|(_, svc)| svc.get("build").is_some())
+        .map(|(k, svc)| (k.as_str().expect("service name"), svc))
         .collect()
 }
 
-fn signaling_nodes(c: &Value) -> Vec<(String, &Value)> {
-    services(c)
-        .iter()
-        .filter_map(|(k, v)| {
-            let name = k.as_str()?;
-            name.starts_with("signaling").then(|| (name.to_string(), v))
+/// A service's environment, in either of compose's two forms. `None` is a
+/// variable passed through from the shell (`KEY:` or `- KEY`).
+fn environment(svc: &Value) -> BTreeMap<String, Option<String>> {
+    let mut env = BTreeMap::new();
+    match &svc["environment"] {
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                let k = k.as_str().expect("environment name").to_string();
+                let v = match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::Bool(b) => Some(b.to_string()),
+                    other => panic!("environment {k}: unexpected {other:?}"),
+                };
+                env.insert(k, v);
+            }
+        }
+        Value::Sequence(s) => {
+            for item in s {
+                let item = item.as_str().expect("environment entry");
+                match item.split_once('=') {
+                    Some((k, v)) => env.insert(k.to_string(), Some(v.to_string())),
+                    None => env.insert(item.to_string(), None),
+                };
+            }
+        }
+        Value::Null => {}
+        other => panic!("environment: unexpected {other:?}"),
+    }
+    env
+}
+
+/// Compose's interpolation with no variable set: `${V:-default}` and
+/// `${V-default}` give the default, a required `${V:?message}` gives
+/// `required` (as if the user had set it), a bare `${V}` gives "".
+fn interpolate(s: &str, required: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        if let Some(r) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('{') {
+            let end = r.find('}').unwrap_or_else(|| panic!("unclosed ${{ in {s}"));
+            let expr = &r[..end];
+            rest = &r[end + 1..];
+            let name_len = expr
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(expr.len());
+            let op = expr[name_len..].trim_start_matches(':');
+            if let Some(default) = op.strip_prefix('-') {
+                out.push_str(default);
+            } else if op.starts_with('?') {
+                out.push_str(required);
+            }
+        } else {
+            panic!("bare $ in {s:?}: write $$ or ${{VAR}}");
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The variable names a compose value refers to (`${NAME...}`).
+fn variables(s: &str) -> Vec<&str> {
+    s.split("${")
+        .skip(1)
+        .filter_map(|r| r.split(['}', ':', '-', '?']).next())
+        .collect()
+}
+
+/// Short port syntax: `[ip:]host:container[/proto]`, each side a port or a
+/// range. Returns (host side, container side, protocol).
+fn ports(svc: &Value) -> Vec<(Option<String>, String, String)> {
+    strings(&svc["ports"])
+        .into_iter()
+        .map(|p| {
+            let (spec, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+            let parts: Vec<&str> = spec.split(':').collect();
+            let container = parts.last().expect("port").to_string();
+            let host = (parts.len() >= 2).then(|| parts[parts.len() - 2].to_string());
+            (host, container, proto.to_string())
         })
         .collect()
 }
 
+fn port_range(s: &str) -> (u16, u16) {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    (
+        a.parse().unwrap_or_else(|_| panic!("port {s}")),
+        b.parse().unwrap_or_else(|_| panic!("port {s}")),
+    )
+}
+
+/// Compose durations: `30s`, `1m30s`, `500ms`, `1h`.
+fn compose_duration(s: &str) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or_else(|| panic!("duration {s:?} needs a unit"));
+        let n: f64 = rest[..digits]
+            .parse()
+            .unwrap_or_else(|_| panic!("duration {s:?}"));
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "h" => n * 3600.0,
+            "m" => n * 60.0,
+            "s" => n,
+            "ms" => n / 1000.0,
+            "us" => n / 1e6,
+            other => panic!("duration {s:?}: unit {other:?}"),
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = &rest[unit_len..];
+    }
+    total
+}
+
+/// Every (env var, long flag) of the server, from its own clap definition.
+fn server_flags() -> BTreeMap<String, String> {
+    Config::command()
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env()?.to_str()?.to_string();
+            Some((env, a.get_long()?.to_string()))
+        })
+        .collect()
+}
+
+/// A node's configuration exactly as the server would parse its compose
+/// environment (every `SIGNALING_*` variable given as its flag).
+fn node_config(name: &str, svc: &Value) -> Config {
+    let flags = server_flags();
+    let mut args = vec!["signaling".to_string()];
+    for (k, v) in environment(svc) {
+        let Some(v) = v else { continue };
+        let flag = flags
+            .get(&k)
+            .unwrap_or_else(|| panic!("{name}: {k} is not an environment variable of the server"));
+        args.push(format!("--{flag}"));
+        args.push(interpolate(&v, "a-secret"));
+    }
+    Config::try_parse_from(&args)
+        .unwrap_or_else(|e| panic!("{name}: the server refuses its environment {args:?}: {e}"))
+}
+
+/// nginx.conf without comments.
+fn nginx() -> String {
+    read(NGINX)
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The body of the block opened by `header` (e.g. `location = /ws`).
+fn nginx_block<'a>(conf: &'a str, header: &str) -> &'a str {
+    let start = conf
+        .find(header)
+        .unwrap_or_else(|| panic!("{NGINX} has no `{header}` block"));
+    let open = start + conf[start..].find('{').expect("block opens");
+    let mut depth = 0;
+    for (i, c) in conf[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &conf[open + 1..open + i];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("{NGINX}: `{header}` block never closes")
+}
+
+/// The simple directives of a block, as words (nested blocks are skipped).
+fn directives(block: &str) -> Vec<Vec<String>> {
+    let mut flat = String::new();
+    let mut depth = 0;
+    for c in block.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            _ if depth == 0 => flat.push(c),
+            _ => {}
+        }
+    }
+    flat.split(';')
+        .map(|d| d.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+fn directive<'a>(block: &'a [Vec<String>], name: &str) -> Option<&'a [String]> {
+    block.iter().find(|d| d[0] == name).map(|d| &d[1..])
+}
+
+/// nginx times: `120s`, `2m`, `120` (seconds).
+fn nginx_time(s: &str) -> Duration {
+    if let Some(m) = s.strip_suffix('m') {
+        Duration::from_secs(60 * m.parse::<u64>().expect("minutes"))
+    } else {
+        Duration::from_secs(s.trim_end_matches('s').parse().expect("seconds"))
+    }
+}
+
+/// The upstream the nginx front balances over: its name and `server` lines.
+fn nginx_upstream(conf: &str) -> (String, Vec<Vec<String>>) {
+    let name = conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("upstream "))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("an upstream block")
+        .to_string();
+    let servers = directives(nginx_block(conf, &format!("upstream {name}")))
+        .into_iter()
+        .filter(|d| d[0] == "server")
+        .collect();
+    (name, servers)
+}
+
+/// The Dockerfile as instructions (continuation lines joined, comments out).
+fn dockerfile() -> Vec<(String, String)> {
+    let text = read("Dockerfile");
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || (t.is_empty() && current.is_empty()) {
+            continue;
+        }
+        if let Some(part) = t.strip_suffix('\\') {
+            current.push_str(part);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(t);
+        let (kw, rest) = current
+            .split_once(char::is_whitespace)
+            .unwrap_or((&current, ""));
+        out.push((kw.to_uppercase(), rest.trim().to_string()));
+        current.clear();
+    }
+    out
+}
+
+/// The Dockerfile's `ENV` settings.
+fn dockerfile_env(instrs: &[(String, String)]) -> BTreeMap<String, String> {
+    instrs
+        .iter()
+        .filter(|(kw, _)| kw == "ENV")
+        .flat_map(|(_, rest)| {
+            rest.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The active `key[=value]` lines of a coturn config.
+fn turn_conf(path: &str) -> Vec<(String, String)> {
+    read(path)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect()
+}
+
+fn turn_value<'a>(conf: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    conf.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn ip_number(ip: IpAddr) -> (bool, u128) {
+    match ip {
+        IpAddr::V4(a) => (false, u32::from(a).into()),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    }
+}
+
+/// A coturn peer range `a-b` or a single address, as numbers.
+fn ip_range(s: &str) -> (bool, u128, u128) {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let parse = |x: &str| -> IpAddr { x.parse().unwrap_or_else(|_| panic!("address {x:?}")) };
+    let ((v6, lo), (v6b, hi)) = (ip_number(parse(a)), ip_number(parse(b)));
+    assert_eq!(v6, v6b, "range {s} mixes address families");
+    assert!(lo <= hi, "range {s} is backwards");
+    (v6, lo, hi)
+}
+
+fn cidr(s: &str) -> (bool, u128, u128) {
+    let (addr, len) = s.split_once('/').unwrap_or((s, "128"));
+    let (v6, base) = ip_number(addr.parse().expect("cidr address"));
+    let bits = if v6 { 128 } else { 32 };
+    let len: u32 = len.parse::<u32>().expect("prefix length").min(bits);
+    let host = if len == 0 {
+        if v6 { u128::MAX } else { u32::MAX.into() }
+    } else {
+        (1u128 << (bits - len)) - 1
+    };
+    (v6, base & !host, (base & !host) | host)
+}
+
+// ---------------------------------------------------------------------------
+// docker-compose.yml
+
 #[test]
-fn compose_services_fit_together() {
+fn compose_services_and_their_dependencies_exist() {
     let c = compose();
     let names: BTreeSet<&str> = services(&c).keys().filter_map(Value::as_str).collect();
-    for want in ["redis", "coturn", "web"] {
+    for want in ["redis", "signaling-1", "signaling-2", "coturn", "web"] {
         assert!(names.contains(want), "service {want} is missing");
     }
     for (name, svc) in services(&c) {
         let deps: Vec<&str> = match &svc["depends_on"] {
             Value::Sequence(s) => s.iter().filter_map(Value::as_str).collect(),
             Value::Mapping(m) => m.keys().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
+            Value::Null => Vec::new(),
+            other => panic!("{name:?}: depends_on {other:?}"),
         };
         for d in deps {
             assert!(names.contains(d), "{name:?} depends on unknown service {d}");
         }
-        for v in svc["volumes"].as_sequence().into_iter().flatten() {
-            let spec = v.as_str().expect("short volume syntax");
-            if let Some(host) = spec.split(':').next().filter(|h| h.starts_with("./")) {
-                assert!(root().join(host).exists(), "{name:?} mounts missing {host}");
-            }
-        }
+        assert!(
+            svc.get("network_mode").is_none(),
+            "{name:?}: no network_mode (no host networking), publish ports instead"
+        );
+    }
+    // The front starts once both nodes answer.
+    let web = service(&c, "web");
+    for (node, _) in nodes(&c) {
+        assert!(
+            web["depends_on"].get(node).is_some() || strings(&web["depends_on"]).contains(&node),
+            "web must depend on {node}"
+        );
     }
 }
 
 #[test]
-fn the_nodes_form_one_cluster_with_real_flags() {
+fn compose_bind_mounts_exist_in_the_repo() {
     let c = compose();
-    let nodes = signaling_nodes(&c);
-    assert!(nodes.len() >= 2, "at least two signaling nodes");
-    let known = server_env_vars();
-    assert!(
-        known.contains("SIGNALING_REDIS_URL"),
-        "config parsing found {known:?}"
-    );
-    let mut ids = BTreeSet::new();
-    for (name, svc) in &nodes {
-        for (k, _) in svc["environment"].as_mapping().expect("environment map") {
-            let k = k.as_str().expect("env name");
-            assert!(known.contains(k), "{name}: {k} is not a flag of the server");
+    let mut seen = 0;
+    for (name, svc) in services(&c) {
+        for spec in strings(&svc["volumes"]) {
+            let host = spec.split(':').next().expect("volume");
+            if !(host.starts_with("./") || host.starts_with("../") || host.starts_with('/')) {
+                continue; // a named volume
+            }
+            assert!(
+                !host.starts_with('/'),
+                "{name:?}: {host} is outside the repo"
+            );
+            assert!(
+                root().join(host).exists(),
+                "{name:?} mounts {host}, which is not in the repo"
+            );
+            assert!(
+                spec.ends_with(":ro"),
+                "{name:?}: mount {spec} read-only (config and static files)"
+            );
+            seen += 1;
         }
-        let redis = env_of(svc, "SIGNALING_REDIS_URL").expect("redis url");
-        assert_eq!(redis, "redis://redis:6379", "{name} uses the compose redis");
-        assert_eq!(env_of(svc, "SIGNALING_LISTEN"), Some("0.0.0.0:8080"));
+    }
+    assert!(
+        seen >= 3,
+        "nginx.conf, client/web and turnserver.conf are mounted"
+    );
+}
+
+#[test]
+fn compose_and_dockerfile_set_only_real_server_flags() {
+    let flags = server_flags();
+    assert!(
+        flags.contains_key("SIGNALING_REDIS_URL")
+            && flags.contains_key("SIGNALING_HEARTBEAT_TIMEOUT"),
+        "the flags' env vars come from the server's clap definition: {flags:?}"
+    );
+    // The same names as `env = "..."` in config.rs.
+    let grepped: BTreeSet<String> = read("signaling/src/config.rs")
+        .split("env = \"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next())
+        .map(String::from)
+        .collect();
+    assert_eq!(grepped, flags.keys().cloned().collect::<BTreeSet<_>>());
+
+    // Any SIGNALING_* word anywhere in the compose file, comments included.
+    let text = read(COMPOSE);
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("SIGNALING_") {
+            assert!(
+                flags.contains_key(word),
+                "{COMPOSE}: {word} is not a flag of the server"
+            );
+        }
+    }
+    let c = compose();
+    for (name, svc) in services(&c) {
+        let name = name.as_str().expect("service name");
+        for (k, v) in environment(svc) {
+            if !k.starts_with("SIGNALING_") {
+                continue;
+            }
+            assert!(
+                flags.contains_key(&k),
+                "{name}: {k} is not a flag of the server"
+            );
+            // clap takes an empty variable as a value: an empty
+            // SIGNALING_AUTH_SECRET would turn auth on with an empty key.
+            if let Some(v) = v {
+                assert!(
+                    !interpolate(&v, "x").is_empty(),
+                    "{name}: {k}={v:?} can be empty; pass it through (`{k}:`) instead"
+                );
+            }
+        }
+    }
+    for (name, svc) in nodes(&c) {
+        node_config(name, svc); // every value parses as the server parses it
+    }
+
+    let env = dockerfile_env(&dockerfile());
+    for k in env.keys().filter(|k| k.starts_with("SIGNALING_")) {
         assert!(
-            ids.insert(env_of(svc, "SIGNALING_NODE_ID").expect("node id")),
-            "{name}: node ids must differ"
+            flags.contains_key(k),
+            "Dockerfile: {k} is not a flag of the server"
         );
+    }
+}
+
+#[test]
+fn signaling_nodes_form_one_cluster() {
+    let c = compose();
+    let nodes = nodes(&c);
+    assert!(nodes.len() >= 2, "at least two signaling nodes: {nodes:?}");
+    let mut ids = BTreeSet::new();
+    let mut redis_urls = BTreeSet::new();
+    for (name, svc) in &nodes {
+        let config = node_config(name, svc);
         assert_eq!(
             svc["build"].as_str(),
             Some("."),
             "{name} builds the Dockerfile"
         );
+
+        let url = config
+            .redis_url
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: SIGNALING_REDIS_URL"));
+        let host = url
+            .strip_prefix("redis://")
+            .and_then(|r| r.split([':', '/']).next())
+            .unwrap_or_else(|| panic!("{name}: {url} is not redis://host:port"));
+        assert!(
+            services(&c).contains_key(host),
+            "{name}: Redis host {host} is not a service"
+        );
+        assert_eq!(
+            svc["depends_on"][host]["condition"].as_str(),
+            Some("service_healthy"),
+            "{name} waits for Redis to answer"
+        );
+        redis_urls.insert(url);
+
+        let id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: SIGNALING_NODE_ID"));
+        assert!(
+            ids.insert(id.clone()),
+            "{name}: node id {id} is taken by another node"
+        );
+
+        let grace = compose_duration(
+            svc["stop_grace_period"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: stop_grace_period (Docker's default 10 s)")),
+        );
+        assert!(
+            grace > config.drain_timeout,
+            "{name}: stop_grace_period {grace:?} must outlast the drain ({:?})",
+            config.drain_timeout
+        );
+
+        let check = strings(&svc["healthcheck"]["test"]).join(" ");
+        assert!(
+            check.contains("/healthz") && check.contains(&config.listen.port().to_string()),
+            "{name}: healthcheck on /healthz at the listen port: {check}"
+        );
+        assert!(
+            !check.contains("readyz"),
+            "{name}: a draining node must not count as dead"
+        );
+
+        // The TURN credentials the node mints are for this stack's coturn.
+        assert_eq!(
+            config.turn_secret.is_some(),
+            !config.turn_urls.is_empty(),
+            "{name}: TURN URLs and secret go together"
+        );
     }
-    // nginx balances over exactly these nodes, on their listen port.
-    let nginx = read("deploy/nginx.conf");
-    let upstreams: BTreeSet<String> = nginx
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("server ") && l.contains(':'))
-        .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
-        .collect();
-    let expected: BTreeSet<String> = nodes.iter().map(|(n, _)| format!("{n}:8080")).collect();
-    assert_eq!(upstreams, expected);
+    assert_eq!(
+        redis_urls.len(),
+        1,
+        "every node on the same Redis: {redis_urls:?}"
+    );
+
+    let redis = service(&c, "redis");
+    assert!(
+        strings(&redis["healthcheck"]["test"])
+            .join(" ")
+            .contains("redis-cli ping"),
+        "redis healthcheck"
+    );
+    let cmd = strings(&redis["command"]).join(" ");
+    assert!(
+        cmd.contains("--save ") && cmd.contains("--appendonly no"),
+        "redis without persistence: {cmd}"
+    );
 }
 
 #[test]
-fn nginx_proxies_websockets_properly() {
-    let nginx = read("deploy/nginx.conf");
-    let ws = nginx
-        .split("location = /ws")
-        .nth(1)
-        .expect("a /ws location");
-    let ws = ws.split("location").next().unwrap_or(ws);
-    for needed in [
-        "proxy_http_version 1.1",
-        "Upgrade $http_upgrade",
-        "Connection $connection_upgrade",
-        "http_503",
-    ] {
-        assert!(ws.contains(needed), "/ws lacks {needed}");
-    }
-    let timeout: u64 = ws
-        .split("proxy_read_timeout")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|t| t.trim_end_matches(';').trim_end_matches('s').parse().ok())
-        .expect("proxy_read_timeout in seconds");
-    assert!(
-        timeout > 30,
-        "proxy_read_timeout must outlast the 30 s heartbeat"
-    );
+fn ports_agree_across_compose_nginx_and_dockerfile() {
     let c = compose();
-    let web = &services(&c)["web"];
-    let mounts: Vec<&str> = web["volumes"]
-        .as_sequence()
-        .expect("web volumes")
+    let conf = nginx();
+    let (_, servers) = nginx_upstream(&conf);
+    let upstream: BTreeSet<String> = servers.iter().map(|d| d[1].clone()).collect();
+    let mut expected = BTreeSet::new();
+    for (name, svc) in nodes(&c) {
+        let port = node_config(name, svc).listen.port().to_string();
+        assert!(
+            strings(&svc["expose"]).contains(&port.as_str()),
+            "{name}: expose the listen port {port}"
+        );
+        expected.insert(format!("{name}:{port}"));
+    }
+    assert_eq!(
+        upstream, expected,
+        "nginx balances over exactly the nodes, on their ports"
+    );
+
+    let instrs = dockerfile();
+    let listen = dockerfile_env(&instrs)
+        .get("SIGNALING_LISTEN")
+        .cloned()
+        .expect("Dockerfile sets SIGNALING_LISTEN");
+    let port = listen.rsplit(':').next().expect("listen port");
+    let exposed: Vec<&str> = instrs
         .iter()
-        .filter_map(Value::as_str)
+        .filter(|(kw, _)| kw == "EXPOSE")
+        .map(|(_, p)| p.as_str())
         .collect();
-    assert!(mounts.iter().any(|m| m.starts_with("./deploy/nginx.conf:")));
+    assert_eq!(
+        exposed,
+        [port],
+        "Dockerfile EXPOSE matches SIGNALING_LISTEN"
+    );
+
+    // web publishes nginx's listen port.
+    let server = directives(nginx_block(&conf, "server {"));
+    let listen = directive(&server, "listen").expect("nginx listen")[0].clone();
+    let web = ports(service(&c, "web"));
+    assert!(
+        web.iter()
+            .any(|(host, container, _)| *container == listen && host.as_deref() == Some("8080")),
+        "web publishes 8080 to nginx's port {listen}: {web:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// deploy/nginx.conf
+
+#[test]
+fn nginx_front_proxies_websockets_and_endpoints() {
+    let c = compose();
+    let conf = nginx();
+    let (name, servers) = nginx_upstream(&conf);
+    let upstream = directives(nginx_block(&conf, &format!("upstream {name}")));
+    assert!(
+        directive(&upstream, "least_conn").is_some(),
+        "least_conn balancing"
+    );
+    assert!(
+        directive(&upstream, "ip_hash").is_none() && directive(&upstream, "hash").is_none(),
+        "no stickiness: any node serves any room"
+    );
+    for s in &servers {
+        let host = s[1].split(':').next().expect("host");
+        assert!(
+            services(&c).contains_key(host),
+            "upstream {host} is not a compose service"
+        );
+    }
+
+    let ws = directives(nginx_block(&conf, "location = /ws"));
+    assert_eq!(
+        directive(&ws, "proxy_pass"),
+        Some(&[format!("http://{name}")][..]),
+        "/ws goes to the upstream"
+    );
+    assert_eq!(
+        directive(&ws, "proxy_http_version"),
+        Some(&["1.1".to_string()][..])
+    );
+    let headers: Vec<String> = ws
+        .iter()
+        .filter(|d| d[0] == "proxy_set_header")
+        .map(|d| d[1..].join(" "))
+        .collect();
+    assert!(
+        headers.contains(&"Upgrade $http_upgrade".to_string()),
+        "/ws: {headers:?}"
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|h| h == "Connection $connection_upgrade" || h == "Connection \"upgrade\""),
+        "/ws: {headers:?}"
+    );
+    if headers.contains(&"Connection $connection_upgrade".to_string()) {
+        assert!(
+            conf.contains("map $http_upgrade $connection_upgrade"),
+            "the upgrade map"
+        );
+    }
+    let read_timeout =
+        nginx_time(&directive(&ws, "proxy_read_timeout").expect("proxy_read_timeout")[0]);
+    for (node, svc) in nodes(&c) {
+        let heartbeat = node_config(node, svc).limits.heartbeat_timeout;
+        assert!(
+            read_timeout > heartbeat && read_timeout >= Duration::from_secs(60),
+            "proxy_read_timeout {read_timeout:?} must outlast {node}'s heartbeat {heartbeat:?}"
+        );
+    }
+    let next = directive(&ws, "proxy_next_upstream").expect("proxy_next_upstream on /ws");
+    assert!(
+        next.contains(&"http_503".to_string()),
+        "a draining node's 503 goes to the next"
+    );
+
+    // The HTTP endpoints go to the nodes too, and the rest is the client.
+    let endpoints = conf
+        .lines()
+        .find(|l| l.trim_start().starts_with("location ~") && l.contains("healthz"))
+        .expect("a location for the endpoints");
+    for e in ["api/", "healthz", "readyz", "metrics"] {
+        assert!(endpoints.contains(e), "{e} is proxied: {endpoints}");
+    }
+    let block = directives(nginx_block(
+        &conf,
+        endpoints.trim().trim_end_matches('{').trim(),
+    ));
+    assert_eq!(
+        directive(&block, "proxy_pass"),
+        Some(&[format!("http://{name}")][..])
+    );
+    assert!(
+        directive(&block, "proxy_next_upstream")
+            .is_some_and(|n| n.contains(&"http_503".to_string())),
+        "endpoints retry on 503"
+    );
+
+    let server = directives(nginx_block(&conf, "server {"));
+    let html = directive(&server, "root").expect("root")[0].clone();
+    let mounts = strings(&service(&c, "web")["volumes"]);
     assert!(
         mounts
             .iter()
-            .any(|m| m.starts_with("./client/web:/usr/share/nginx/html"))
+            .any(|m| m.starts_with(&format!("./client/web:{html}"))),
+        "web mounts client/web at nginx's root {html}: {mounts:?}"
+    );
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.starts_with(&format!("./{NGINX}:/etc/nginx/conf.d/"))),
+        "web mounts {NGINX}: {mounts:?}"
     );
 }
 
+// ---------------------------------------------------------------------------
+// Dockerfile
+
 #[test]
-fn the_dockerfile_builds_the_server_with_every_workspace_member() {
-    let d = read("Dockerfile");
+fn dockerfile_builds_the_server_and_ships_the_client() {
+    let instrs = dockerfile();
+    let froms: Vec<&str> = instrs
+        .iter()
+        .filter(|(kw, _)| kw == "FROM")
+        .map(|(_, r)| r.as_str())
+        .collect();
+    assert!(froms.len() >= 2, "multi-stage: {froms:?}");
+    let build: Vec<&str> = froms[0].split_whitespace().collect();
     assert!(
-        d.lines().filter(|l| l.starts_with("FROM ")).count() >= 2,
-        "multi-stage"
+        build[0].starts_with("rust:"),
+        "build stage on a Rust image: {build:?}"
     );
-    assert!(d.contains("cargo build --release --locked -p signaling"));
-    assert!(d.contains("COPY client/web /srv/web") && d.contains("SIGNALING_WEB_ROOT=/srv/web"));
-    assert!(d.contains("ENTRYPOINT [\"signaling\"]"));
-    let manifest = read("Cargo.toml");
-    let members = manifest
+    assert!(
+        build.len() == 3 && build[1].eq_ignore_ascii_case("as"),
+        "build stage named"
+    );
+    let stage = build[2];
+    assert!(
+        froms
+            .last()
+            .expect("runtime")
+            .starts_with("debian:bookworm-slim"),
+        "runtime on debian:bookworm-slim: {froms:?}"
+    );
+
+    // The binary: the server package's (no [[bin]] renames it).
+    let manifest = read("signaling/Cargo.toml");
+    assert!(
+        !manifest.contains("[[bin]]"),
+        "update this test for a [[bin]] section"
+    );
+    let bin = manifest
+        .split("name = \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("package name");
+
+    let build_cmd = instrs
+        .iter()
+        .find(|(kw, r)| kw == "RUN" && r.contains("cargo build"))
+        .map(|(_, r)| r.as_str())
+        .expect("RUN cargo build");
+    let words: Vec<&str> = build_cmd.split_whitespace().collect();
+    assert!(
+        words.contains(&"--release") && words.contains(&"--locked"),
+        "{build_cmd}"
+    );
+    assert!(
+        words
+            .windows(2)
+            .any(|w| (w[0] == "-p" || w[0] == "--package") && w[1] == bin),
+        "builds -p {bin}: {build_cmd}"
+    );
+
+    let workdir = instrs
+        .iter()
+        .find(|(kw, _)| kw == "WORKDIR")
+        .map(|(_, r)| r.as_str())
+        .expect("WORKDIR in the build stage");
+    let copy_bin = format!("--from={stage} {workdir}/target/release/{bin} /usr/local/bin/{bin}");
+    assert!(
+        instrs.iter().any(|(kw, r)| kw == "COPY" && *r == copy_bin),
+        "COPY {copy_bin}"
+    );
+    let entry = instrs
+        .iter()
+        .rfind(|(kw, _)| kw == "ENTRYPOINT")
+        .map(|(_, r)| r.as_str())
+        .expect("ENTRYPOINT");
+    let entry: Vec<String> = serde_json::from_str(entry).expect("ENTRYPOINT in exec form");
+    assert_eq!(entry, [bin], "ENTRYPOINT runs the binary from PATH");
+
+    let env = dockerfile_env(&instrs);
+    let web_root = env.get("SIGNALING_WEB_ROOT").expect("SIGNALING_WEB_ROOT");
+    assert!(
+        instrs
+            .iter()
+            .any(|(kw, r)| kw == "COPY" && *r == format!("client/web {web_root}")),
+        "COPY client/web {web_root}"
+    );
+
+    let user = instrs
+        .iter()
+        .rfind(|(kw, _)| kw == "USER")
+        .map(|(_, r)| r.as_str())
+        .expect("USER: not root");
+    assert!(user != "root" && user != "0", "USER {user}");
+    let runs: String = instrs
+        .iter()
+        .filter(|(kw, _)| kw == "RUN")
+        .map(|(_, r)| r.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        runs.contains("ca-certificates"),
+        "the runtime has ca-certificates"
+    );
+    let health = instrs
+        .iter()
+        .find(|(kw, _)| kw == "HEALTHCHECK")
+        .map(|(_, r)| r.as_str())
+        .expect("HEALTHCHECK");
+    assert!(
+        health.contains("/healthz"),
+        "HEALTHCHECK on /healthz: {health}"
+    );
+    if health.contains("curl") {
+        assert!(
+            runs.contains(" curl"),
+            "the HEALTHCHECK needs curl installed"
+        );
+    }
+
+    // cargo loads the whole workspace: every member must be in the context.
+    let root_manifest = read("Cargo.toml");
+    let members = root_manifest
         .split("members = [")
         .nth(1)
         .and_then(|r| r.split(']').next())
         .expect("workspace members");
+    let copies: Vec<&str> = instrs
+        .iter()
+        .filter(|(kw, _)| kw == "COPY")
+        .map(|(_, r)| r.as_str())
+        .collect();
+    assert!(copies.contains(&"Cargo.toml Cargo.lock ./"), "{copies:?}");
     for m in members
         .split(',')
         .map(|m| m.trim().trim_matches('"'))
@@ -178,83 +896,300 @@ fn the_dockerfile_builds_the_server_with_every_workspace_member() {
     {
         let top = m.split('/').next().unwrap_or(m);
         assert!(
-            d.contains(&format!("COPY {top} ./{top}")),
-            "the Dockerfile must copy {top}"
+            copies.contains(&format!("{top} ./{top}").as_str()),
+            "the Dockerfile must copy the workspace member {m} (COPY {top} ./{top})"
+        );
+    }
+
+    let ignore: Vec<String> = read(".dockerignore")
+        .lines()
+        .map(|l| l.trim().trim_end_matches('/').to_string())
+        .collect();
+    for want in ["target", ".git", "tests/artifacts"] {
+        assert!(
+            ignore.iter().any(|l| l == want),
+            ".dockerignore lacks {want}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// coturn
+
+#[test]
+fn turnserver_conf_is_safe_for_production() {
+    let conf = turn_conf(TURN_PROD);
+    let keys: BTreeSet<&str> = conf.iter().map(|(k, _)| k.as_str()).collect();
+    for needed in [
+        "use-auth-secret",
+        "static-auth-secret",
+        "realm",
+        "fingerprint",
+        "no-cli",
+        "no-multicast-peers",
+        "stale-nonce",
+        "user-quota",
+        "total-quota",
+        "min-port",
+        "max-port",
+    ] {
+        assert!(keys.contains(needed), "{TURN_PROD} lacks {needed}");
+    }
+    for banned in [
+        "allow-loopback-peers",
+        "allowed-peer-ip",
+        "lt-cred-mech",
+        "user",
+        "cli-password",
+    ] {
+        assert!(
+            !keys.contains(banned),
+            "{TURN_PROD}: never {banned} in production"
+        );
+    }
+    let secret = turn_value(&conf, "static-auth-secret").expect("static-auth-secret");
+    assert!(
+        secret.to_ascii_uppercase().contains("REPLACE")
+            || secret.to_ascii_uppercase().contains("CHANGE"),
+        "{TURN_PROD}: static-auth-secret must be an obvious placeholder, not a real secret"
+    );
+
+    // Every loopback, private, link-local, CGNAT, multicast and IPv6
+    // equivalent range is denied as a peer.
+    let denied: Vec<(bool, u128, u128)> = conf
+        .iter()
+        .filter(|(k, _)| k == "denied-peer-ip")
+        .map(|(_, v)| ip_range(v))
+        .collect();
+    for range in [
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "::ffff:0.0.0.0/96",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    ] {
+        let (v6, lo, hi) = cidr(range);
+        assert!(
+            denied
+                .iter()
+                .any(|&(dv6, dlo, dhi)| dv6 == v6 && dlo <= lo && hi <= dhi),
+            "{TURN_PROD}: denied-peer-ip must cover {range}"
         );
     }
 }
 
 #[test]
-fn coturn_production_config_denies_loopback_and_private_peers() {
-    let conf = read("turn-config/turnserver.conf");
-    let active: Vec<&str> = conf
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .collect();
-    for needed in [
-        "use-auth-secret",
-        "fingerprint",
-        "no-cli",
-        "no-loopback-peers",
-        "no-multicast-peers",
-    ] {
-        assert!(active.contains(&needed), "turnserver.conf lacks {needed}");
-    }
-    for range in [
-        "127.0.0.0-",
-        "10.0.0.0-",
-        "172.16.0.0-",
-        "192.168.0.0-",
-        "169.254.0.0-",
-        "100.64.0.0-",
-    ] {
-        assert!(
-            active
-                .iter()
-                .any(|l| l.starts_with("denied-peer-ip=") && l.contains(range)),
-            "turnserver.conf must deny {range}"
-        );
-    }
-    assert!(active.contains(&"denied-peer-ip=::1"));
-    assert!(
-        !active.iter().any(|l| l.starts_with("allow-loopback-peers")),
-        "never in production"
-    );
-    assert!(
-        !active.iter().any(|l| l.starts_with("allowed-peer-ip")),
-        "no exceptions in production"
-    );
+fn coturn_service_runs_the_production_conf() {
     let c = compose();
-    let coturn = &services(&c)["coturn"];
-    let mounts: Vec<&str> = coturn["volumes"]
-        .as_sequence()
-        .expect("volumes")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let conf = turn_conf(TURN_PROD);
+    let coturn = service(&c, "coturn");
+    let mounts = strings(&coturn["volumes"]);
     assert!(
         mounts
             .iter()
-            .any(|m| m.starts_with("./turn-config/turnserver.conf:"))
+            .any(|m| m.starts_with(&format!("./{TURN_PROD}:")) && m.ends_with(":ro")),
+        "coturn mounts {TURN_PROD} read-only: {mounts:?}"
     );
+    assert!(
+        !read(COMPOSE).contains("loopback-test"),
+        "the loopback test config never goes into the stack"
+    );
+
+    // The listener and exactly the relay range are published.
+    let published = ports(coturn);
+    let listen = turn_value(&conf, "listening-port").unwrap_or("3478");
+    for proto in ["udp", "tcp"] {
+        assert!(
+            published
+                .iter()
+                .any(|(h, ct, p)| ct == listen && h.as_deref() == Some(listen) && p == proto),
+            "coturn publishes {listen}/{proto}: {published:?}"
+        );
+    }
+    let min: u16 = turn_value(&conf, "min-port")
+        .expect("min-port")
+        .parse()
+        .expect("min-port");
+    let max: u16 = turn_value(&conf, "max-port")
+        .expect("max-port")
+        .parse()
+        .expect("max-port");
+    assert!(
+        published.iter().any(|(h, ct, p)| p == "udp"
+            && port_range(ct) == (min, max)
+            && h.as_deref().map(port_range) == Some((min, max))),
+        "coturn publishes its relay range {min}-{max}/udp: {published:?}"
+    );
+
+    // The secret comes from one required variable, shared with the nodes.
+    let cmd = strings(&coturn["command"]);
+    let secret_arg = cmd
+        .iter()
+        .find(|a| a.starts_with("--static-auth-secret="))
+        .expect("coturn gets --static-auth-secret from the environment");
+    let var = variables(secret_arg);
+    assert_eq!(var.len(), 1, "{secret_arg}");
+    assert!(
+        !secret_arg.contains(":-"),
+        "no default TURN secret: {secret_arg}"
+    );
+    assert!(
+        cmd.windows(2)
+            .any(|w| w[0] == "-c" && mounts.iter().any(|m| m.contains(w[1])))
+    );
+    for (name, svc) in nodes(&c) {
+        let env = environment(svc);
+        let node_secret = env
+            .get("SIGNALING_TURN_SECRET")
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| panic!("{name}: SIGNALING_TURN_SECRET"));
+        assert_eq!(
+            variables(&node_secret),
+            var,
+            "{name} shares coturn's secret"
+        );
+        let config = node_config(name, svc);
+        for url in config.turn_urls.iter().chain(&config.stun_urls) {
+            let port = url
+                .split('?')
+                .next()
+                .and_then(|u| u.rsplit(':').next())
+                .unwrap_or("");
+            assert_eq!(port, listen, "{name}: {url} points at coturn's port");
+        }
+    }
+}
+
+#[test]
+fn loopback_test_conf_is_test_only() {
+    let text = read(TURN_TEST);
+    let header = text.lines().next().unwrap_or("").to_ascii_uppercase();
+    assert!(
+        header.contains("TEST ONLY") && header.contains("NEVER") && header.contains("PRODUCTION"),
+        "{TURN_TEST} opens with a test-only warning: {header}"
+    );
+    let conf = turn_conf(TURN_TEST);
+    let keys: BTreeSet<&str> = conf.iter().map(|(k, _)| k.as_str()).collect();
+    for needed in [
+        "allow-loopback-peers",
+        "use-auth-secret",
+        "no-tls",
+        "no-dtls",
+        "no-cli",
+    ] {
+        assert!(keys.contains(needed), "{TURN_TEST} lacks {needed}");
+    }
+    assert_eq!(turn_value(&conf, "allowed-peer-ip"), Some("127.0.0.1"));
+    assert_eq!(turn_value(&conf, "listening-ip"), Some("127.0.0.1"));
+    assert_eq!(turn_value(&conf, "relay-ip"), Some("127.0.0.1"));
+    // Outside Linux's ephemeral range (32768-60999).
+    let min: u16 = turn_value(&conf, "min-port")
+        .expect("min-port")
+        .parse()
+        .expect("port");
+    let max: u16 = turn_value(&conf, "max-port")
+        .expect("max-port")
+        .parse()
+        .expect("port");
+    assert!(min > 60999 && max >= min, "relay range {min}-{max}");
+}
+
+#[test]
+fn turn_configs_use_only_options_coturn_knows() {
+    // coturn does not stop at an unknown option: it logs "Bad configuration
+    // format" and carries on without it. `turnserver -h` lists every option.
+    let out = match Command::new("turnserver").arg("-h").output() {
+        Ok(o) => o,
+        Err(e) => panic!(
+            "turnserver is needed to check the coturn configs ({e}); install it: \
+             apt-get install -y --no-install-recommends coturn (scripts/test does)"
+        ),
+    };
+    let help = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let known: BTreeSet<&str> = help
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter_map(|w| w.strip_prefix("--"))
+        .map(|w| w.split(['=', '[', '<']).next().unwrap_or(w))
+        .collect();
+    assert!(
+        known.contains("use-auth-secret"),
+        "unexpected turnserver -h output:\n{help}"
+    );
+    for path in [TURN_PROD, TURN_TEST] {
+        for (k, _) in turn_conf(path) {
+            assert!(
+                known.contains(k.as_str()),
+                "{path}: coturn has no option {k}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// docker-compose itself
+
+/// `docker-compose config -q` with only `turn_secret` set: neither the
+/// caller's variables nor a local `.env` file take part.
+fn docker_compose_config(turn_secret: Option<&str>) -> std::process::Output {
+    let empty_env = std::env::temp_dir().join(format!(
+        "signaling-deploy-{}-{}.env",
+        std::process::id(),
+        turn_secret.is_some()
+    ));
+    std::fs::write(&empty_env, "").expect("an empty env file");
+    let mut cmd = Command::new("docker-compose");
+    cmd.arg("--env-file")
+        .arg(&empty_env)
+        .args(["-f", COMPOSE, "config", "-q"])
+        .current_dir(root())
+        .env_remove("TURN_SECRET")
+        .env_remove("TURN_HOST")
+        .env_remove("SIGNALING_AUTH_SECRET");
+    if let Some(s) = turn_secret {
+        cmd.env("TURN_SECRET", s);
+    }
+    let out = cmd.output();
+    let _ = std::fs::remove_file(&empty_env);
+    out.unwrap_or_else(|e| {
+        panic!(
+            "docker-compose is needed to validate {COMPOSE} ({e}); install it: \
+             apt-get install -y --no-install-recommends docker-compose (scripts/test does)"
+        )
+    })
 }
 
 #[test]
 fn docker_compose_accepts_the_file() {
-    let out = Command::new("docker-compose")
-        .args(["-f", "docker-compose.yml", "config", "-q"])
-        .current_dir(root())
-        .output();
-    match out {
-        Ok(o) => assert!(
-            o.status.success(),
-            "docker-compose config failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!(
-            "docker-compose is needed to validate the compose file ({e}); \
-             scripts/test installs it: apt-get install --no-install-recommends docker-compose"
-        ),
-    }
+    let out = docker_compose_config(Some("a-test-secret"));
+    assert!(
+        out.status.success(),
+        "docker-compose config failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No TURN secret, no stack: never a default secret on a public relay.
+    let out = docker_compose_config(None);
+    assert!(
+        !out.status.success(),
+        "the stack must refuse to start without TURN_SECRET"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TURN_SECRET"),
+        "the error names TURN_SECRET: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
