@@ -35,6 +35,7 @@ const state = {
   cameraOff: false,
   leaving: false,
   retry: 0,
+  relayOnly: false,
 };
 
 function status(text) { $("status").textContent = text; }
@@ -149,7 +150,9 @@ function onJoined(msg) {
   state.resume = msg.resume;
   state.iceServers = msg.ice_servers || [];
   state.retry = 0;
-  showError("");
+  showError(state.relayOnly && !state.iceServers.some((s) => [].concat(s.urls).some((u) => /^turns?:/.test(u)))
+    ? "Relay only was asked for, but this server offers no TURN relay: calls cannot connect."
+    : "");
   status(`In room “${msg.room}” as ${state.name || "guest"}`);
   document.body.dataset.peerId = msg.peer_id;
   const listed = new Set(msg.peers.map((p) => p.peer_id));
@@ -161,7 +164,7 @@ function onJoined(msg) {
       else addPeer(p, true);
     }
     for (const entry of state.peers.values()) {
-      if (["failed", "disconnected"].includes(entry.pc.iceConnectionState)) entry.pc.restartIce();
+      if (["failed", "disconnected"].includes(entry.pc.iceConnectionState)) restartIce(entry);
     }
     return;
   }
@@ -173,7 +176,10 @@ function onJoined(msg) {
 function addPeer(info, newcomerOffers) {
   if (state.peers.has(info.peer_id)) return updatePeer(info);
   if (state.peers.size >= MAX_PEERS - 1) return;
-  const pc = new RTCPeerConnection({ iceServers: state.iceServers });
+  const pc = new RTCPeerConnection({
+    iceServers: state.iceServers,
+    iceTransportPolicy: state.relayOnly ? "relay" : "all",
+  });
   const entry = {
     info, pc,
     polite: state.peerId < info.peer_id,
@@ -184,6 +190,9 @@ function addPeer(info, newcomerOffers) {
     early: [],
     tile: makeTile(info),
     last: null,
+    restarts: 0,
+    restartWait: 0, // ms before the next ICE restart while the link stays down
+    retryTimer: null,
   };
   state.peers.set(info.peer_id, entry);
   const video = state.screen ? state.screen.getVideoTracks()[0] : null;
@@ -206,11 +215,40 @@ function addPeer(info, newcomerOffers) {
       entry.makingOffer = false;
     }
   };
-  pc.oniceconnectionstatechange = () => {
-    if (pc.iceConnectionState === "failed" && entry.mayOffer) pc.restartIce();
-    renderPresence();
-  };
-  pc.onconnectionstatechange = renderPresence;
+  pc.oniceconnectionstatechange = () => watchLink(entry);
+  pc.onconnectionstatechange = () => watchLink(entry);
+  renderPresence();
+}
+
+// A link that fails, or stays disconnected, gets an ICE restart, then
+// another after a growing wait for as long as it stays down: the first may
+// run while the network (or the TURN server) is still away and gather nothing.
+// Chromium may report the connection `failed` while `iceConnectionState`
+// still says `disconnected`, so both states are watched.
+const DISCONNECTED_GRACE = 4000;
+const linkUp = (pc) => ["connected", "completed"].includes(pc.iceConnectionState) && pc.connectionState !== "failed";
+
+function watchLink(entry) {
+  const pc = entry.pc;
+  if (linkUp(pc)) {
+    clearTimeout(entry.retryTimer);
+    entry.retryTimer = null;
+    entry.restartWait = 0;
+  } else if (pc.iceConnectionState === "failed" || pc.connectionState === "failed") {
+    restartIce(entry);
+  } else if (pc.iceConnectionState === "disconnected" && !entry.retryTimer) {
+    entry.retryTimer = setTimeout(() => restartIce(entry), DISCONNECTED_GRACE);
+  }
+  renderPresence();
+}
+
+function restartIce(entry) {
+  if (!entry.mayOffer || entry.pc.signalingState === "closed" || linkUp(entry.pc)) return;
+  entry.restarts += 1;
+  entry.pc.restartIce();
+  clearTimeout(entry.retryTimer);
+  entry.restartWait = Math.min(Math.max(entry.restartWait * 2, 2000), 15000);
+  entry.retryTimer = setTimeout(() => restartIce(entry), entry.restartWait);
   renderPresence();
 }
 
@@ -225,6 +263,7 @@ function updatePeer(info) {
 function removePeer(id) {
   const entry = state.peers.get(id);
   if (!entry) return;
+  clearTimeout(entry.retryTimer);
   entry.pc.close();
   entry.tile.remove();
   state.peers.delete(id);
@@ -293,11 +332,12 @@ function makeTile(info) {
 }
 
 function renderPresence() {
-  $("presence").replaceChildren(...[...state.peers.values()].map(({ info, pc }) => {
+  $("presence").replaceChildren(...[...state.peers.values()].map(({ info, pc, restarts }) => {
     const li = document.createElement("li");
     li.dataset.peerId = info.peer_id;
     li.dataset.muted = String(!!(info.meta && info.meta.muted));
     li.dataset.connection = pc.connectionState;
+    li.dataset.restarts = String(restarts);
     li.textContent = `${caption(info)}: ${pc.connectionState}`;
     return li;
   }));
@@ -411,6 +451,7 @@ $("join").addEventListener("submit", async (ev) => {
   if (!$("join").reportValidity()) return;
   state.room = $("room").value;
   state.name = $("name").value.trim();
+  state.relayOnly = $("relay").checked;
   state.leaving = false;
   showError("");
   try {
@@ -420,7 +461,7 @@ $("join").addEventListener("submit", async (ev) => {
   }
   await listDevices().catch(() => {});
   $("local").srcObject = state.local;
-  history.replaceState(null, "", `?room=${encodeURIComponent(state.room)}`);
+  history.replaceState(null, "", `?room=${encodeURIComponent(state.room)}${state.relayOnly ? "&relay=1" : ""}`);
   $("join").hidden = true;
   $("call").hidden = false;
   connect();
@@ -429,6 +470,7 @@ $("join").addEventListener("submit", async (ev) => {
 // The room in the URL makes a link an invitation.
 const params = new URLSearchParams(location.search);
 $("room").value = params.get("room") || "";
+$("relay").checked = params.get("relay") === "1";
 $("name").value = localStorage.getItem("name") || "";
 $("name").addEventListener("change", () => localStorage.setItem("name", $("name").value));
 listDevices().catch(() => {});

@@ -9,8 +9,9 @@ use crate::redis::free_port;
 
 pub struct Turn {
     pub port: u16,
+    secret: String,
     dir: PathBuf,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl Turn {
@@ -18,30 +19,54 @@ impl Turn {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("sig-turn-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut t = Turn {
+            port,
+            secret: secret.to_string(),
+            dir,
+            child: None,
+        };
+        t.spawn();
+        t
+    }
+
+    /// Kills the server (SIGKILL): every allocation and relay through it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same secret, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
         let conf = crate::workspace_root().join("turn-config/turnserver-loopback-test.conf");
         let child = Command::new("turnserver")
             .arg("-c")
             .arg(&conf)
-            .args(["--listening-port", &port.to_string()])
-            .arg(format!("--static-auth-secret={secret}"))
+            .args(["--listening-port", &self.port.to_string()])
+            .arg(format!("--static-auth-secret={}", self.secret))
             .arg("--pidfile")
-            .arg(dir.join("pid"))
+            .arg(self.dir.join("pid"))
             .arg("--log-file")
-            .arg(dir.join("log"))
+            .arg(self.dir.join("log"))
             .arg("--userdb")
-            .arg(dir.join("db.sqlite"))
+            .arg(self.dir.join("db.sqlite"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("turnserver must be installed (scripts/test installs coturn)");
-        let t = Turn { port, dir, child };
+        self.child = Some(child);
         // Ready when its TCP listener answers.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "turnserver did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        t
     }
 
     pub fn url(&self) -> String {
@@ -64,8 +89,7 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
