@@ -3,20 +3,62 @@
 //! scenario (`--json` for machines).
 //!
 //! Scenarios:
-//! - `relay-latency`: P pairs in separate rooms send 2 KB `offer`s to each
-//!   other at a fixed total rate; one-way latency percentiles, lost, errors.
-//! - `relay-throughput`: P pairs send as fast as a bounded window allows;
-//!   relayed messages per second and, with `--pid`, the server's CPU time per
-//!   relayed message (the figure that holds when the generator shares the cores).
+//! - `relay-latency`: `--pairs` pairs in separate rooms send `--size`-byte
+//!   `offer`s to each other at a fixed total `--rate` for `--duration`
+//!   seconds; one-way latency percentiles, lost, errors.
+//! - `relay-throughput`: the pairs send as fast as a bounded `--window`
+//!   allows; relayed messages per second and, with `--pid`, the server's CPU
+//!   time per relayed message (the figure that holds when the generator shares
+//!   the cores).
+//! - `idle-connections`: `--connections` (10,000; `--many` for 100,000)
+//!   connections join rooms of `--room-size` (10), `--concurrency` (500) at a
+//!   time, and stay open, silent, for `--hold` seconds (2); joined, failed,
+//!   lost (closed by the server while idle), joins per second over the connect
+//!   phase, and with `--pid` the server's RSS before and after and per
+//!   connection. Each connection is one task with a 4 KiB read buffer; it
+//!   keeps reading, so the server's pings get their pongs (the only keepalive
+//!   protocol v1 asks for). The connections come from 127.0.0.1, 127.0.0.2, ...
+//!   (one source per 20,000, so the ephemeral ports last), and the open-file
+//!   limit is raised as far as it goes: the server needs as many descriptors,
+//!   so start it with a high enough `ulimit -n`. Measure RSS on a freshly
+//!   started server: memory freed by an earlier run stays in its allocator.
+//! - `fanout`: one room of `--room-size` (50) members and one extra peer that
+//!   joins and leaves it `--rounds` (200) times, a round every
+//!   `--interval-ms` (50, which keeps the extra under the default rate limit);
+//!   p50/p99/max in µs from `join` until every member has its `peer-joined`,
+//!   and from `leave` until every member has its `peer-left`. The room holds
+//!   members + 1 peers: the server's `--max-room-peers` (default 50) must
+//!   allow it. With `--url2`, the members use the second instance.
+//! - `join-storm`: `--clients` (5,000) clients join `--rooms` (500) rooms,
+//!   client i room i mod rooms, `--concurrency` (500) connecting or joining
+//!   at a time; joins per second (from the first `join` sent to the last
+//!   `joined`), `join`→`joined` latency in ms, the connect (TCP + WebSocket
+//!   handshake) time apart, failures.
 //!
-//! With `--url2`, each pair's receiver connects to the second instance, so
-//! every message crosses Redis. Raise the server's `--rate`/`--rate-burst` for
-//! throughput runs: the default limit (50/s per connection) is the ceiling otherwise.
+//! With `--pid`, every scenario reports the server's CPU time over the
+//! measured phase and its RSS, from /proc. `idle-connections` and
+//! `join-storm` also report `listen_overflows`, connections the kernel
+//! dropped for a full listen queue (counted for the whole network namespace):
+//! each is retried a second later, so a `--concurrency` above the server's
+//! listen backlog shows as connect times of about 1 s.
+//!
+//! With `--url2`, each relay pair's receiver connects to the second instance,
+//! so every message crosses Redis; `idle-connections` and `join-storm` use
+//! `--url` only. Raise the server's `--rate`/`--rate-burst` for throughput
+//! runs: the default limit (50/s per connection) is the ceiling otherwise.
 //! Only loopback addresses are accepted.
 
 mod client;
+mod conn;
+mod crowd;
+mod fanout;
+mod fd_limit;
+mod idle;
+mod join_storm;
+mod names;
 mod proc_stats;
-mod scenarios;
+mod relay;
+mod report;
 
 use clap::{Parser, ValueEnum};
 use std::time::Duration;
@@ -25,6 +67,9 @@ use std::time::Duration;
 enum Scenario {
     RelayLatency,
     RelayThroughput,
+    IdleConnections,
+    Fanout,
+    JoinStorm,
 }
 
 #[derive(Parser, Debug)]
@@ -35,10 +80,11 @@ struct Args {
     /// WebSocket URL of the instance the senders use.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
-    /// WebSocket URL of a second instance of the cluster: receivers use it.
+    /// WebSocket URL of a second instance of the cluster: receivers use it
+    /// (relay), or the members (fanout).
     #[arg(long)]
     url2: Option<String>,
-    /// Pairs of peers, each in a room of its own.
+    /// Pairs of peers, each in a room of its own (relay).
     #[arg(long, default_value_t = 100)]
     pairs: usize,
     /// Total messages per second (relay-latency).
@@ -47,12 +93,42 @@ struct Args {
     /// Messages in flight per pair (relay-throughput).
     #[arg(long, default_value_t = 32)]
     window: usize,
-    /// How long to measure, in seconds.
+    /// How long to measure, in seconds (relay).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Payload (`sdp`) size in bytes.
+    /// Payload (`sdp`) size in bytes (relay).
     #[arg(long, default_value_t = 2048)]
     size: usize,
+    /// Connections to open (idle-connections).
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// 100,000 connections instead of `--connections` (idle-connections).
+    #[arg(long)]
+    many: bool,
+    /// Peers per room (idle-connections, default 10), or members of the room
+    /// (fanout, default 50).
+    #[arg(long)]
+    room_size: Option<usize>,
+    /// Connections connecting or joining at once (idle-connections, join-storm).
+    #[arg(long, default_value_t = 500)]
+    concurrency: usize,
+    /// Seconds every connection stays open before the server's RSS is read
+    /// (idle-connections).
+    #[arg(long, default_value_t = 2.0)]
+    hold: f64,
+    /// Times the extra peer joins and leaves (fanout).
+    #[arg(long, default_value_t = 200)]
+    rounds: usize,
+    /// Milliseconds between the starts of two rounds; each round costs the
+    /// extra peer two messages of its rate limit (fanout).
+    #[arg(long, default_value_t = 50)]
+    interval_ms: u64,
+    /// Clients that join (join-storm).
+    #[arg(long, default_value_t = 5000)]
+    clients: usize,
+    /// Rooms the clients share out (join-storm).
+    #[arg(long, default_value_t = 500)]
+    rooms: usize,
     /// Server pids (comma-separated) whose CPU time and RSS to report.
     #[arg(long, value_delimiter = ',')]
     pid: Vec<u32>,
@@ -78,6 +154,18 @@ fn loopback_only(url: &str) -> Result<(), String> {
     }
 }
 
+fn relay_setup(a: &Args) -> relay::Setup {
+    relay::Setup {
+        url: a.url.clone(),
+        url2: a.url2.clone().unwrap_or_else(|| a.url.clone()),
+        cross: a.url2.is_some(),
+        pairs: a.pairs.max(1),
+        duration: Duration::from_secs_f64(a.duration.max(0.1)),
+        size: a.size,
+        pids: a.pid.clone(),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
@@ -87,18 +175,48 @@ async fn main() {
             std::process::exit(2);
         }
     }
-    let setup = scenarios::Setup {
-        url: a.url.clone(),
-        url2: a.url2.clone().unwrap_or_else(|| a.url.clone()),
-        cross: a.url2.is_some(),
-        pairs: a.pairs.max(1),
-        duration: Duration::from_secs_f64(a.duration.max(0.1)),
-        size: a.size,
-        pids: a.pid.clone(),
-    };
     let result = match a.scenario {
-        Scenario::RelayLatency => scenarios::relay_latency(&setup, a.rate.max(1)).await,
-        Scenario::RelayThroughput => scenarios::relay_throughput(&setup, a.window.max(1)).await,
+        Scenario::RelayLatency => relay::relay_latency(&relay_setup(&a), a.rate.max(1)).await,
+        Scenario::RelayThroughput => {
+            relay::relay_throughput(&relay_setup(&a), a.window.max(1)).await
+        }
+        Scenario::IdleConnections => {
+            idle::idle_connections(&idle::Idle {
+                url: a.url.clone(),
+                connections: if a.many {
+                    100_000
+                } else {
+                    a.connections.max(1)
+                },
+                room_size: a.room_size.unwrap_or(10).max(1),
+                concurrency: a.concurrency.max(1),
+                hold: Duration::from_secs_f64(a.hold.max(0.0)),
+                pids: a.pid.clone(),
+            })
+            .await
+        }
+        Scenario::Fanout => {
+            fanout::fanout(&fanout::Fanout {
+                url: a.url.clone(),
+                members_url: a.url2.clone().unwrap_or_else(|| a.url.clone()),
+                cross: a.url2.is_some(),
+                members: a.room_size.unwrap_or(50).max(1),
+                rounds: a.rounds.max(1),
+                interval: Duration::from_millis(a.interval_ms.max(1)),
+                pids: a.pid.clone(),
+            })
+            .await
+        }
+        Scenario::JoinStorm => {
+            join_storm::join_storm(&join_storm::Storm {
+                url: a.url.clone(),
+                clients: a.clients.max(1),
+                rooms: a.rooms.max(1),
+                concurrency: a.concurrency.max(1),
+                pids: a.pid.clone(),
+            })
+            .await
+        }
     };
     match result {
         Ok(report) => {

@@ -1,13 +1,17 @@
-//! The scenarios and their reports.
+//! The relay scenarios: pairs of peers in rooms of their own send `offer`s
+//! to each other, at a fixed rate (`relay-latency`) or as fast as a window
+//! allows (`relay-throughput`).
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::client::{self, Error, Peer};
+use crate::names::room_name;
 use crate::proc_stats;
+use crate::report::{Report, percentile, server_fields};
 
 pub struct Setup {
     pub url: String,
@@ -17,30 +21,6 @@ pub struct Setup {
     pub duration: Duration,
     pub size: usize,
     pub pids: Vec<u32>,
-}
-
-pub struct Report {
-    name: &'static str,
-    fields: Vec<(&'static str, Value)>,
-}
-
-impl Report {
-    pub fn line(&self) -> String {
-        let mut s = self.name.to_string();
-        for (k, v) in &self.fields {
-            s.push_str(&format!(" {k}={v}"));
-        }
-        s
-    }
-
-    pub fn json(&self) -> Value {
-        let mut m = serde_json::Map::new();
-        m.insert("scenario".into(), json!(self.name));
-        for (k, v) in &self.fields {
-            m.insert((*k).into(), v.clone());
-        }
-        Value::Object(m)
-    }
 }
 
 /// What the receivers saw.
@@ -59,11 +39,6 @@ struct Pair {
     _b: Peer,
     in_flight: Arc<AtomicUsize>,
     room_free: Arc<Notify>,
-}
-
-fn room_name(i: usize) -> String {
-    let nonce = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
-    format!("bench-{nonce:x}-{i}")
 }
 
 /// The clock every timestamp is read from: one process, one monotonic origin.
@@ -147,41 +122,6 @@ async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result
     Ok(pairs)
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn cpu_fields(
-    s: &Setup,
-    before: Option<(Duration, u64)>,
-    relayed: u64,
-) -> Vec<(&'static str, Value)> {
-    let (Some((cpu0, _)), Some((cpu1, rss))) = (before, proc_stats::read_all(&s.pids)) else {
-        return Vec::new();
-    };
-    let cpu = cpu1.saturating_sub(cpu0);
-    let per_msg = if relayed > 0 {
-        cpu.as_secs_f64() * 1e6 / relayed as f64
-    } else {
-        0.0
-    };
-    vec![
-        ("server_cpu_ms", json!(cpu.as_millis() as u64)),
-        (
-            "server_cpu_us_per_msg",
-            json!((per_msg * 100.0).round() / 100.0),
-        ),
-        (
-            "server_rss_mib",
-            json!((rss as f64 / 1048576.0 * 10.0).round() / 10.0),
-        ),
-    ]
-}
-
 pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
     let origin = Instant::now();
     let tally = Arc::new(Tally::default());
@@ -225,11 +165,13 @@ pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
         ("p99_us", json!(percentile(&lat, 0.99))),
         ("max_us", json!(lat.last().copied().unwrap_or(0))),
     ];
-    fields.extend(cpu_fields(s, before, received));
-    Ok(Report {
-        name: "relay-latency",
-        fields,
-    })
+    fields.extend(server_fields(
+        &s.pids,
+        before,
+        received,
+        Some("server_cpu_us_per_msg"),
+    ));
+    Ok(Report::new("relay-latency", fields))
 }
 
 pub async fn relay_throughput(s: &Setup, window: usize) -> Result<Report, Error> {
@@ -283,11 +225,13 @@ pub async fn relay_throughput(s: &Setup, window: usize) -> Result<Report, Error>
             json!((received as f64 / elapsed.as_secs_f64()).round() as u64),
         ),
     ];
-    fields.extend(cpu_fields(s, before, received));
-    Ok(Report {
-        name: "relay-throughput",
-        fields,
-    })
+    fields.extend(server_fields(
+        &s.pids,
+        before,
+        received,
+        Some("server_cpu_us_per_msg"),
+    ));
+    Ok(Report::new("relay-throughput", fields))
 }
 
 #[cfg(test)]
@@ -300,6 +244,5 @@ mod tests {
         assert!(o.len() > 2048);
         let relayed = o.replace("\"to\":\"peer\"", "\"from\":\"x\"");
         assert_eq!(stamp_of(&relayed), Some(123_456_789));
-        assert_eq!(percentile(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.5), 6);
     }
 }
