@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-use crate::client::{self, Error, Peer};
+use crate::client::{self, Error, Outgoing, Peer};
 use crate::names::room_name;
 use crate::proc_stats;
 use crate::report::{Report, percentile, server_fields};
@@ -138,7 +138,10 @@ pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
         while sent < due {
             let p = &pairs[next % pairs.len()];
             next += 1;
-            let _ = p.a.tx.try_send(offer(&p.b_id, now_ns(origin), s.size));
+            let (to, size) = (p.b_id.clone(), s.size);
+            let _ =
+                p.a.tx
+                    .try_send(Box::new(move || offer(&to, now_ns(origin), size)));
             sent += 1;
         }
     }
@@ -192,12 +195,9 @@ pub async fn relay_throughput(s: &Setup, window: usize) -> Result<Report, Error>
             while Instant::now() < deadline {
                 while p.in_flight.load(Ordering::Acquire) < window {
                     p.in_flight.fetch_add(1, Ordering::AcqRel);
-                    if p.a
-                        .tx
-                        .send(offer(&p.b_id, now_ns(origin), size))
-                        .await
-                        .is_err()
-                    {
+                    let to = p.b_id.clone();
+                    let make: Outgoing = Box::new(move || offer(&to, now_ns(origin), size));
+                    if p.a.tx.send(make).await.is_err() {
                         return;
                     }
                     sent.fetch_add(1, Ordering::Relaxed);

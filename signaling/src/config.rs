@@ -161,6 +161,12 @@ pub struct Limits {
     #[arg(long, env = "SIGNALING_MAX_READ_BYTES", default_value_t = 256 * 1024)]
     pub max_read_bytes: usize,
 
+    /// Bytes read from a socket at a time; every connection holds this much
+    /// (a frame larger than it still arrives whole, over several reads).
+    /// Smaller saves memory per idle connection, larger saves reads.
+    #[arg(long, env = "SIGNALING_READ_CHUNK", default_value_t = 2 * 1024)]
+    pub read_chunk: usize,
+
     /// Largest `message.data`, in bytes of JSON.
     #[arg(long, env = "SIGNALING_MAX_DATA_BYTES", default_value_t = 16 * 1024)]
     pub max_data_bytes: usize,

@@ -20,9 +20,6 @@ use crate::ids::RoomId;
 use crate::server::App;
 use crate::session;
 
-/// tungstenite reads in chunks of this size; its default (128 KiB) would be
-/// allocated for every idle connection.
-const READ_BUFFER: usize = 4 * 1024;
 /// Outgoing bytes buffered before a write is forced.
 const WRITE_BUFFER: usize = 8 * 1024;
 
@@ -65,7 +62,9 @@ async fn ws(
     }
     let max_read = limits.max_read_bytes.max(limits.max_frame_bytes);
     upgrade
-        .read_buffer_size(READ_BUFFER)
+        // tungstenite's default chunk (128 KiB) would be held by every
+        // idle connection.
+        .read_buffer_size(limits.read_chunk.max(64))
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(limits.outbox_bytes.max(WRITE_BUFFER * 2))
         .max_message_size(max_read)

@@ -7,10 +7,11 @@
 //! closed with 1013 instead of anyone else slowing down.
 
 use axum::extract::ws::Utf8Bytes;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// One text frame for the socket. Fan-out shares the bytes.
@@ -114,11 +115,31 @@ impl CloseCause {
     }
 }
 
-/// State shared by a connection's session, its writer and every [`Outbox`] clone.
+/// Frames waiting for the writer, and their size.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+}
+
+/// A drained queue keeps at most this many slots: an idle connection holds
+/// almost nothing, and a busy one does not reallocate on every burst.
+const KEEP_SLOTS: usize = 32;
+
+/// State shared by a connection's session, its writer and every [`Outbox`]
+/// clone: the queue itself, what wakes the writer, and how the connection
+/// is being closed. A plain locked `VecDeque` rather than a channel, because
+/// a channel allocates its first block of slots up front, and that block
+/// was the largest part of an idle connection's memory.
 pub struct ConnCtl {
     closing: CancellationToken,
+    /// Mirrors `closing` for the hot path: the token's own check takes a lock.
+    closed: AtomicBool,
     cause: AtomicU8,
-    queued_bytes: AtomicUsize,
+    queue: Mutex<Queue>,
+    /// Wakes the writer; a permit is kept if it is not waiting yet.
+    queued: Notify,
+    max_frames: usize,
     max_bytes: usize,
 }
 
@@ -129,7 +150,7 @@ impl ConnCtl {
     }
 
     pub fn is_closing(&self) -> bool {
-        self.closing.is_cancelled()
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The first cause given to [`ConnCtl::close`], if any.
@@ -145,33 +166,59 @@ impl ConnCtl {
                 .cause
                 .compare_exchange(0, c.code(), Ordering::AcqRel, Ordering::Acquire);
         }
+        self.closed.store(true, Ordering::Release);
         self.closing.cancel();
     }
 
-    /// The writer took `n` bytes off the queue.
-    pub fn dequeued(&self, n: usize) {
-        self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+    /// Resolves when frames may be waiting (the writer's wake-up).
+    pub async fn queued(&self) {
+        self.queued.notified().await
+    }
+
+    /// The oldest queued frame, if any.
+    pub fn pop(&self) -> Option<Frame> {
+        let mut q = self.lock();
+        let f = q.frames.pop_front()?;
+        q.bytes -= f.text.len();
+        if q.frames.is_empty() && q.frames.capacity() > KEEP_SLOTS {
+            q.frames.shrink_to(KEEP_SLOTS);
+        }
+        Some(f)
+    }
+
+    /// Everything still queued: what a dropped connection never got to write.
+    pub fn take_all(&self) -> Vec<Frame> {
+        let mut q = self.lock();
+        q.bytes = 0;
+        std::mem::take(&mut q.frames).into()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while holding it; if something did, the queue is
+        // still a valid queue.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// The sending side of a connection's queue. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Frame>,
     ctl: Arc<ConnCtl>,
 }
 
 impl Outbox {
     /// A queue of at most `max_frames` frames and `max_bytes` bytes.
-    pub fn new(max_frames: usize, max_bytes: usize) -> (Outbox, mpsc::Receiver<Frame>) {
-        let (tx, rx) = mpsc::channel(max_frames.max(1));
+    pub fn new(max_frames: usize, max_bytes: usize) -> Outbox {
         let ctl = Arc::new(ConnCtl {
             closing: CancellationToken::new(),
+            closed: AtomicBool::new(false),
             cause: AtomicU8::new(0),
-            queued_bytes: AtomicUsize::new(0),
+            queue: Mutex::new(Queue::default()),
+            queued: Notify::new(),
+            max_frames: max_frames.max(1),
             max_bytes: max_bytes.max(1),
         });
-        (Outbox { tx, ctl }, rx)
+        Outbox { ctl }
     }
 
     pub fn ctl(&self) -> &Arc<ConnCtl> {
@@ -182,16 +229,22 @@ impl Outbox {
     /// closed as a slow reader and `false` is returned; frames to a closing
     /// connection are dropped (its session hands what is queued to resume).
     pub fn push(&self, frame: Frame) -> bool {
-        if self.ctl.is_closing() {
+        let ctl = &*self.ctl;
+        if ctl.is_closing() {
             return false;
         }
-        let len = frame.text.len();
-        let queued = self.ctl.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if queued + len > self.ctl.max_bytes || self.tx.try_send(frame).is_err() {
-            self.ctl.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            self.ctl.close(Some(CloseCause::SlowReader));
-            return false;
+        {
+            let mut q = ctl.lock();
+            let len = frame.text.len();
+            if q.frames.len() >= ctl.max_frames || q.bytes + len > ctl.max_bytes {
+                drop(q);
+                ctl.close(Some(CloseCause::SlowReader));
+                return false;
+            }
+            q.bytes += len;
+            q.frames.push_back(frame);
         }
+        ctl.queued.notify_one();
         true
     }
 
@@ -206,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_closes_as_slow_reader() {
-        let (o, mut rx) = Outbox::new(2, 1 << 20);
+        let o = Outbox::new(2, 1 << 20);
         assert!(o.push(Frame::reply("a".into())));
         assert!(o.push(Frame::reply("b".into())));
         assert!(!o.push(Frame::reply("c".into())));
@@ -215,23 +268,48 @@ mod tests {
             !o.push(Frame::reply("d".into())),
             "closing: nothing more is queued"
         );
-        assert_eq!(
-            rx.try_recv().map(|f| f.text.to_string()).ok().as_deref(),
-            Some("a")
-        );
+        let texts: Vec<String> = o
+            .ctl()
+            .take_all()
+            .iter()
+            .map(|f| f.text.to_string())
+            .collect();
+        assert_eq!(texts, ["a", "b"]);
     }
 
     #[test]
     fn the_byte_bound_holds_too() {
-        let (o, _rx) = Outbox::new(100, 10);
+        let o = Outbox::new(100, 10);
         assert!(o.push(Frame::reply("12345".into())));
         assert!(!o.push(Frame::reply("123456".into())));
         assert_eq!(o.ctl().cause(), Some(CloseCause::SlowReader));
     }
 
     #[test]
+    fn popping_frees_room_and_keeps_order() {
+        let o = Outbox::new(3, 100);
+        for t in ["1", "2", "3"] {
+            assert!(o.push(Frame::reply(t.into())));
+        }
+        assert_eq!(
+            o.ctl().pop().map(|f| f.text.to_string()).as_deref(),
+            Some("1")
+        );
+        assert!(o.push(Frame::reply("4".into())), "a slot is free again");
+        let rest: Vec<String> = o
+            .ctl()
+            .take_all()
+            .iter()
+            .map(|f| f.text.to_string())
+            .collect();
+        assert_eq!(rest, ["2", "3", "4"]);
+        assert!(o.ctl().pop().is_none());
+        assert_eq!(o.ctl().cause(), None);
+    }
+
+    #[test]
     fn the_first_cause_wins() {
-        let (o, _rx) = Outbox::new(1, 10);
+        let o = Outbox::new(1, 10);
         o.close(CloseCause::Flood);
         o.close(CloseCause::Shutdown);
         assert_eq!(o.ctl().cause(), Some(CloseCause::Flood));

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -77,12 +77,10 @@ pub async fn bind(config: Config) -> Result<Server, StartError> {
             frame: config.limits.max_frame_bytes,
         });
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = listen(config.listen).map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let node = NodeId::new(config.node_id.clone().unwrap_or_else(|| random_hex(4)));
     let metrics = Arc::new(Metrics::default());
     let bus: Arc<dyn Bus> = match &config.redis_url {
@@ -122,6 +120,23 @@ pub async fn bind(config: Config) -> Result<Server, StartError> {
         app,
         shutdown: CancellationToken::new(),
     })
+}
+
+/// Connections the kernel holds for us before we accept them. Tokio's
+/// `TcpListener::bind` asks for 128, as the standard library does: in a join
+/// storm the kernel then drops connections, and each dropped one waits a
+/// second for its SYN to be retried. The kernel caps this at somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // A restarted server can take its port back while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// `client/web` under the working directory, else next to this crate's sources.

@@ -53,28 +53,31 @@ struct Session {
     ever_joined: bool,
 }
 
-pub async fn run(
+/// Starts the connection's writer and returns the session, which runs until
+/// the connection ends. Not an `async fn`: the socket is split here, before
+/// the session's future exists, so that future (which lives as long as the
+/// connection) does not keep a dead slot the size of a `WebSocket`.
+pub fn run(
     socket: WebSocket,
     app: Arc<App>,
     query_token: Option<String>,
     remote: SocketAddr,
-) {
+) -> impl Future<Output = ()> {
     let limits = &app.config.limits;
-    let (outbox, rx) = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
+    let outbox = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
     let ctl = outbox.ctl().clone();
     let conn = app.hub.register(outbox.clone());
     app.metrics.connection_opened();
     info!(conn, %remote, "connection opened");
 
-    let (sink, mut stream) = socket.split();
+    let (sink, stream) = socket.split();
     let writer = tokio::spawn(writer::run(
         sink,
-        rx,
         ctl.clone(),
         limits.ping_interval,
         app.metrics.clone(),
     ));
-    let mut session = Session {
+    let session = Session {
         rate: RateLimiter::new(limits.rate, limits.rate_burst, limits.flood_close_after),
         app: app.clone(),
         conn,
@@ -83,6 +86,16 @@ pub async fn run(
         membership: None,
         ever_joined: false,
     };
+    serve(session, stream, writer, ctl)
+}
+
+async fn serve(
+    mut session: Session,
+    mut stream: SplitStream<WebSocket>,
+    writer: tokio::task::JoinHandle<()>,
+    ctl: Arc<ConnCtl>,
+) {
+    let (app, conn) = (session.app.clone(), session.conn);
     let end = session.read_loop(&mut stream, &ctl).await;
 
     // Clean-up, whatever ended the loop.
@@ -94,12 +107,8 @@ pub async fn run(
         app.metrics.forced_close(c);
     }
     ctl.close(cause);
-    let mut unwritten = Vec::new();
-    if let Ok(Ok(mut rx)) = timeout(Duration::from_secs(2), writer).await {
-        while let Ok(f) = rx.try_recv() {
-            unwritten.push(f);
-        }
-    }
+    let _ = timeout(Duration::from_secs(2), writer).await;
+    let unwritten = ctl.take_all();
     if cause.and_then(CloseCause::close_frame).is_some() {
         // Our close frame is out: read (and discard) until the client answers
         // it, so the socket is not closed under unread data, which would reset
@@ -139,16 +148,25 @@ impl Session {
         let (heartbeat, join_deadline) = (limits.heartbeat_timeout, limits.join_deadline);
         let opened = Instant::now();
         let mut last_heard = opened;
-        loop {
-            // One timer for both deadlines; frames only move `last_heard`.
-            let mut due = last_heard + heartbeat;
-            if !self.ever_joined {
-                due = due.min(opened + join_deadline);
+        // One timer for both deadlines, made once: a frame only moves
+        // `last_heard`, and the timer, when it fires early, sets itself to
+        // the deadline that then applies.
+        let due = |last_heard: Instant, joined: bool| {
+            let due = last_heard + heartbeat;
+            if joined {
+                due
+            } else {
+                due.min(opened + join_deadline)
             }
+        };
+        let timer = tokio::time::sleep_until(due(last_heard, false).into());
+        let closing = ctl.closing();
+        tokio::pin!(timer, closing);
+        loop {
             let frame = tokio::select! {
                 biased;
-                _ = ctl.closing() => return End::Forced(ctl.cause().unwrap_or(CloseCause::Replaced)),
-                _ = tokio::time::sleep_until(due.into()) => {
+                _ = &mut closing => return End::Forced(ctl.cause().unwrap_or(CloseCause::Replaced)),
+                _ = &mut timer => {
                     let now = Instant::now();
                     if !self.ever_joined && now >= opened + join_deadline {
                         return End::Forced(CloseCause::JoinDeadline);
@@ -156,6 +174,7 @@ impl Session {
                     if now >= last_heard + heartbeat {
                         return End::Forced(CloseCause::HeartbeatTimeout);
                     }
+                    timer.as_mut().reset(due(last_heard, self.ever_joined).into());
                     continue;
                 }
                 frame = stream.next() => frame,
@@ -224,7 +243,9 @@ impl Session {
                 self.outbox.push(Frame::reply(reply::pong(reference)));
                 Ok(())
             }
-            Request::Join(join) => self.join(join, reference).await,
+            // Boxed: the only request that may wait (on the bus); inline, its
+            // state would sit in every connection's task for its whole life.
+            Request::Join(join) => Box::pin(self.join(join, reference)).await,
             Request::Relay { kind, to, payload } => self.relay(kind, to.as_deref(), payload, now),
             Request::Update { meta } => self.update(meta),
             Request::Leave => self.leave(reference),

@@ -7,7 +7,6 @@ use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval_at, timeout};
 
 use crate::metrics::Metrics;
@@ -18,36 +17,40 @@ const BATCH: usize = 32;
 /// How long a close frame may take to go out before the socket is just dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-/// Runs until the connection is closing or the socket fails. Returns the
-/// queue so frames not yet written can be kept for a resume.
+/// Runs until the connection is closing or the socket fails. Frames not
+/// yet written stay in the queue, for a resume.
 pub async fn run(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Frame>,
     ctl: Arc<ConnCtl>,
     ping_every: Duration,
     metrics: Arc<Metrics>,
-) -> mpsc::Receiver<Frame> {
+) {
     let mut ping = interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Made once, not per frame: it registers with the cancellation token.
+    let closing = ctl.closing();
+    tokio::pin!(closing);
     loop {
+        if let Some(frame) = ctl.pop() {
+            let ok = tokio::select! {
+                biased;
+                _ = &mut closing => false,
+                ok = write_batch(&mut sink, &ctl, frame, &metrics) => ok,
+            };
+            if !ok {
+                break;
+            }
+            continue;
+        }
         tokio::select! {
             biased;
-            _ = ctl.closing() => break,
-            frame = rx.recv() => {
-                let Some(frame) = frame else { break };
-                let write = write_batch(&mut sink, &mut rx, frame, &ctl, &metrics);
-                let ok = tokio::select! {
-                    ok = write => ok,
-                    _ = ctl.closing() => false,
-                };
-                if !ok {
-                    break;
-                }
-            }
+            _ = &mut closing => break,
+            _ = ctl.queued() => {}
             _ = ping.tick() => {
                 let sent = tokio::select! {
+                    biased;
+                    _ = &mut closing => false,
                     r = sink.send(Message::Ping(Default::default())) => r.is_ok(),
-                    _ = ctl.closing() => false,
                 };
                 if !sent {
                     break;
@@ -67,8 +70,7 @@ pub async fn run(
                 // the problem.
                 let flush_first = cause != CloseCause::SlowReader;
                 let _ = timeout(CLOSE_WAIT, async {
-                    while let Some(f) = rx.try_recv().ok().filter(|_| flush_first) {
-                        ctl.dequeued(f.text.len());
+                    while let Some(f) = flush_first.then(|| ctl.pop()).flatten() {
                         if sink.feed(Message::Text(f.text)).await.is_err() {
                             return;
                         }
@@ -83,20 +85,17 @@ pub async fn run(
             let _ = timeout(CLOSE_WAIT, sink.close()).await;
         }
     }
-    rx
 }
 
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
-    rx: &mut mpsc::Receiver<Frame>,
-    first: Frame,
     ctl: &ConnCtl,
+    first: Frame,
     metrics: &Metrics,
 ) -> bool {
     let mut next = Some(first);
     let mut n = 0;
     while let Some(frame) = next.take() {
-        ctl.dequeued(frame.text.len());
         if sink.feed(Message::Text(frame.text)).await.is_err() {
             return false;
         }
@@ -105,7 +104,7 @@ async fn write_batch(
         }
         n += 1;
         if n < BATCH {
-            next = rx.try_recv().ok();
+            next = ctl.pop();
         }
     }
     sink.flush().await.is_ok()
