@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -182,6 +183,14 @@ impl Server {
         );
         let stop_listening = CancellationToken::new();
         let router = crate::http::router(app.clone());
+        // Signaling frames are small and each one is urgent: without
+        // TCP_NODELAY, Nagle holds a frame written while an earlier one is
+        // unacknowledged, up to the peer's delayed ACK (40 ms on Linux).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let http = tokio::spawn(
             axum::serve(
                 listener,
