@@ -30,7 +30,9 @@ pub async fn join(
     mut ready: impl FnMut(&Value) -> bool + Send,
     mut on_text: impl FnMut(&str) + Send + 'static,
 ) -> Result<(Peer, Value), Error> {
-    let (ws, _) = tokio_tungstenite::connect_async(url)
+    // No Nagle, like a browser: a frame behind an unacknowledged one would
+    // otherwise wait for the delayed ACK.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map_err(|e| format!("connect {url}: {e}"))?;
     let (mut sink, mut stream) = ws.split();

@@ -53,10 +53,40 @@ fn stamp_of(text: &str) -> Option<u64> {
     text[at..end].parse().ok()
 }
 
-fn offer(to: &str, ns: u64, size: usize) -> String {
-    let head = format!("t={ns};");
-    let pad = "x".repeat(size.saturating_sub(head.len()));
-    format!(r#"{{"type":"offer","to":"{to}","sdp":"{head}{pad}"}}"#)
+/// Lines of a browser's offer, cycled to fill the payload. Real SDP has a
+/// `\r\n` escape every 40 characters or so, and escapes are most of what a
+/// JSON decoder spends on it: a payload of plain letters would flatter the
+/// server.
+const SDP_LINES: [&str; 8] = [
+    "a=rtpmap:111 opus/48000/2",
+    "a=fmtp:111 minptime=10;useinbandfec=1",
+    "a=rtcp-fb:96 nack pli",
+    "a=candidate:1467250027 1 udp 2122260223 192.168.1.20 54321 typ host generation 0",
+    "a=ssrc:3735928559 cname:4TOk42mSjXCkVIa6",
+    "a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+    "a=ice-ufrag:F7gI",
+    "a=fingerprint:sha-256 D2:FA:0E:C3:22:59:5E:14:95:69:92:3D:13:B4:84:24:2C:C2:A2:C0",
+];
+
+/// An SDP-like body of `size` bytes, as it appears inside a JSON string.
+fn sdp_body(size: usize) -> Arc<str> {
+    let mut body = String::with_capacity(size);
+    for line in SDP_LINES.iter().cycle() {
+        if body.len() + line.len() + 4 > size {
+            break;
+        }
+        body.push_str(line);
+        body.push_str("\\r\\n");
+    }
+    while body.len() < size {
+        body.push('x');
+    }
+    body.into()
+}
+
+/// An offer whose SDP starts with the send time, `t=<ns>;`.
+fn offer(to: &str, ns: u64, body: &str) -> String {
+    format!(r#"{{"type":"offer","to":"{to}","sdp":"t={ns};{body}"}}"#)
 }
 
 async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result<Vec<Pair>, Error> {
@@ -130,6 +160,7 @@ pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
     let start = Instant::now();
     let mut sent: u64 = 0;
     let mut next = 0usize;
+    let body = sdp_body(s.size);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while start.elapsed() < s.duration {
@@ -138,10 +169,10 @@ pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
         while sent < due {
             let p = &pairs[next % pairs.len()];
             next += 1;
-            let (to, size) = (p.b_id.clone(), s.size);
+            let (to, body) = (p.b_id.clone(), body.clone());
             let _ =
                 p.a.tx
-                    .try_send(Box::new(move || offer(&to, now_ns(origin), size)));
+                    .try_send(Box::new(move || offer(&to, now_ns(origin), &body)));
             sent += 1;
         }
     }
@@ -187,31 +218,45 @@ pub async fn relay_throughput(s: &Setup, window: usize) -> Result<Report, Error>
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for p in pairs {
-        let (sent, size) = (sent.clone(), s.size);
+        let (sent, body) = (sent.clone(), sdp_body(s.size));
         tasks.push(tokio::spawn(async move {
-            // The whole pair moves in (not just the fields used), so the
-            // receiver's connection stays open for the run.
+            // The whole pair moves in and comes back out, so both of its
+            // connections stay open until what is in flight has landed.
             let p = p;
             while Instant::now() < deadline {
                 while p.in_flight.load(Ordering::Acquire) < window {
                     p.in_flight.fetch_add(1, Ordering::AcqRel);
-                    let to = p.b_id.clone();
-                    let make: Outgoing = Box::new(move || offer(&to, now_ns(origin), size));
+                    let (to, body) = (p.b_id.clone(), body.clone());
+                    let make: Outgoing = Box::new(move || offer(&to, now_ns(origin), &body));
                     if p.a.tx.send(make).await.is_err() {
-                        return;
+                        return p;
                     }
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
                 let _ =
                     tokio::time::timeout(Duration::from_millis(100), p.room_free.notified()).await;
             }
+            p
         }));
     }
+    let mut kept = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let _ = t.await;
+        if let Ok(p) = t.await {
+            kept.push(p);
+        }
     }
     let elapsed = start.elapsed();
     let received = tally.received.load(Ordering::Relaxed);
+    // Closing a receiver while messages to it are in flight would earn its
+    // sender `unknown_peer` errors that say nothing about the run.
+    let landed = Instant::now() + Duration::from_secs(2);
+    while kept.iter().any(|p| p.in_flight.load(Ordering::Acquire) > 0) && Instant::now() < landed {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lost = sent
+        .load(Ordering::Relaxed)
+        .saturating_sub(tally.received.load(Ordering::Relaxed));
+    drop(kept);
     let mut fields = vec![
         ("cross_instance", json!(s.cross)),
         ("pairs", json!(s.pairs)),
@@ -219,6 +264,7 @@ pub async fn relay_throughput(s: &Setup, window: usize) -> Result<Report, Error>
         ("size", json!(s.size)),
         ("sent", json!(sent.load(Ordering::Relaxed))),
         ("received", json!(received)),
+        ("lost", json!(lost)),
         ("errors", json!(tally.errors.load(Ordering::Relaxed))),
         (
             "msgs_per_s",
@@ -240,8 +286,11 @@ mod tests {
 
     #[test]
     fn stamps_round_trip_through_an_offer() {
-        let o = offer("peer", 123_456_789, 2048);
-        assert!(o.len() > 2048);
+        let body = sdp_body(2048);
+        assert_eq!(body.len(), 2048);
+        assert!(body.matches("\\r\\n").count() > 30, "escaped like real SDP");
+        let o = offer("peer", 123_456_789, &body);
+        assert!(serde_json::from_str::<serde_json::Value>(&o).is_ok());
         let relayed = o.replace("\"to\":\"peer\"", "\"from\":\"x\"");
         assert_eq!(stamp_of(&relayed), Some(123_456_789));
     }

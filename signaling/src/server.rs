@@ -2,11 +2,11 @@
 //! [`Server::serve`] runs until a shutdown is asked for and the drain ends.
 //! Keeping the two apart lets tests start a real server on port 0.
 
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

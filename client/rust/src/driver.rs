@@ -65,7 +65,12 @@ enum End {
 
 pub async fn connect(config: &ClientConfig) -> Result<Ws, ClientError> {
     let url = config.url_with_token();
-    let attempt = tokio::time::timeout(config.timeout, tokio_tungstenite::connect_async(url));
+    // No Nagle: a candidate written behind an unacknowledged offer would
+    // otherwise wait for the delayed ACK (up to 40 ms).
+    let attempt = tokio::time::timeout(
+        config.timeout,
+        tokio_tungstenite::connect_async_with_config(url, None, true),
+    );
     match attempt.await {
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(e)) => Err(ClientError::Connect {
