@@ -34,6 +34,13 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
+/// The `host:port` (or `host`) part of a `ws://` URL.
+pub fn authority(url: &str) -> Option<&str> {
+    url.split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', '?']).next())
+}
+
 /// Where the connections go, and the source addresses they come from.
 pub struct Target {
     url: String,
@@ -46,11 +53,7 @@ impl Target {
     /// ceil(`connections` / 20,000) sources 127.0.0.1, 127.0.0.2, ... for an
     /// IPv4 target; an IPv6 one (`[::1]`) has a single source.
     pub async fn resolve(url: &str, connections: usize) -> Result<Target, Error> {
-        let authority = url
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split(['/', '?']).next())
-            .ok_or_else(|| format!("{url}: not a ws:// URL"))?;
+        let authority = authority(url).ok_or_else(|| format!("{url}: not a ws:// URL"))?;
         let default_port = if url.starts_with("wss://") { 443 } else { 80 };
         let host_port = if authority
             .rsplit_once(':')

@@ -138,11 +138,7 @@ struct Args {
 }
 
 fn loopback_only(url: &str) -> Result<(), String> {
-    let host = url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split(['/', '?']).next())
-        .unwrap_or("");
+    let host = conn::authority(url).unwrap_or("");
     let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
     let ok = host == "localhost" || host == "[::1]" || host.starts_with("127.");
     if ok {

@@ -34,7 +34,7 @@ struct Tally {
 /// One pair: `a` sends to `b` (on the second instance with `--url2`).
 struct Pair {
     a: Peer,
-    b_id: String,
+    b_id: Arc<str>,
     /// Kept so its connection stays open.
     _b: Peer,
     in_flight: Arc<AtomicUsize>,
@@ -87,6 +87,12 @@ fn sdp_body(size: usize) -> Arc<str> {
 /// An offer whose SDP starts with the send time, `t=<ns>;`.
 fn offer(to: &str, ns: u64, body: &str) -> String {
     format!(r#"{{"type":"offer","to":"{to}","sdp":"t={ns};{body}"}}"#)
+}
+
+/// The offer to `to`, stamped by the writer just before it goes out.
+fn stamped_offer(to: &Arc<str>, body: &Arc<str>, origin: Instant) -> Outgoing {
+    let (to, body) = (to.clone(), body.clone());
+    Box::new(move || offer(&to, now_ns(origin), &body))
 }
 
 async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result<Vec<Pair>, Error> {
@@ -143,7 +149,7 @@ async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result
             .map_err(|_| format!("pair {i}: the sender never saw the receiver join"))?;
         pairs.push(Pair {
             a,
-            b_id: b.peer_id.clone(),
+            b_id: b.peer_id.as_str().into(),
             _b: b,
             in_flight,
             room_free,
@@ -169,10 +175,7 @@ pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
         while sent < due {
             let p = &pairs[next % pairs.len()];
             next += 1;
-            let (to, body) = (p.b_id.clone(), body.clone());
-            let _ =
-                p.a.tx
-                    .try_send(Box::new(move || offer(&to, now_ns(origin), &body)));
+            let _ = p.a.tx.try_send(stamped_offer(&p.b_id, &body, origin));
             sent += 1;
         }
     }
@@ -217,8 +220,9 @@ pub async fn relay_throughput(s: &Setup, window: usize) -> Result<Report, Error>
     let deadline = start + s.duration;
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
+    let body = sdp_body(s.size);
     for p in pairs {
-        let (sent, body) = (sent.clone(), sdp_body(s.size));
+        let (sent, body) = (sent.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
             // The whole pair moves in and comes back out, so both of its
             // connections stay open until what is in flight has landed.
@@ -226,9 +230,12 @@ pub async fn relay_throughput(s: &Setup, window: usize) -> Result<Report, Error>
             while Instant::now() < deadline {
                 while p.in_flight.load(Ordering::Acquire) < window {
                     p.in_flight.fetch_add(1, Ordering::AcqRel);
-                    let (to, body) = (p.b_id.clone(), body.clone());
-                    let make: Outgoing = Box::new(move || offer(&to, now_ns(origin), &body));
-                    if p.a.tx.send(make).await.is_err() {
+                    if p.a
+                        .tx
+                        .send(stamped_offer(&p.b_id, &body, origin))
+                        .await
+                        .is_err()
+                    {
                         return p;
                     }
                     sent.fetch_add(1, Ordering::Relaxed);

@@ -332,12 +332,11 @@ function makeTile(info) {
 }
 
 function renderPresence() {
-  $("presence").replaceChildren(...[...state.peers.values()].map(({ info, pc, restarts }) => {
+  $("presence").replaceChildren(...[...state.peers.values()].map(({ info, pc }) => {
     const li = document.createElement("li");
     li.dataset.peerId = info.peer_id;
     li.dataset.muted = String(!!(info.meta && info.meta.muted));
     li.dataset.connection = pc.connectionState;
-    li.dataset.restarts = String(restarts);
     li.textContent = `${caption(info)}: ${pc.connectionState}`;
     return li;
   }));

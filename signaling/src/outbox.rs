@@ -257,6 +257,10 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    fn texts(frames: Vec<Frame>) -> Vec<String> {
+        frames.iter().map(|f| f.text.to_string()).collect()
+    }
+
     #[test]
     fn a_full_queue_closes_as_slow_reader() {
         let o = Outbox::new(2, 1 << 20);
@@ -268,13 +272,7 @@ mod tests {
             !o.push(Frame::reply("d".into())),
             "closing: nothing more is queued"
         );
-        let texts: Vec<String> = o
-            .ctl()
-            .take_all()
-            .iter()
-            .map(|f| f.text.to_string())
-            .collect();
-        assert_eq!(texts, ["a", "b"]);
+        assert_eq!(texts(o.ctl().take_all()), ["a", "b"]);
     }
 
     #[test]
@@ -296,13 +294,7 @@ mod tests {
             Some("1")
         );
         assert!(o.push(Frame::reply("4".into())), "a slot is free again");
-        let rest: Vec<String> = o
-            .ctl()
-            .take_all()
-            .iter()
-            .map(|f| f.text.to_string())
-            .collect();
-        assert_eq!(rest, ["2", "3", "4"]);
+        assert_eq!(texts(o.ctl().take_all()), ["2", "3", "4"]);
         assert!(o.ctl().pop().is_none());
         assert_eq!(o.ctl().cause(), None);
     }

@@ -501,20 +501,10 @@ async fn a_call_whose_turn_relay_dies_comes_back_with_an_ice_restart() {
     turn.restart();
     let back = Instant::now();
     let connected = "[...document.querySelectorAll('#presence li')].every(li => li.dataset.connection === 'connected')";
-    until_within(
-        &alice,
-        "alice is connected again",
-        connected,
-        Duration::from_secs(40),
-    )
-    .await;
-    until_within(
-        &bob,
-        "bob is connected again",
-        connected,
-        Duration::from_secs(40),
-    )
-    .await;
+    for (page, who) in [(&alice, "alice"), (&bob, "bob")] {
+        let what = format!("{who} is connected again");
+        until_within(page, &what, connected, Duration::from_secs(40)).await;
+    }
     println!("connected again {:?} after TURN returned", back.elapsed());
 
     let restarts = "[...window.call.state.peers.values()].reduce((n, e) => n + e.restarts, 0)";
