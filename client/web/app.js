@@ -36,6 +36,7 @@ const state = {
   leaving: false,
   retry: 0,
   relayOnly: false,
+  log: [], // the last problems met, newest last (shown to tests on failure)
 };
 
 function status(text) { $("status").textContent = text; }
@@ -43,6 +44,11 @@ function showError(text) {
   const e = $("error");
   e.textContent = text;
   e.hidden = !text;
+}
+function problem(what, err) {
+  console.warn(what, err);
+  state.log.push(`${what}: ${err && err.message ? err.message : err}`);
+  if (state.log.length > 50) state.log.shift();
 }
 function send(msg) {
   if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(msg));
@@ -106,7 +112,13 @@ function connect() {
   ws.onmessage = (e) => {
     let msg;
     try { msg = JSON.parse(e.data); } catch { return; }
-    handle(msg).catch((err) => console.error("signaling", msg.type, err));
+    // One peer's messages are handled strictly in order (an offer's answer
+    // is made before the next offer or candidate of that peer is looked at);
+    // a slow negotiation with one peer never holds up another.
+    const entry = msg.from && state.peers.get(msg.from);
+    const run = () => handle(msg).catch((err) => problem(`${msg.type} from ${msg.from || "server"}`, err));
+    if (entry) entry.inbox = entry.inbox.then(run);
+    else run();
   };
   ws.onclose = () => {
     if (state.ws !== ws || state.leaving) return;
@@ -193,10 +205,12 @@ function addPeer(info, newcomerOffers) {
     restarts: 0,
     restartWait: 0, // ms before the next ICE restart while the link stays down
     retryTimer: null,
+    inbox: Promise.resolve(), // this peer's offer/answer/candidate, in order
   };
   state.peers.set(info.peer_id, entry);
   const video = state.screen ? state.screen.getVideoTracks()[0] : null;
   for (const t of state.local.getTracks()) pc.addTrack(t.kind === "video" && video ? video : t, state.local);
+  shareUpload();
   pc.onicecandidate = ({ candidate }) =>
     send({ type: "candidate", to: info.peer_id, candidate: candidate ? candidate.toJSON() : null });
   pc.ontrack = ({ streams }) => {
@@ -210,11 +224,12 @@ function addPeer(info, newcomerOffers) {
       await pc.setLocalDescription();
       send({ type: "offer", to: info.peer_id, sdp: pc.localDescription.sdp });
     } catch (err) {
-      console.error("offer", err);
+      problem(`offer to ${info.peer_id}`, err);
     } finally {
       entry.makingOffer = false;
     }
   };
+  pc.onsignalingstatechange = () => { if (pc.signalingState === "stable") limitUpload(entry); };
   pc.oniceconnectionstatechange = () => watchLink(entry);
   pc.onconnectionstatechange = () => watchLink(entry);
   renderPresence();
@@ -252,6 +267,32 @@ function restartIce(entry) {
   renderPresence();
 }
 
+// In a mesh each person sends one video stream per other person, so the
+// upload and the encoders' work grow with the call. The video bitrate is
+// shared out of one budget, and from three others on the camera is sent at
+// half size (a shared screen never is: its text must stay readable).
+const UPLOAD_BUDGET = 2_500_000; // bit/s for all video sent
+const MIN_STREAM = 150_000;
+
+function shareUpload() {
+  for (const entry of state.peers.values()) limitUpload(entry);
+}
+
+function limitUpload(entry) {
+  const n = Math.max(state.peers.size, 1);
+  const sender = entry.pc.getSenders().find((s) => s.track && s.track.kind === "video");
+  if (!sender || entry.pc.signalingState === "closed") return;
+  const params = sender.getParameters();
+  if (!params.encodings || params.encodings.length === 0) return;
+  const maxBitrate = Math.max(MIN_STREAM, Math.floor(UPLOAD_BUDGET / n));
+  const scale = n >= 3 && !state.screen ? 2 : 1;
+  const e = params.encodings[0];
+  if (e.maxBitrate === maxBitrate && (e.scaleResolutionDownBy || 1) === scale) return;
+  e.maxBitrate = maxBitrate;
+  e.scaleResolutionDownBy = scale;
+  sender.setParameters(params).catch((err) => problem(`video limits for ${entry.info.peer_id}`, err));
+}
+
 function updatePeer(info) {
   const entry = state.peers.get(info.peer_id);
   if (!entry) return;
@@ -267,6 +308,7 @@ function removePeer(id) {
   entry.pc.close();
   entry.tile.remove();
   state.peers.delete(id);
+  shareUpload();
   renderPresence();
 }
 
@@ -298,13 +340,13 @@ async function onCandidate({ from, candidate }) {
   try {
     await entry.pc.addIceCandidate(candidate);
   } catch (err) {
-    if (!entry.ignoreOffer) console.warn("candidate", err);
+    if (!entry.ignoreOffer) problem(`candidate from ${from}`, err);
   }
 }
 
 async function flushEarly(entry) {
   for (const c of entry.early.splice(0)) {
-    try { await entry.pc.addIceCandidate(c); } catch (err) { console.warn("candidate", err); }
+    try { await entry.pc.addIceCandidate(c); } catch (err) { problem("early candidate", err); }
   }
 }
 
@@ -408,6 +450,7 @@ $("share").onclick = async () => {
   const track = state.screen.getVideoTracks()[0];
   track.onended = stopSharing;
   await setVideoTrack(track);
+  shareUpload();
   $("local").srcObject = state.screen;
   toggle($("share"), true, "Stop sharing");
   send({ type: "update", meta: meta() });
@@ -418,6 +461,7 @@ async function stopSharing() {
   state.screen.getTracks().forEach((t) => t.stop());
   state.screen = null;
   await setVideoTrack(state.local.getVideoTracks()[0]);
+  shareUpload();
   $("local").srcObject = state.local;
   toggle($("share"), false, "Share screen");
   send({ type: "update", meta: meta() });
