@@ -70,8 +70,11 @@ async fn ws(
         .max_message_size(max_read)
         .max_frame_size(max_read)
         .on_upgrade(move |socket| {
+            // A task of its own rather than inside axum's upgrade task, which
+            // would keep its own state beside ours for the connection's life.
             let session = session::run(socket, app.clone(), q.token, remote);
-            app.sessions.track_future(session)
+            app.sessions.spawn(session);
+            std::future::ready(())
         })
 }
 

@@ -5,10 +5,10 @@
 //!
 //! # Architecture
 //!
-//! A connection is two tasks: the [session] reads frames and acts on
-//! them, the [writer] owns the socket's sending half. Everything sent
-//! to a connection goes through its bounded [outbox], which never
-//! blocks the sender: a client that does not read is closed, and nobody else
+//! A connection is one task: the [session] reads frames and acts on
+//! them, its [socket] writes what the connection's bounded [outbox]
+//! holds while it waits for the next frame. Everything sent to a connection
+//! goes through that outbox, which never blocks the sender: a client that does not read is closed, and nobody else
 //! waits for it.
 //!
 //! The [hub] holds this node's rooms. Each membership change and each
@@ -28,8 +28,8 @@
 //! | `config.rs` | flags and `SIGNALING_*` variables, limits |
 //! | `server.rs` | [`bind`] / [`Server::serve`], the drain on shutdown |
 //! | `http.rs` | routes: `/ws`, `/healthz`, `/readyz`, `/metrics`, `/api/*`, `/` |
-//! | `session.rs` | one connection's read loop, request handling, clean-up |
-//! | `writer.rs` | one connection's writer: batching, pings, close frames |
+//! | `session.rs` | one connection's loop and deadlines, request handling, clean-up |
+//! | `socket.rs` | one connection's WebSocket: reads, batched writes, pings, close handshake |
 //! | `outbox.rs` | the bounded outbound queue and close causes |
 //! | `hub/mod.rs` | rooms: join, relay, update, leave, drop |
 //! | `hub/room.rs` | one room's members and how each is reached |
@@ -62,7 +62,7 @@ pub mod outbox;
 pub mod ratelimit;
 pub mod server;
 pub mod session;
-pub mod writer;
+pub mod socket;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle, StartError, bind};

@@ -7,12 +7,12 @@
 //! closed with 1013 instead of anyone else slowing down.
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::Instant;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// One text frame for the socket. Fan-out shares the bytes.
 #[derive(Clone, Debug)]
@@ -115,7 +115,7 @@ impl CloseCause {
     }
 }
 
-/// Frames waiting for the writer, and their size.
+/// Frames waiting to be written, and their size.
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Frame>,
@@ -126,29 +126,22 @@ struct Queue {
 /// almost nothing, and a busy one does not reallocate on every burst.
 const KEEP_SLOTS: usize = 32;
 
-/// State shared by a connection's session, its writer and every [`Outbox`]
-/// clone: the queue itself, what wakes the writer, and how the connection
-/// is being closed. A plain locked `VecDeque` rather than a channel, because
-/// a channel allocates its first block of slots up front, and that block
-/// was the largest part of an idle connection's memory.
+/// State shared by a connection's task and every [`Outbox`] clone: the
+/// queue itself, how the connection is being closed, and the one waker that
+/// both a queued frame and a close wake. A plain locked `VecDeque` rather than
+/// a channel, because a channel allocates its first block of slots up front,
+/// and that block was the largest part of an idle connection's memory.
 pub struct ConnCtl {
-    closing: CancellationToken,
-    /// Mirrors `closing` for the hot path: the token's own check takes a lock.
     closed: AtomicBool,
     cause: AtomicU8,
     queue: Mutex<Queue>,
-    /// Wakes the writer; a permit is kept if it is not waiting yet.
-    queued: Notify,
+    /// The connection's task, waiting for frames or a close.
+    task: AtomicWaker,
     max_frames: usize,
     max_bytes: usize,
 }
 
 impl ConnCtl {
-    /// Resolves once the connection is being closed, for any reason.
-    pub async fn closing(&self) {
-        self.closing.cancelled().await
-    }
-
     pub fn is_closing(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -167,12 +160,13 @@ impl ConnCtl {
                 .compare_exchange(0, c.code(), Ordering::AcqRel, Ordering::Acquire);
         }
         self.closed.store(true, Ordering::Release);
-        self.closing.cancel();
+        self.task.wake();
     }
 
-    /// Resolves when frames may be waiting (the writer's wake-up).
-    pub async fn queued(&self) {
-        self.queued.notified().await
+    /// Asks to be woken by the next queued frame or close. Register first,
+    /// then look at the queue: a frame pushed in between still wakes.
+    pub fn register(&self, waker: &Waker) {
+        self.task.register(waker);
     }
 
     /// The oldest queued frame, if any.
@@ -210,11 +204,10 @@ impl Outbox {
     /// A queue of at most `max_frames` frames and `max_bytes` bytes.
     pub fn new(max_frames: usize, max_bytes: usize) -> Outbox {
         let ctl = Arc::new(ConnCtl {
-            closing: CancellationToken::new(),
             closed: AtomicBool::new(false),
             cause: AtomicU8::new(0),
             queue: Mutex::new(Queue::default()),
-            queued: Notify::new(),
+            task: AtomicWaker::new(),
             max_frames: max_frames.max(1),
             max_bytes: max_bytes.max(1),
         });
@@ -244,7 +237,7 @@ impl Outbox {
             q.bytes += len;
             q.frames.push_back(frame);
         }
-        ctl.queued.notify_one();
+        ctl.task.wake();
         true
     }
 

@@ -1,37 +1,36 @@
 //! One WebSocket connection, from upgrade to clean-up.
 //!
-//! The session task reads frames and turns each into hub calls and replies;
-//! the [writer] task owns the socket's sending half. The
-//! session ends when the client closes or drops, when a deadline passes, or
-//! when anyone closes the connection through its [`ConnCtl`]; clean-up then
-//! happens in one place, whatever ended it.
+//! A connection is one task: the session waits on its [`Socket`], which
+//! writes whatever the outbox holds while it waits, and turns each frame
+//! read into hub calls and replies. The session ends when the client closes
+//! or drops, when a deadline passes, or when anyone closes the connection
+//! through its [`ConnCtl`](crate::outbox::ConnCtl); clean-up then happens in one place, whatever
+//! ended it.
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
 use serde_json::value::RawValue;
 use signaling_protocol::reply::{self, LeaveReason};
 use signaling_protocol::request::Join;
 use signaling_protocol::{ErrorCode, RelayKind, Request, decode, room::is_valid_room};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::time::timeout;
+use std::time::Instant;
 use tracing::{debug, info};
 
 use crate::auth::now_unix;
 use crate::hub::room::ConnId;
 use crate::hub::{JoinRequest, Membership, Refusal};
 use crate::ids::RoomId;
-use crate::outbox::{CloseCause, ConnCtl, Frame, Outbox};
+use crate::outbox::{CloseCause, Frame, Outbox};
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::server::App;
-use crate::writer;
+use crate::socket::{Event, Socket};
 
-/// How long a connection the server closed may take to answer the close frame.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// A join under way: it may wait on the bus.
+type Joining<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
-/// How the read loop ended.
+/// How the connection's loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// The client sent a close frame.
@@ -53,120 +52,101 @@ struct Session {
     ever_joined: bool,
 }
 
-/// Starts the connection's writer and returns the session, which runs until
-/// the connection ends. Not an `async fn`: the socket is split here, before
-/// the session's future exists, so that future (which lives as long as the
-/// connection) does not keep a dead slot the size of a `WebSocket`.
+/// Registers the connection and returns its task, which runs until the
+/// connection ends.
 pub fn run(
-    socket: WebSocket,
+    ws: WebSocket,
     app: Arc<App>,
     query_token: Option<String>,
     remote: SocketAddr,
 ) -> impl Future<Output = ()> {
     let limits = &app.config.limits;
     let outbox = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
-    let ctl = outbox.ctl().clone();
     let conn = app.hub.register(outbox.clone());
     app.metrics.connection_opened();
     info!(conn, %remote, "connection opened");
-
-    let (sink, stream) = socket.split();
-    let writer = tokio::spawn(writer::run(
-        sink,
-        ctl.clone(),
-        limits.ping_interval,
-        app.metrics.clone(),
-    ));
-    let session = Session {
+    let mut socket = Socket::new(ws, outbox.ctl().clone(), app.metrics.clone());
+    let mut session = Session {
         rate: RateLimiter::new(limits.rate, limits.rate_burst, limits.flood_close_after),
-        app: app.clone(),
+        app,
         conn,
         outbox,
         query_token,
         membership: None,
         ever_joined: false,
     };
-    serve(session, stream, writer, ctl)
-}
-
-async fn serve(
-    mut session: Session,
-    mut stream: SplitStream<WebSocket>,
-    writer: tokio::task::JoinHandle<()>,
-    ctl: Arc<ConnCtl>,
-) {
-    let (app, conn) = (session.app.clone(), session.conn);
-    let end = session.read_loop(&mut stream, &ctl).await;
-
-    // Clean-up, whatever ended the loop.
-    let cause = match end {
-        End::Forced(c) => Some(c),
-        _ => None,
-    };
-    if let Some(c) = cause {
-        app.metrics.forced_close(c);
-    }
-    ctl.close(cause);
-    let _ = timeout(Duration::from_secs(2), writer).await;
-    let unwritten = ctl.take_all();
-    if cause.and_then(CloseCause::close_frame).is_some() {
-        // Our close frame is out: read (and discard) until the client answers
-        // it, so the socket is not closed under unread data, which would reset
-        // the connection and lose the close frame on the way.
-        let _ = timeout(CLOSE_LINGER, async {
-            while let Some(Ok(m)) = stream.next().await {
-                if matches!(m, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-    drop(stream);
-    let membership = session.membership.take();
-    if let Some(m) = &membership {
-        // During a drain every client is told to resume elsewhere, so even a
-        // clean close is a drop: nobody should see it leave.
-        let dropped = match end {
-            End::Clean => app.hub.is_draining(),
-            End::Dropped => true,
-            End::Forced(c) => c.is_drop(),
-        };
-        app.hub.disconnect(m, conn, dropped, unwritten);
-    }
-    app.hub.unregister(conn);
-    app.metrics.connection_closed();
-    match &membership {
-        Some(m) => info!(conn, room = %m.room, peer = %m.peer, end = ?end, "connection closed"),
-        None => info!(conn, end = ?end, "connection closed"),
+    // An async block, not an async fn, and the two are only borrowed in it:
+    // an async fn's future keeps its arguments twice (as they came, and
+    // where the body put them), and this future lives as long as the
+    // connection.
+    async move {
+        let end = session.drive(&mut socket).await;
+        // Boxed: it runs once, at the end, and its timers would otherwise
+        // sit in every connection's task for its whole life.
+        Box::pin(session.finish(&mut socket, end)).await;
     }
 }
 
 impl Session {
-    async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>, ctl: &ConnCtl) -> End {
+    /// Clean-up, whatever ended the connection.
+    async fn finish(&mut self, socket: &mut Socket, end: End) {
+        let (app, conn) = (&self.app, self.conn);
+        let cause = match end {
+            End::Forced(c) => Some(c),
+            _ => None,
+        };
+        if let Some(c) = cause {
+            app.metrics.forced_close(c);
+        }
+        self.outbox.ctl().close(cause);
+        let unwritten = socket.close(cause).await;
+        let membership = self.membership.take();
+        if let Some(m) = &membership {
+            // During a drain every client is told to resume elsewhere, so even a
+            // clean close is a drop: nobody should see it leave.
+            let dropped = match end {
+                End::Clean => app.hub.is_draining(),
+                End::Dropped => true,
+                End::Forced(c) => c.is_drop(),
+            };
+            app.hub.disconnect(m, conn, dropped, unwritten);
+        }
+        app.hub.unregister(conn);
+        app.metrics.connection_closed();
+        match &membership {
+            Some(m) => info!(conn, room = %m.room, peer = %m.peer, end = ?end, "connection closed"),
+            None => info!(conn, end = ?end, "connection closed"),
+        }
+    }
+
+    /// Runs the connection until something ends it.
+    async fn drive(&mut self, socket: &mut Socket) -> End {
         let limits = &self.app.config.limits;
-        let (heartbeat, join_deadline) = (limits.heartbeat_timeout, limits.join_deadline);
+        let (heartbeat, join_deadline, ping_every) = (
+            limits.heartbeat_timeout,
+            limits.join_deadline,
+            limits.ping_interval,
+        );
         let opened = Instant::now();
         let mut last_heard = opened;
-        // One timer for both deadlines, made once: a frame only moves
-        // `last_heard`, and the timer, when it fires early, sets itself to
-        // the deadline that then applies.
-        let due = |last_heard: Instant, joined: bool| {
-            let due = last_heard + heartbeat;
+        let mut next_ping = opened + ping_every;
+        // One timer for the ping and both deadlines, made once: a frame
+        // only moves `last_heard`, and the timer, when it fires, sends the
+        // ping that is due or sets itself to what comes next.
+        let due = |last_heard: Instant, next_ping: Instant, joined: bool| {
+            let due = (last_heard + heartbeat).min(next_ping);
             if joined {
                 due
             } else {
                 due.min(opened + join_deadline)
             }
         };
-        let timer = tokio::time::sleep_until(due(last_heard, false).into());
-        let closing = ctl.closing();
-        tokio::pin!(timer, closing);
+        let timer = tokio::time::sleep_until(due(last_heard, next_ping, false).into());
+        tokio::pin!(timer);
         loop {
-            let frame = tokio::select! {
-                biased;
-                _ = &mut closing => return End::Forced(ctl.cause().unwrap_or(CloseCause::Replaced)),
-                _ = &mut timer => {
+            let frame = match socket.next(timer.as_mut()).await {
+                Event::Frame(frame) => frame,
+                Event::Timer => {
                     let now = Instant::now();
                     if !self.ever_joined && now >= opened + join_deadline {
                         return End::Forced(CloseCause::JoinDeadline);
@@ -174,16 +154,21 @@ impl Session {
                     if now >= last_heard + heartbeat {
                         return End::Forced(CloseCause::HeartbeatTimeout);
                     }
-                    timer.as_mut().reset(due(last_heard, self.ever_joined).into());
+                    if now >= next_ping {
+                        socket.ping();
+                        next_ping = now + ping_every;
+                    }
+                    timer
+                        .as_mut()
+                        .reset(due(last_heard, next_ping, self.ever_joined).into());
                     continue;
                 }
-                frame = stream.next() => frame,
-            };
-            let now = Instant::now();
-            last_heard = now;
-            let verdict = match frame {
-                None => return End::Dropped,
-                Some(Err(e)) => {
+                Event::Closing => {
+                    let cause = self.outbox.ctl().cause();
+                    return End::Forced(cause.unwrap_or(CloseCause::Replaced));
+                }
+                Event::Ended | Event::WriteFailed => return End::Dropped,
+                Event::ReadFailed(e) => {
                     debug!(conn = self.conn, error = %e, "read failed");
                     return if is_capacity_error(&e) {
                         End::Forced(CloseCause::TooBig)
@@ -191,19 +176,32 @@ impl Session {
                         End::Dropped
                     };
                 }
-                Some(Ok(Message::Close(_))) => return End::Clean,
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Binary(_))) => self.admit(now, None).await,
-                Some(Ok(Message::Text(text))) => self.admit(now, Some(text.as_str())).await,
             };
-            if let Some(cause) = verdict {
-                return End::Forced(cause);
+            let now = Instant::now();
+            last_heard = now;
+            let text = match frame {
+                Message::Close(_) => return End::Clean,
+                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Binary(_) => None,
+                Message::Text(text) => Some(text),
+            };
+            match self.admit(now, text.as_ref().map(|t| t.as_str())) {
+                Ok(None) => {}
+                Ok(Some(joining)) => joining.await,
+                Err(cause) => return End::Forced(cause),
             }
         }
     }
 
-    /// Rate-limits, size-checks and handles one data frame (`None` = binary).
-    async fn admit(&mut self, now: Instant, text: Option<&str>) -> Option<CloseCause> {
+    /// Rate-limits, size-checks and handles one data frame (`None` =
+    /// binary). A join, the only request that may wait (on the bus), comes
+    /// back as a boxed future for the caller to await: inline, its state
+    /// would sit in every connection's task for its whole life.
+    fn admit<'a>(
+        &'a mut self,
+        now: Instant,
+        text: Option<&'a str>,
+    ) -> Result<Option<Joining<'a>>, CloseCause> {
         match self.rate.check(now) {
             Verdict::Allow => {}
             Verdict::Refuse => {
@@ -212,9 +210,9 @@ impl Session {
                     ErrorCode::RateLimited,
                     "rate limit exceeded: message dropped",
                 );
-                return None;
+                return Ok(None);
             }
-            Verdict::Close => return Some(CloseCause::Flood),
+            Verdict::Close => return Err(CloseCause::Flood),
         }
         match text {
             None => self.error(
@@ -227,15 +225,18 @@ impl Session {
                 ErrorCode::TooLarge,
                 "frame larger than the limit: dropped",
             ),
-            Some(t) => self.handle(t, now).await,
+            Some(t) => return Ok(self.handle(t, now)),
         }
-        None
+        Ok(None)
     }
 
-    async fn handle(&mut self, text: &str, now: Instant) {
+    fn handle<'a>(&'a mut self, text: &'a str, now: Instant) -> Option<Joining<'a>> {
         let env = match decode(text) {
             Ok(env) => env,
-            Err(e) => return self.error(e.id, e.code, &e.message),
+            Err(e) => {
+                self.error(e.id, e.code, &e.message);
+                return None;
+            }
         };
         let reference = env.id;
         let result = match env.request {
@@ -243,9 +244,13 @@ impl Session {
                 self.outbox.push(Frame::reply(reply::pong(reference)));
                 Ok(())
             }
-            // Boxed: the only request that may wait (on the bus); inline, its
-            // state would sit in every connection's task for its whole life.
-            Request::Join(join) => Box::pin(self.join(join, reference)).await,
+            Request::Join(join) => {
+                return Some(Box::pin(async move {
+                    if let Err(r) = self.join(join, reference).await {
+                        self.error(reference, r.code, r.message);
+                    }
+                }));
+            }
             Request::Relay { kind, to, payload } => self.relay(kind, to.as_deref(), payload, now),
             Request::Update { meta } => self.update(meta),
             Request::Leave => self.leave(reference),
@@ -253,6 +258,7 @@ impl Session {
         if let Err(r) = result {
             self.error(reference, r.code, r.message);
         }
+        None
     }
 
     fn joined(&self) -> Result<&Membership, Refusal> {

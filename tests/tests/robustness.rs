@@ -205,6 +205,50 @@ async fn a_silent_connection_is_dropped_after_the_heartbeat_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_pings_and_a_client_that_answers_outlives_the_heartbeat_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = Server::start(|c| {
+        c.limits.heartbeat_timeout = Duration::from_millis(1000);
+        c.limits.ping_interval = Duration::from_millis(200);
+    })
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(s.ws())
+        .await
+        .expect("connect");
+    let join = json!({"type":"join","room":room("pings")}).to_string();
+    ws.send(Message::text(join)).await.expect("join");
+    // Read for three heartbeat timeouts, saying nothing but the pongs that
+    // tungstenite answers each ping with.
+    let (mut pings, mut joined) = (0, false);
+    let until = tokio::time::Instant::now() + Duration::from_millis(3000);
+    while let Ok(Some(frame)) = tokio::time::timeout_at(until, ws.next()).await {
+        match frame.expect("frame") {
+            Message::Ping(_) => pings += 1,
+            Message::Text(t) => joined |= t.contains("\"joined\""),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+    assert!(joined);
+    assert!(pings >= 10, "a ping every 200 ms, got {pings} in 3 s");
+    ws.send(Message::text(r#"{"type":"ping"}"#))
+        .await
+        .expect("still open");
+    let reply = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                return t.to_string();
+            }
+        }
+    })
+    .await
+    .expect("a reply");
+    assert!(reply.contains("pong"), "{reply}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_tokens_work_once_within_the_grace_and_take_over_a_stale_connection() {
     let s = Server::start(|c| c.grace = Duration::from_millis(800)).await;
     let r = room("resume");

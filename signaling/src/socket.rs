@@ -1,0 +1,189 @@
+//! One connection's WebSocket, driven by its one task: reading frames,
+//! writing what the outbox holds (batched), heartbeat pings, and the close
+//! handshake.
+//!
+//! Reading and writing happen in the same task, polled side by side: a
+//! socket whose peer does not read still has its frames read (and its
+//! outbox, bounded, closes it), and an idle connection is one task and one
+//! timer, not two tasks with a timer each.
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Sleep, timeout};
+
+use crate::metrics::Metrics;
+use crate::outbox::{CloseCause, ConnCtl, Frame};
+
+/// Frames written before a flush, so a burst costs one syscall, not one each,
+/// and a long burst still goes out in pieces.
+const BATCH: usize = 32;
+/// How long the close frame (and what was queued before it) may take to go out.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How long a connection the server closed may take to answer the close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// What woke the connection.
+pub enum Event {
+    /// A frame from the client.
+    Frame(Message),
+    /// The client's stream ended without a close frame.
+    Ended,
+    /// Reading failed.
+    ReadFailed(axum::Error),
+    /// Writing failed: the client is gone.
+    WriteFailed,
+    /// Someone closed the connection through its [`ConnCtl`].
+    Closing,
+    /// The connection's timer fired.
+    Timer,
+}
+
+pub struct Socket {
+    ws: WebSocket,
+    ctl: Arc<ConnCtl>,
+    metrics: Arc<Metrics>,
+    /// A frame taken from the outbox that the socket was not ready for.
+    pending: Option<Frame>,
+    ping_due: bool,
+    written: usize,
+}
+
+impl Socket {
+    pub fn new(ws: WebSocket, ctl: Arc<ConnCtl>, metrics: Arc<Metrics>) -> Socket {
+        Socket {
+            ws,
+            ctl,
+            metrics,
+            pending: None,
+            ping_due: false,
+            written: 0,
+        }
+    }
+
+    /// Sends a ping with the next write.
+    pub fn ping(&mut self) {
+        self.ping_due = true;
+    }
+
+    /// Writes what is queued while waiting for the next event.
+    pub async fn next(&mut self, timer: Pin<&mut Sleep>) -> Event {
+        let mut timer = timer;
+        poll_fn(|cx| self.poll_event(timer.as_mut(), cx)).await
+    }
+
+    fn poll_event(&mut self, timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Poll<Event> {
+        self.ctl.register(cx.waker());
+        if self.ctl.is_closing() {
+            return Poll::Ready(Event::Closing);
+        }
+        if self.poll_write(cx).is_err() {
+            return Poll::Ready(Event::WriteFailed);
+        }
+        match Pin::new(&mut self.ws).poll_next(cx) {
+            Poll::Ready(Some(Ok(m))) => return Poll::Ready(Event::Frame(m)),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::ReadFailed(e)),
+            Poll::Ready(None) => return Poll::Ready(Event::Ended),
+            Poll::Pending => {}
+        }
+        timer.poll(cx).map(|()| Event::Timer)
+    }
+
+    /// Moves queued frames (and a due ping) into the socket and flushes
+    /// them, as far as the socket takes them without waiting. What the
+    /// socket is not ready for stays where it was, for the next poll.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), axum::Error> {
+        while self.written < BATCH {
+            if self.pending.is_none() && !self.ping_due {
+                self.pending = self.ctl.pop();
+                if self.pending.is_none() {
+                    break;
+                }
+            }
+            match Pin::new(&mut self.ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+            let message = if std::mem::take(&mut self.ping_due) {
+                Message::Ping(Default::default())
+            } else if let Some(f) = self.pending.take() {
+                if let Some(t) = f.relayed_at {
+                    self.metrics.relay_latency(t.elapsed());
+                }
+                Message::Text(f.text)
+            } else {
+                break;
+            };
+            Pin::new(&mut self.ws).start_send(message)?;
+            self.written += 1;
+        }
+        let batch_full = self.written >= BATCH;
+        if self.written > 0 {
+            match Pin::new(&mut self.ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.written = 0,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
+            }
+        }
+        if batch_full && self.written == 0 {
+            // A full batch went out: come back for the rest after others ran.
+            cx.waker().wake_by_ref();
+        }
+        Ok(())
+    }
+
+    /// Ends the connection: the close frame its cause calls for (after what
+    /// was queued, unless the queue is the problem), or the end of the close
+    /// handshake the client started. Returns the frames never written, which
+    /// a peer that resumes still gets.
+    pub async fn close(&mut self, cause: Option<CloseCause>) -> Vec<Frame> {
+        let frame = cause.and_then(CloseCause::close_frame);
+        match (cause, frame) {
+            (Some(cause), Some((code, reason))) => {
+                let flush_first = cause != CloseCause::SlowReader;
+                let close = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let sent = timeout(CLOSE_WAIT, async {
+                    while let Some(f) = flush_first.then(|| self.take_next()).flatten() {
+                        self.ws.feed(Message::Text(f.text)).await?;
+                    }
+                    self.ws.send(Message::Close(Some(close))).await
+                })
+                .await;
+                if matches!(sent, Ok(Ok(()))) {
+                    // Read (and discard) until the client answers the close
+                    // frame, so the socket is not closed under unread data,
+                    // which would reset the connection and lose the frame.
+                    let _ = timeout(CLOSE_LINGER, async {
+                        while let Some(Ok(m)) = self.ws.next().await {
+                            if matches!(m, Message::Close(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                }
+            }
+            // A peer that stopped answering gets no close frame.
+            (Some(_), None) => {}
+            // The client closed (or dropped): complete the handshake.
+            (None, _) => {
+                let _ = timeout(CLOSE_WAIT, self.ws.close()).await;
+            }
+        }
+        let mut unwritten: Vec<Frame> = self.pending.take().into_iter().collect();
+        unwritten.extend(self.ctl.take_all());
+        unwritten
+    }
+
+    fn take_next(&mut self) -> Option<Frame> {
+        self.pending.take().or_else(|| self.ctl.pop())
+    }
+}
