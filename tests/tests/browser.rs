@@ -433,6 +433,12 @@ async fn labelled_controls_device_switching_and_a_phone_sized_layout() {
     let labelled = "[...document.querySelectorAll('input, select')].every(el => el.labels.length > 0) && [...document.querySelectorAll('button')].every(b => b.textContent.trim().length > 0)";
     assert_eq!(eval(&a, labelled).await, Value::Bool(true));
 
+    // The device pickers stay on screen during the call.
+    assert_eq!(
+        eval(&a, "['camera', 'microphone'].every(id => document.getElementById(id).offsetParent !== null && document.getElementById(id).options.length > 0)").await,
+        Value::Bool(true),
+        "camera and microphone can be picked during the call"
+    );
     // Picking a device replaces the tracks the others receive, without renegotiating anyone away.
     let before = eval(&a, "window.call.state.local.getVideoTracks()[0].id").await;
     eval(&a, "(() => { const s = document.getElementById('camera'); s.dispatchEvent(new Event('change')); return true; })()").await;
