@@ -189,16 +189,16 @@ pub struct Limits {
     pub max_room_peers: usize,
 
     /// A connection that has not joined within this time is closed with code 1008.
-    #[arg(long, env = "SIGNALING_JOIN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SIGNALING_JOIN_DEADLINE", default_value = "10s", value_parser = parse_period)]
     pub join_deadline: Duration,
 
     /// A connection silent for this long (no frame, not even a pong) is
     /// treated as dropped.
-    #[arg(long, env = "SIGNALING_HEARTBEAT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "SIGNALING_HEARTBEAT_TIMEOUT", default_value = "30s", value_parser = parse_period)]
     pub heartbeat_timeout: Duration,
 
     /// How often the server pings each connection.
-    #[arg(long, env = "SIGNALING_PING_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SIGNALING_PING_INTERVAL", default_value = "10s", value_parser = parse_period)]
     pub ping_interval: Duration,
 
     /// Frames queued for one connection before it counts as a slow reader
@@ -230,6 +230,15 @@ pub fn parse_secret(s: &str) -> Result<Secret, String> {
     s.parse()
 }
 
+/// A duration that must not be zero: a timer set to it would fire on every
+/// turn of a connection's loop.
+pub fn parse_period(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("`{s}`: must be more than zero")),
+        d => Ok(d),
+    }
+}
+
 /// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -257,6 +266,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timers_that_run_per_connection_refuse_zero() {
+        for flag in ["--ping-interval", "--heartbeat-timeout", "--join-deadline"] {
+            let r = Config::try_parse_from(["signaling", flag, "0s"]);
+            assert!(r.is_err(), "{flag} 0s was accepted");
+            let ok = Config::try_parse_from(["signaling", flag, "250ms"]);
+            assert!(ok.is_ok(), "{flag} 250ms was refused");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -56,7 +56,13 @@ pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
     // The OS RNG failing is not something a server can recover from.
     getrandom::fill(&mut buf).expect("the OS random number generator failed");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * n);
+    for b in buf {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 impl PeerId {
@@ -72,4 +78,24 @@ pub fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_hex_is_lowercase_hex_of_the_asked_length_and_varies() {
+        let a = random_hex(8);
+        assert_eq!(a.len(), 16);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        );
+        // 64 random bits: equal twice in a row means the bytes are not random.
+        assert_ne!(a, random_hex(8));
+        // Every nibble value shows up over enough bytes.
+        let many = random_hex(512);
+        assert!("0123456789abcdef".chars().all(|c| many.contains(c)));
+    }
 }

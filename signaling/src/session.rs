@@ -167,7 +167,11 @@ impl Session {
                     let cause = self.outbox.ctl().cause();
                     return End::Forced(cause.unwrap_or(CloseCause::Replaced));
                 }
-                Event::Ended | Event::WriteFailed => return End::Dropped,
+                Event::Ended => return End::Dropped,
+                Event::WriteFailed(e) => {
+                    debug!(conn = self.conn, error = %e, "write failed");
+                    return End::Dropped;
+                }
                 Event::ReadFailed(e) => {
                     debug!(conn = self.conn, error = %e, "read failed");
                     return if is_capacity_error(&e) {
@@ -181,7 +185,13 @@ impl Session {
             last_heard = now;
             let text = match frame {
                 Message::Close(_) => return End::Clean,
-                Message::Ping(_) | Message::Pong(_) => continue,
+                // Pings cost us a pong each: they count against the rate,
+                // silently, and a ping flood is closed like any other.
+                Message::Ping(_) => match self.rate.check(now) {
+                    Verdict::Close => return End::Forced(CloseCause::Flood),
+                    Verdict::Allow | Verdict::Refuse => continue,
+                },
+                Message::Pong(_) => continue,
                 Message::Binary(_) => None,
                 Message::Text(text) => Some(text),
             };

@@ -36,7 +36,7 @@ pub enum Event {
     /// Reading failed.
     ReadFailed(axum::Error),
     /// Writing failed: the client is gone.
-    WriteFailed,
+    WriteFailed(axum::Error),
     /// Someone closed the connection through its [`ConnCtl`].
     Closing,
     /// The connection's timer fired.
@@ -81,16 +81,19 @@ impl Socket {
         if self.ctl.is_closing() {
             return Poll::Ready(Event::Closing);
         }
-        if self.poll_write(cx).is_err() {
-            return Poll::Ready(Event::WriteFailed);
+        if let Err(e) = self.poll_write(cx) {
+            return Poll::Ready(Event::WriteFailed(e));
         }
-        match Pin::new(&mut self.ws).poll_next(cx) {
-            Poll::Ready(Some(Ok(m))) => return Poll::Ready(Event::Frame(m)),
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::ReadFailed(e)),
-            Poll::Ready(None) => return Poll::Ready(Event::Ended),
-            Poll::Pending => {}
+        // The timer before the read: a client that never stops sending (tiny
+        // control frames, many to a read) must not keep its deadlines away.
+        if timer.poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
         }
-        timer.poll(cx).map(|()| Event::Timer)
+        Pin::new(&mut self.ws).poll_next(cx).map(|read| match read {
+            Some(Ok(m)) => Event::Frame(m),
+            Some(Err(e)) => Event::ReadFailed(e),
+            None => Event::Ended,
+        })
     }
 
     /// Moves queued frames (and a due ping) into the socket and flushes
@@ -152,7 +155,11 @@ impl Socket {
                 };
                 let sent = timeout(CLOSE_WAIT, async {
                     while let Some(f) = flush_first.then(|| self.take_next()).flatten() {
+                        // Kept until the socket took it: if the wait runs
+                        // out first, it is still there for a resume.
+                        self.pending = Some(f.clone());
                         self.ws.feed(Message::Text(f.text)).await?;
+                        self.pending = None;
                     }
                     self.ws.send(Message::Close(Some(close))).await
                 })

@@ -248,6 +248,82 @@ async fn the_server_pings_and_a_client_that_answers_outlives_the_heartbeat_timeo
     s.stop().await;
 }
 
+/// Streams control frames made by `frame` from a raw socket until the server
+/// closes it; returns the close code it sent and how long that took.
+async fn stream_control_frames(
+    s: &Server,
+    frame: fn() -> tokio_tungstenite::tungstenite::Message,
+) -> (Option<u16>, std::time::Duration) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (ws, _) = tokio_tungstenite::connect_async(s.ws())
+        .await
+        .expect("connect");
+    let (mut tx, mut rx) = ws.split();
+    let started = std::time::Instant::now();
+    let sending = tokio::spawn(async move {
+        // Bounded: 200,000 frames at most, in bursts of 100.
+        for _ in 0..2_000 {
+            for _ in 0..100 {
+                if tx.feed(frame()).await.is_err() {
+                    return;
+                }
+            }
+            if tx.flush().await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let code = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = rx.next().await {
+            match m {
+                Ok(Message::Close(c)) => return c.map(|c| u16::from(c.code)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 10 s");
+    sending.abort();
+    (code, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_streaming_pongs_without_joining_is_closed_at_the_join_deadline() {
+    let s = Server::start(|c| c.limits.join_deadline = Duration::from_millis(500)).await;
+    let (code, after) = stream_control_frames(&s, || {
+        tokio_tungstenite::tungstenite::Message::Pong(Default::default())
+    })
+    .await;
+    assert_eq!(code, Some(1008));
+    assert!(
+        after >= Duration::from_millis(500),
+        "closed after {after:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_is_closed_as_a_flood() {
+    let s = Server::start(|c| {
+        c.limits.rate = 10.0;
+        c.limits.rate_burst = 10.0;
+        c.limits.flood_close_after = 50;
+    })
+    .await;
+    let (code, after) = stream_control_frames(&s, || {
+        tokio_tungstenite::tungstenite::Message::Ping(Default::default())
+    })
+    .await;
+    assert_eq!(code, Some(1008));
+    // Well before the 10 s join deadline: it was the flood rule.
+    assert!(after < Duration::from_secs(5), "closed after {after:?}");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_tokens_work_once_within_the_grace_and_take_over_a_stale_connection() {
     let s = Server::start(|c| c.grace = Duration::from_millis(800)).await;
