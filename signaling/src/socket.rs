@@ -50,6 +50,7 @@ pub struct Socket {
     /// A frame taken from the outbox that the socket was not ready for.
     pending: Option<Frame>,
     ping_due: bool,
+    /// Frames handed to the socket since it was last flushed.
     written: usize,
 }
 
@@ -71,8 +72,7 @@ impl Socket {
     }
 
     /// Writes what is queued while waiting for the next event.
-    pub async fn next(&mut self, timer: Pin<&mut Sleep>) -> Event {
-        let mut timer = timer;
+    pub async fn next(&mut self, mut timer: Pin<&mut Sleep>) -> Event {
         poll_fn(|cx| self.poll_event(timer.as_mut(), cx)).await
     }
 
