@@ -1,11 +1,11 @@
 //! One WebSocket connection, from upgrade to clean-up.
 //!
-//! A connection is one task: the session waits on its [`Socket`], which
-//! writes whatever the outbox holds while it waits, and turns each frame
-//! read into hub calls and replies. The session ends when the client closes
+//! A connection is one task. The session waits on its [`Socket`] (which
+//! writes whatever the outbox holds in the meantime) and turns each frame it
+//! reads into hub calls and replies. The session ends when the client closes
 //! or drops, when a deadline passes, or when anyone closes the connection
-//! through its [`ConnCtl`](crate::outbox::ConnCtl); clean-up then happens in one place, whatever
-//! ended it.
+//! through its [`ConnCtl`](crate::outbox::ConnCtl); clean-up then happens in
+//! one place, whatever ended it.
 
 use axum::extract::ws::{Message, WebSocket};
 use serde_json::value::RawValue;
