@@ -13,15 +13,44 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A redis-server of our own, killable and restartable on the same port.
+/// A redis-server of our own, killable and restartable on the same port,
+/// listening on loopback TCP and on a Unix socket (`socket()`).
 pub struct Redis {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// The `default` user's password, when the server requires one.
+    password: Option<String>,
+    extra: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(None, &[])
+    }
+
+    /// A server that requires a password: `admin_password` for the default
+    /// user (what `cmd` uses), and an ACL user `user` with `password` for
+    /// everything, as a deployment would give the signaling nodes.
+    pub fn start_secured(admin_password: &str, user: &str, password: &str) -> Redis {
+        let password = format!(">{password}");
+        Redis::start_with(
+            Some(admin_password),
+            &[
+                "--requirepass",
+                admin_password,
+                "--user",
+                user,
+                "on",
+                &password,
+                "~*",
+                "&*",
+                "+@all",
+            ],
+        )
+    }
+
+    fn start_with(password: Option<&str>, extra: &[&str]) -> Redis {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("sig-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -29,9 +58,15 @@ impl Redis {
             port,
             dir,
             child: None,
+            password: password.map(str::to_string),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         r.restart();
         r
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
     }
 
     pub fn url(&self) -> String {
@@ -47,6 +82,10 @@ impl Redis {
             .arg(&self.dir)
             .arg("--logfile")
             .arg(self.dir.join("log"))
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .args(["--unixsocketperm", "700"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it)");
@@ -66,18 +105,32 @@ impl Redis {
         }
     }
 
-    /// One command over a raw connection; the first reply line.
+    /// One command over a raw connection (as the default user); the first
+    /// reply line.
     pub fn cmd(&self, args: &[&str]) -> Option<String> {
         use std::io::{BufRead, BufReader, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        let mut req = String::new();
+        let auth;
+        let mut commands = vec![args];
+        if let Some(p) = &self.password {
+            auth = ["AUTH", p.as_str()];
+            commands.insert(0, &auth);
+        }
+        for c in &commands {
+            req.push_str(&format!("*{}\r\n", c.len()));
+            for a in c.iter() {
+                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
         }
         s.write_all(req.as_bytes()).ok()?;
+        let mut reader = BufReader::new(s);
         let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).ok()?;
+        for _ in &commands {
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+        }
         Some(line.trim_end().to_string())
     }
 }

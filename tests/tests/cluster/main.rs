@@ -334,6 +334,56 @@ async fn a_redis_outage_keeps_local_rooms_working_and_views_converge_after() {
     n2.stop().await;
 }
 
+/// The queue and the subscription speak to Redis on connections of their
+/// own (not redis-rs's): they must honour everything the URL says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_a_database_and_a_unix_socket_in_the_url_are_honoured() {
+    let redis = Redis::start_secured("admin-pw", "sig", "n0de-pw");
+    let tcp = format!("redis://sig:n0de-pw@127.0.0.1:{}/3", redis.port);
+    let unix = format!(
+        "redis+unix://{}?db=3&user=sig&pass=n0de-pw",
+        redis.socket().display()
+    );
+    let n1 = Node::start(&tcp, "p1", |_| {}).await;
+    let n2 = Node::start(&unix, "p2", |_| {}).await;
+    let r = room("secured");
+    let mut a = Client::connect(&n1.ws(), "a@1").await;
+    let mut b = Client::connect(&n2.ws(), "b@2").await;
+    a.join(&r).await;
+    join_seeing(&mut b, &r, &[&a.peer_id]).await;
+    assert_eq!(
+        a.expect("peer-joined").await["peer"]["peer_id"],
+        b.peer_id.as_str()
+    );
+    a.send(json!({"type":"offer","to":b.peer_id,"sdp":"v=0\r\n"}))
+        .await;
+    assert_eq!(b.expect("offer").await["sdp"], "v=0\r\n");
+    b.send(json!({"type":"message","data":"hi"})).await;
+    assert_eq!(a.expect("message").await["from"], b.peer_id.as_str());
+
+    // Presence was written where the URL points (database 3), by the
+    // queue's connection, and read back from there by the other node.
+    let mut ab = vec![a.peer_id.clone(), b.peer_id.clone()];
+    ab.sort();
+    wait_api(n2.addr, &r, &ab).await;
+    assert_eq!(
+        redis.cmd(&["DBSIZE"]).as_deref(),
+        Some(":0"),
+        "nothing in db 0"
+    );
+
+    // A wrong password: the node serves locally but never reports ready.
+    let wrong = format!("redis://sig:nope@127.0.0.1:{}", redis.port);
+    let n3 =
+        signaling_e2e::server::TestServer::start(signaling_e2e::server::clustered(wrong, "p3"))
+            .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(support::http_get(n3.addr, "/readyz").await.0, 503);
+    n3.stop().await;
+    n1.stop().await;
+    n2.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_presence_stream_feeds_a_consumer_group() {
     let redis = Redis::start();

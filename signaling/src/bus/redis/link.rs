@@ -7,9 +7,8 @@
 //! queue, so what waited during the outage is written after the re-assertion.
 //! A resync then brings every room's view in line with Redis.
 
-use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, AsyncConnectionConfig, Msg};
+use redis::{AsyncCommands, AsyncConnectionConfig};
 use signaling_protocol::reply::LeaveReason;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,6 +18,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::keys::payload;
+use super::resp;
+use super::subscriber::{Push, Subscriber};
 use super::{Shared, SubCmd, liveness, parse_peer, publisher, read_room};
 use crate::bus::{Inbound, PresenceEvent};
 use crate::ids::{NodeId, PeerId, RoomId, unix_ms};
@@ -80,20 +81,21 @@ async fn session(
         .client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
-    let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, shared.client.get_async_pubsub())
-        .await
-        .map_err(|_| timeout_error())??;
-    let (mut sink, mut stream) = pubsub.split();
+    let info = shared.client.get_connection_info();
+    let mut sub = Subscriber::new(resp::within(CONNECT_TIMEOUT, resp::Conn::connect(info)).await?);
     let node_channel = shared.keys.node_channel(&shared.node);
-    sink.subscribe(&node_channel).await?;
+    subscribe_all(shared, &mut sub, &node_channel, vec![node_channel.clone()]).await?;
     if std::mem::take(first) {
         liveness::announce_dead(shared, &mut conn, &shared.node).await?;
     }
     let handler = shared.handler();
     if let Some(h) = &handler {
-        for room in h.watched_rooms() {
-            sink.subscribe(shared.keys.room_channel(&room)).await?;
-        }
+        let rooms = h
+            .watched_rooms()
+            .iter()
+            .map(|room| shared.keys.room_channel(room))
+            .collect();
+        subscribe_all(shared, &mut sub, &node_channel, rooms).await?;
         reassert(shared, &mut conn, h.local_peers()).await?;
     }
     liveness::heartbeat(shared, &mut conn).await?;
@@ -108,23 +110,22 @@ async fn session(
     let mut tick = tokio::time::interval(HEARTBEAT);
     loop {
         tokio::select! {
-            msg = stream.next() => match msg {
-                Some(m) => {
-                    if m.get_channel_name() == node_channel && m.get_payload_bytes().first() == Some(&b'P') {
+            push = sub.next() => match push? {
+                Push::Message { channel, payload } => {
+                    if channel == node_channel.as_bytes() && payload.first() == Some(&b'P') {
                         last_probe = Instant::now();
                     } else {
-                        dispatch(shared, &node_channel, &m);
+                        dispatch(shared, &node_channel, &channel, &payload);
                     }
                 }
-                None => return Err(dropped_error()),
+                Push::Confirmed => {}
             },
             cmd = subs.recv() => match cmd {
                 Some(SubCmd::Subscribe(ch, tx)) => {
-                    let ok = sink.subscribe(&ch).await.is_ok();
-                    let _ = tx.send(ok);
+                    sub.subscribe(&[ch], Some(tx)).await?;
                 }
                 Some(SubCmd::Unsubscribe(ch)) => {
-                    let _ = sink.unsubscribe(&ch).await;
+                    sub.unsubscribe(&ch).await?;
                 }
                 None => return Ok(()),
             },
@@ -150,11 +151,24 @@ async fn session(
     }
 }
 
-fn timeout_error() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "redis connect timed out",
-    ))
+/// Subscribes to `channels` and waits until Redis confirms them, handing
+/// on whatever the channels already subscribed carry meanwhile.
+async fn subscribe_all(
+    shared: &Shared,
+    sub: &mut Subscriber,
+    node_channel: &str,
+    channels: Vec<String>,
+) -> redis::RedisResult<()> {
+    let confirming = async {
+        sub.subscribe(&channels, None).await?;
+        while sub.unconfirmed() > 0 {
+            if let Push::Message { channel, payload } = sub.next().await? {
+                dispatch(shared, node_channel, &channel, &payload);
+            }
+        }
+        Ok(())
+    };
+    Ok(resp::within(CONNECT_TIMEOUT, confirming).await?)
 }
 
 fn dropped_error() -> redis::RedisError {
@@ -222,15 +236,17 @@ async fn resync(shared: Arc<Shared>, connected_ms: u64) {
 }
 
 /// Hands one pub/sub message to the hub. Never blocks.
-fn dispatch(shared: &Shared, node_channel: &str, msg: &Msg) {
+fn dispatch(shared: &Shared, node_channel: &str, channel: &[u8], payload: &[u8]) {
     let Some(handler) = shared.handler() else {
         return;
     };
-    let Some((kind, node, body)) = payload::decode(msg.get_payload_bytes()) else {
-        debug!(channel = msg.get_channel_name(), "undecodable bus message");
+    let Ok(channel) = std::str::from_utf8(channel) else {
         return;
     };
-    let channel = msg.get_channel_name();
+    let Some((kind, node, body)) = payload::decode(payload) else {
+        debug!(channel, "undecodable bus message");
+        return;
+    };
     if channel == node_channel {
         match kind {
             b'C' => return super::answer_claim(shared, node, body),

@@ -12,12 +12,17 @@
 //!   working and the queue keeps what must be published.
 //! - `liveness.rs` heartbeats this node and lets exactly one survivor announce a
 //!   dead node's peers as `node-lost`.
+//! - The two hot paths, the queue's writes and the subscription's reads, own
+//!   their sockets (`resp.rs`, `subscriber.rs`) instead of going through
+//!   redis-rs's driver tasks; queries, heartbeats and re-assertion use redis-rs.
 
 mod keys;
 mod link;
 mod liveness;
 mod publisher;
+mod resp;
 mod scripts;
+mod subscriber;
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
@@ -66,6 +71,9 @@ struct Shared {
     /// The command connection while Redis is reachable.
     conn: RwLock<Option<MultiplexedConnection>>,
     conn_ready: Notify,
+    /// Counts the connects: the queue's own connection, once lost, waits
+    /// for the next one, whose re-assertion must go out first.
+    connects: AtomicU64,
     ready: AtomicBool,
     handler: OnceLock<Weak<dyn InboundHandler>>,
     ops: mpsc::Sender<Op>,
@@ -94,18 +102,25 @@ impl Shared {
         if let Ok(mut c) = self.conn.write() {
             *c = conn;
         }
+        if up {
+            self.connects.fetch_add(1, Ordering::AcqRel);
+        }
         self.ready.store(up, Ordering::Release);
         if up {
             self.conn_ready.notify_waiters();
         }
     }
 
-    /// Waits until Redis is reachable.
-    async fn wait_conn(&self) -> MultiplexedConnection {
+    /// Waits until Redis is reachable through connect number `min` or a
+    /// later one, and returns that number.
+    async fn wait_connect(&self, min: u64) -> u64 {
         loop {
             let notified = self.conn_ready.notified();
-            if let Some(c) = self.conn() {
-                return c;
+            if self.ready.load(Ordering::Acquire) {
+                let n = self.connects.load(Ordering::Acquire);
+                if n >= min {
+                    return n;
+                }
             }
             notified.await;
         }
@@ -146,6 +161,7 @@ impl RedisBus {
             config,
             conn: RwLock::new(None),
             conn_ready: Notify::new(),
+            connects: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             handler: OnceLock::new(),
             ops,

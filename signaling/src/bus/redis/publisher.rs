@@ -1,7 +1,8 @@
 //! The one ordered queue of everything this node writes to Redis: presence
-//! changes and relayed messages. One task drains it in pipelined batches, so
-//! each peer's events and each sender's messages keep their order, and a
-//! batch that fails on a lost connection is sent again once Redis is back.
+//! changes and relayed messages. One task drains it in pipelined batches over
+//! a connection of its own (`resp.rs`), so each peer's events and each
+//! sender's messages keep their order, and a batch that fails on a lost
+//! connection is sent again once Redis is back.
 
 use signaling_protocol::reply::LeaveReason;
 use std::sync::Arc;
@@ -11,13 +12,15 @@ use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use super::keys::{Keys, payload};
-use super::{Shared, scripts};
+use super::{Shared, resp, scripts};
 use crate::bus::{PeerInfo, PresenceEvent};
 use crate::ids::{NodeId, PeerId, RoomId, unix_ms};
 
 /// Most operations sent in one round trip.
 const BATCH: usize = 512;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long connecting, or the answers to one batch, may take.
+const TIMEOUT: Duration = Duration::from_secs(2);
 
 pub enum Op {
     /// A change of one of this node's peers.
@@ -28,6 +31,9 @@ pub enum Op {
 
 pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
     let mut batch: Vec<Op> = Vec::with_capacity(BATCH);
+    // Our own connection, and the link's connect it was made under.
+    let mut conn: Option<(resp::Conn, u64)> = None;
+    let mut next_connect = 1;
     loop {
         if batch.is_empty() {
             match rx.recv().await {
@@ -41,7 +47,23 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let mut conn = shared.wait_conn().await;
+        let (mut c, connect) = match conn.take() {
+            Some(c) => c,
+            None => {
+                // Only once the link has (re)connected and re-asserted this
+                // node's peers: what waited must go out after that.
+                let connect = shared.wait_connect(next_connect).await;
+                let info = shared.client.get_connection_info();
+                match resp::within(TIMEOUT, resp::Conn::connect(info)).await {
+                    Ok(c) => (c, connect),
+                    Err(error) => {
+                        warn!(%error, pending = batch.len(), "redis write connection failed: retrying");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        continue;
+                    }
+                }
+            }
+        };
         let mut pipe = redis::pipe();
         for op in &batch {
             add(
@@ -53,22 +75,40 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
             );
         }
         let n = batch.len();
-        match pipe.query_async::<()>(&mut conn).await {
-            Ok(()) => {
+        let packed = pipe.get_packed_pipeline();
+        match resp::within(TIMEOUT, exchange(&mut c, &packed, pipe.len())).await {
+            Ok(refused) => {
+                if let Some((count, first)) = refused {
+                    error!(refused = count, of = n, error = %first, "redis refused operations");
+                }
                 batch.clear();
                 shared.unwritten.fetch_sub(n, Ordering::AcqRel);
+                conn = Some((c, connect));
             }
-            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
-                warn!(error = %e, pending = batch.len(), "redis write failed: retrying when it is back");
+            Err(error) => {
+                warn!(%error, pending = batch.len(), "redis write failed: retrying when it is back");
+                next_connect = connect + 1;
                 tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            Err(e) => {
-                error!(error = %e, dropped = n, "redis refused a batch");
-                batch.clear();
-                shared.unwritten.fetch_sub(n, Ordering::AcqRel);
             }
         }
     }
+}
+
+/// Writes one pipelined batch of `commands` and reads their answers:
+/// how many Redis refused, and the first refusal.
+async fn exchange(
+    conn: &mut resp::Conn,
+    packed: &[u8],
+    commands: usize,
+) -> Result<Option<(usize, String)>, resp::RespError> {
+    conn.write(packed).await?;
+    let mut refused: Option<(usize, String)> = None;
+    for _ in 0..commands {
+        if let resp::Frame::Error(e) = conn.read().await? {
+            refused.get_or_insert((0, e)).0 += 1;
+        }
+    }
+    Ok(refused)
 }
 
 fn add(pipe: &mut redis::Pipeline, op: &Op, keys: &Keys, node: &NodeId, maxlen: usize) {
