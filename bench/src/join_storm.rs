@@ -26,9 +26,11 @@ pub async fn join_storm(p: &Storm) -> Result<Report, Error> {
     fd_limit::warn_if_servers_short(&p.pids, n);
     let target = Arc::new(Target::resolve(&p.url, n).await?);
     let before = proc_stats::read_all(&p.pids);
+    let own_before = proc_stats::read(std::process::id());
     let overflows = proc_stats::listen_overflows();
     // Client i joins room i mod rooms: every room fills at once.
     let crowd = Crowd::gather(target, n, p.concurrency, |i| room_name(i % rooms)).await;
+    let own_after = proc_stats::read(std::process::id());
     let overflowed = proc_stats::listen_overflows_since(overflows);
     let joined = crowd.entries.len();
     let first_sent = crowd.entries.iter().map(|e| e.join_sent).min();
@@ -68,6 +70,12 @@ pub async fn join_storm(p: &Storm) -> Result<Report, Error> {
         joined as u64,
         Some("server_cpu_us_per_join"),
     ));
+    // The generator shares the cores: what it spends is CPU the server
+    // cannot have.
+    if let (Some((c0, _)), Some((c1, _))) = (own_before, own_after) {
+        let us = c1.saturating_sub(c0).as_secs_f64() * 1e6 / joined.max(1) as f64;
+        fields.push(("bench_cpu_us_per_join", json!(round(us, 1))));
+    }
     crowd.disperse().await;
     Ok(Report::new("join-storm", fields))
 }

@@ -129,6 +129,15 @@ async fn serve(tcp: TcpStream, rooms: Arc<Rooms>, writer_task: bool) {
                 }
                 room = Some(name.to_string());
             }
+            Some(name) if text.contains(r#""type":"leave""#) => {
+                let others = leave(&rooms, name, id);
+                me.send(Message::text(r#"{"type":"left"}"#)).await;
+                let news = format!(r#"{{"type":"peer-left","peer_id":"p{id}","reason":"left"}}"#);
+                for door in others {
+                    door.send(Message::text(news.clone())).await;
+                }
+                room = None;
+            }
             Some(name) => {
                 let others: Vec<Door> = {
                     let map = rooms.members.lock().unwrap_or_else(|e| e.into_inner());
@@ -148,9 +157,16 @@ async fn serve(tcp: TcpStream, rooms: Arc<Rooms>, writer_task: bool) {
         }
     }
     if let Some(name) = room {
-        let mut map = rooms.members.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(list) = map.get_mut(&name) {
-            list.retain(|(o, _)| *o != id);
-        }
+        leave(&rooms, &name, id);
     }
+}
+
+/// Takes member `id` out of room `name`; the members left behind.
+fn leave(rooms: &Rooms, name: &str, id: u64) -> Vec<Door> {
+    let mut map = rooms.members.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(list) = map.get_mut(name) else {
+        return Vec::new();
+    };
+    list.retain(|(o, _)| *o != id);
+    list.iter().map(|(_, d)| d.clone()).collect()
 }
