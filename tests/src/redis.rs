@@ -31,7 +31,8 @@ impl Redis {
 
     /// A server that requires a password: `admin_password` for the default
     /// user (what `cmd` uses), and an ACL user `user` with `password` for
-    /// everything, as a deployment would give the signaling nodes.
+    /// everything but the `CLIENT` command, as a cautious deployment would
+    /// give the signaling nodes.
     pub fn start_secured(admin_password: &str, user: &str, password: &str) -> Redis {
         let password = format!(">{password}");
         Redis::start_with(
@@ -46,6 +47,7 @@ impl Redis {
                 "~*",
                 "&*",
                 "+@all",
+                "-client",
             ],
         )
     }
@@ -108,7 +110,23 @@ impl Redis {
     /// One command over a raw connection (as the default user); the first
     /// reply line.
     pub fn cmd(&self, args: &[&str]) -> Option<String> {
-        use std::io::{BufRead, BufReader, Write};
+        self.reply(args).map(|(line, _)| line)
+    }
+
+    /// The id of the client connection named `name` (`CLIENT LIST`).
+    pub fn client_id(&self, name: &str) -> Option<String> {
+        let (_, list) = self.reply(&["CLIENT", "LIST"])?;
+        let line = list?
+            .lines()
+            .find(|l| l.split(' ').any(|f| f == format!("name={name}")))?
+            .to_string();
+        let id = line.split(' ').find_map(|f| f.strip_prefix("id="))?;
+        Some(id.to_string())
+    }
+
+    /// The reply's first line, and a bulk string's body.
+    fn reply(&self, args: &[&str]) -> Option<(String, Option<String>)> {
+        use std::io::{BufRead, BufReader, Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         let mut req = String::new();
@@ -131,7 +149,16 @@ impl Redis {
             line.clear();
             reader.read_line(&mut line).ok()?;
         }
-        Some(line.trim_end().to_string())
+        let line = line.trim_end().to_string();
+        let body = match line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => {
+                let mut body = vec![0; n];
+                reader.read_exact(&mut body).ok()?;
+                Some(String::from_utf8_lossy(&body).into_owned())
+            }
+            None => None,
+        };
+        Some((line, body))
     }
 }
 

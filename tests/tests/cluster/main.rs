@@ -384,6 +384,53 @@ async fn a_password_a_database_and_a_unix_socket_in_the_url_are_honoured() {
     n2.stop().await;
 }
 
+/// Only the queue's connection dies (`CLIENT KILL`): the instance reconnects
+/// as after an outage and nothing it writes is lost for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_recovers_when_its_redis_connection_alone_is_killed() {
+    let redis = Redis::start();
+    let n1 = Node::start(&redis.url(), "k1", |_| {}).await;
+    let n2 = Node::start(&redis.url(), "k2", |_| {}).await;
+    let r = room("killed");
+    let mut a = Client::connect(&n1.ws(), "a@1").await;
+    let mut b = Client::connect(&n2.ws(), "b@2").await;
+    a.join(&r).await;
+    join_seeing(&mut b, &r, &[&a.peer_id]).await;
+    a.expect("peer-joined").await;
+
+    let queue = redis
+        .client_id("sig:k1:queue")
+        .expect("k1's queue connection is named");
+    assert_eq!(
+        redis.cmd(&["CLIENT", "KILL", "ID", &queue]).as_deref(),
+        Some(":1")
+    );
+    // What k1 writes from now on still reaches k2: relays and presence.
+    let mut c = Client::connect(&n1.ws(), "c@1").await;
+    c.join(&r).await;
+    let seen = collect_until(&mut b, Duration::from_secs(10), |s| {
+        has(s, "peer-joined", &c.peer_id)
+    })
+    .await;
+    assert!(
+        has(&seen, "peer-joined", &c.peer_id),
+        "b learns of c: {seen:?}"
+    );
+    a.send(json!({"type":"offer","to":b.peer_id,"sdp":"v=0"}))
+        .await;
+    assert_eq!(b.expect("offer").await["from"], a.peer_id.as_str());
+    let mut want = vec![a.peer_id.clone(), b.peer_id.clone(), c.peer_id.clone()];
+    want.sort();
+    wait_api(n2.addr, &r, &want).await;
+    assert_ne!(
+        redis.client_id("sig:k1:queue"),
+        Some(queue),
+        "a new queue connection"
+    );
+    n1.stop().await;
+    n2.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_presence_stream_feeds_a_consumer_group() {
     let redis = Redis::start();

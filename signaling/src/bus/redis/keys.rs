@@ -51,6 +51,12 @@ impl Keys {
         format!("{}:presence", self.prefix)
     }
 
+    /// The name (`CLIENT SETNAME`) of a connection of `node`'s: `queue`
+    /// (its writes) or `subscriber`.
+    pub fn client_name(&self, node: &NodeId, role: &str) -> String {
+        format!("{}:{node}:{role}", self.prefix)
+    }
+
     /// Channel of a room's presence events and broadcasts.
     pub fn room_channel(&self, room: &RoomId) -> String {
         format!("{}:ch:room:{room}", self.prefix)

@@ -82,7 +82,13 @@ async fn session(
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
     let info = shared.client.get_connection_info();
-    let mut sub = Subscriber::new(resp::within(CONNECT_TIMEOUT, resp::Conn::connect(info)).await?);
+    let mut sub = Subscriber::new(
+        resp::within(
+            CONNECT_TIMEOUT,
+            resp::Conn::connect(info, &shared.keys.client_name(&shared.node, "subscriber")),
+        )
+        .await?,
+    );
     let node_channel = shared.keys.node_channel(&shared.node);
     subscribe_all(shared, &mut sub, &node_channel, vec![node_channel.clone()]).await?;
     if std::mem::take(first) {
@@ -129,6 +135,7 @@ async fn session(
                 }
                 None => return Ok(()),
             },
+            _ = shared.relink.notified() => return Err(relink_error()),
             _ = tick.tick() => {
                 liveness::heartbeat(shared, &mut conn).await?;
                 let _: () = conn.publish(&node_channel, payload::encode('P', shared.node.as_str(), &[])).await?;
@@ -169,6 +176,13 @@ async fn subscribe_all(
         Ok(())
     };
     Ok(resp::within(CONNECT_TIMEOUT, confirming).await?)
+}
+
+fn relink_error() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the publish queue lost its redis connection",
+    ))
 }
 
 fn dropped_error() -> redis::RedisError {

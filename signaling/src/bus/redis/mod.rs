@@ -74,6 +74,8 @@ struct Shared {
     /// Counts the connects: the queue's own connection, once lost, waits
     /// for the next one, whose re-assertion must go out first.
     connects: AtomicU64,
+    /// Asks the link to start over: the queue's connection failed.
+    relink: Notify,
     ready: AtomicBool,
     handler: OnceLock<Weak<dyn InboundHandler>>,
     ops: mpsc::Sender<Op>,
@@ -108,6 +110,13 @@ impl Shared {
         self.ready.store(up, Ordering::Release);
         if up {
             self.conn_ready.notify_waiters();
+        }
+    }
+
+    /// Has the link reconnect, unless it already has since connect `failed`.
+    fn relink(&self, failed: u64) {
+        if self.ready.load(Ordering::Acquire) && self.connects.load(Ordering::Acquire) == failed {
+            self.relink.notify_one();
         }
     }
 
@@ -162,6 +171,7 @@ impl RedisBus {
             conn: RwLock::new(None),
             conn_ready: Notify::new(),
             connects: AtomicU64::new(0),
+            relink: Notify::new(),
             ready: AtomicBool::new(false),
             handler: OnceLock::new(),
             ops,

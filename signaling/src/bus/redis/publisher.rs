@@ -54,7 +54,8 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
                 // node's peers: what waited must go out after that.
                 let connect = shared.wait_connect(next_connect).await;
                 let info = shared.client.get_connection_info();
-                match resp::within(TIMEOUT, resp::Conn::connect(info)).await {
+                let name = shared.keys.client_name(&shared.node, "queue");
+                match resp::within(TIMEOUT, resp::Conn::connect(info, &name)).await {
                     Ok(c) => (c, connect),
                     Err(error) => {
                         warn!(%error, pending = batch.len(), "redis write connection failed: retrying");
@@ -87,6 +88,10 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
             }
             Err(error) => {
                 warn!(%error, pending = batch.len(), "redis write failed: retrying when it is back");
+                // Whatever the batch did is unknown, and Redis may have
+                // restarted empty: the link reconnects and re-asserts this
+                // node's peers before the batch goes again, as after any outage.
+                shared.relink(connect);
                 next_connect = connect + 1;
                 tokio::time::sleep(RETRY_PAUSE).await;
             }

@@ -86,9 +86,10 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects, authenticates and selects the database. Callers bound it
-    /// with a timeout.
-    pub async fn connect(info: &ConnectionInfo) -> Result<Conn, RespError> {
+    /// Connects, authenticates, selects the database and names the
+    /// connection `name` (what `CLIENT LIST` shows operators). Callers
+    /// bound it with a timeout.
+    pub async fn connect(info: &ConnectionInfo, name: &str) -> Result<Conn, RespError> {
         let io: Box<dyn Io> = match info.addr() {
             ConnectionAddr::Tcp(host, port) => {
                 let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
@@ -114,7 +115,17 @@ impl Conn {
             conn.expect_ok(&["SELECT", &settings.db().to_string()])
                 .await?;
         }
-        Ok(conn)
+        let name: String = name
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+            .collect();
+        // A courtesy to operators: an ACL that forbids CLIENT refuses it,
+        // and the connection works all the same.
+        conn.write(&command(&["CLIENT", "SETNAME", &name])).await?;
+        match conn.read().await? {
+            Frame::Simple(_) | Frame::Error(_) => Ok(conn),
+            _ => Err(RespError::Protocol("an odd answer to CLIENT SETNAME")),
+        }
     }
 
     async fn expect_ok(&mut self, args: &[&str]) -> Result<(), RespError> {
