@@ -38,6 +38,9 @@ async fn three_instances_share_presence_and_relay() {
     let mut b = Client::connect(&n2.ws(), "b@2").await;
     let mut c = Client::connect(&n3.ws(), "c@3").await;
     a.join_with(&r, json!({"name":"alice"})).await;
+    // `joined_at` is in milliseconds: two joins within one are equally old
+    // and may be listed either way.
+    tokio::time::sleep(Duration::from_millis(3)).await;
     join_seeing(&mut b, &r, &[&a.peer_id]).await;
     assert_eq!(
         a.expect("peer-joined").await["peer"]["peer_id"],

@@ -66,8 +66,11 @@ impl Subscriber {
 
     /// The next message or confirmation. Cancel-safe.
     pub async fn next(&mut self) -> Result<Push, RespError> {
-        let Frame::Array(items) = self.conn.read().await? else {
-            return Err(RespError::Protocol("a pub/sub push that is not an array"));
+        let items = match self.conn.read().await? {
+            Frame::Array(items) => items,
+            // Say an ACL that does not allow a channel.
+            Frame::Error(e) => return Err(RespError::Refused(e)),
+            _ => return Err(RespError::Protocol("a pub/sub push that is not an array")),
         };
         let mut items = items.into_iter();
         match (items.next(), items.next(), items.next(), items.next()) {
