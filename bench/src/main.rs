@@ -44,7 +44,10 @@
 //!
 //! With `--url2`, each relay pair's receiver connects to the second instance,
 //! so every message crosses Redis; `idle-connections` and `join-storm` use
-//! `--url` only. Raise the server's `--rate`/`--rate-burst` for throughput
+//! `--url` only. `relay-latency` across instances also gives each pair a
+//! receiver on the sender's instance and alternates between the two every
+//! 250 ms: `local_p50_us`, `local_p99_us` and `added_p50_us` (what crossing
+//! adds at the median) come from one run and one state of the machine. Raise the server's `--rate`/`--rate-burst` for throughput
 //! runs: the default limit (50/s per connection) is the ceiling otherwise.
 //! Only loopback addresses are accepted.
 

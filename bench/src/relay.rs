@@ -27,9 +27,17 @@ pub struct Setup {
 #[derive(Default)]
 struct Tally {
     latencies_us: Mutex<Vec<u64>>,
+    /// Across instances, what the pairs' same-instance receivers saw.
+    local_us: Mutex<Vec<u64>>,
     received: AtomicU64,
     errors: AtomicU64,
 }
+
+/// Across instances, relay-latency alternates between the two receivers of
+/// each pair in slices this long, so that both see the machine in the same
+/// state: what crossing costs is their difference within one run, which
+/// holds where two runs minutes apart differ by more than the cost itself.
+const SLICE: Duration = Duration::from_millis(250);
 
 /// One pair: `a` sends to `b` (on the second instance with `--url2`).
 struct Pair {
@@ -37,8 +45,46 @@ struct Pair {
     b_id: Arc<str>,
     /// Kept so its connection stays open.
     _b: Peer,
+    /// Across instances (relay-latency): a second receiver on `a`'s instance.
+    local: Option<(Arc<str>, Peer)>,
     in_flight: Arc<AtomicUsize>,
     room_free: Arc<Notify>,
+}
+
+/// Which receiver a latency is for.
+#[derive(Clone, Copy)]
+enum Side {
+    Far,
+    Local,
+}
+
+/// A receiver's frame handler: records the latency of a stamped offer.
+fn receiver(
+    t: Arc<Tally>,
+    side: Side,
+    origin: Instant,
+    flight: Arc<AtomicUsize>,
+    free: Arc<Notify>,
+) -> impl FnMut(&str) + Send + 'static {
+    move |text| {
+        if let Some(sent) = stamp_of(text) {
+            let us = now_ns(origin).saturating_sub(sent) / 1000;
+            let list = match side {
+                Side::Far => &t.latencies_us,
+                Side::Local => &t.local_us,
+            };
+            if let Ok(mut l) = list.lock() {
+                l.push(us);
+            }
+            t.received.fetch_add(1, Ordering::Relaxed);
+            flight.fetch_sub(1, Ordering::AcqRel);
+            free.notify_one();
+        } else if text.contains("\"type\":\"error\"")
+            && t.errors.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            eprintln!("first error at a receiver: {text}");
+        }
+    }
 }
 
 /// The clock every timestamp is read from: one process, one monotonic origin.
@@ -95,7 +141,14 @@ fn stamped_offer(to: &Arc<str>, body: &Arc<str>, origin: Instant) -> Outgoing {
     Box::new(move || offer(&to, now_ns(origin), &body))
 }
 
-async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result<Vec<Pair>, Error> {
+/// Connects the pairs; `with_local`: each also gets a receiver on the
+/// sender's instance (only meaningful across instances).
+async fn connect_pairs(
+    s: &Setup,
+    origin: Instant,
+    tally: &Arc<Tally>,
+    with_local: bool,
+) -> Result<Vec<Pair>, Error> {
     let mut pairs = Vec::with_capacity(s.pairs);
     for i in 0..s.pairs {
         let room = room_name(i);
@@ -121,36 +174,28 @@ async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result
         let in_flight = Arc::new(AtomicUsize::new(0));
         let room_free = Arc::new(Notify::new());
         let (flight, free) = (in_flight.clone(), room_free.clone());
-        let (b, _) = client::join(
-            &s.url2,
-            &room,
-            |_| true,
-            move |text| {
-                if let Some(sent) = stamp_of(text) {
-                    let us = now_ns(origin).saturating_sub(sent) / 1000;
-                    if let Ok(mut l) = t.latencies_us.lock() {
-                        l.push(us);
-                    }
-                    t.received.fetch_add(1, Ordering::Relaxed);
-                    flight.fetch_sub(1, Ordering::AcqRel);
-                    free.notify_one();
-                } else if text.contains("\"type\":\"error\"")
-                    && t.errors.fetch_add(1, Ordering::Relaxed) == 0
-                {
-                    eprintln!("first error at a receiver: {text}");
-                }
-            },
-        )
-        .await?;
+        let far = receiver(t.clone(), Side::Far, origin, flight.clone(), free.clone());
+        let (b, _) = client::join(&s.url2, &room, |_| true, far).await?;
         // The sender's instance must know the receiver (across Redis too)
         // before the clock starts.
         tokio::time::timeout(Duration::from_secs(10), sees_b.notified())
             .await
             .map_err(|_| format!("pair {i}: the sender never saw the receiver join"))?;
+        let local = if with_local {
+            let near = receiver(t, Side::Local, origin, flight, free);
+            let (c, _) = client::join(&s.url, &room, |_| true, near).await?;
+            tokio::time::timeout(Duration::from_secs(10), sees_b.notified())
+                .await
+                .map_err(|_| format!("pair {i}: the sender never saw its local receiver"))?;
+            Some((c.peer_id.as_str().into(), c))
+        } else {
+            None
+        };
         pairs.push(Pair {
             a,
             b_id: b.peer_id.as_str().into(),
             _b: b,
+            local,
             in_flight,
             room_free,
         });
@@ -161,7 +206,7 @@ async fn connect_pairs(s: &Setup, origin: Instant, tally: &Arc<Tally>) -> Result
 pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
     let origin = Instant::now();
     let tally = Arc::new(Tally::default());
-    let pairs = connect_pairs(s, origin, &tally).await?;
+    let pairs = connect_pairs(s, origin, &tally, s.cross).await?;
     let before = proc_stats::read_all(&s.pids);
     let start = Instant::now();
     let mut sent: u64 = 0;
@@ -175,7 +220,12 @@ pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
         while sent < due {
             let p = &pairs[next % pairs.len()];
             next += 1;
-            let _ = p.a.tx.try_send(stamped_offer(&p.b_id, &body, origin));
+            let local_slice = (start.elapsed().as_nanos() / SLICE.as_nanos()) % 2 == 1;
+            let to = match &p.local {
+                Some((local, _)) if local_slice => local,
+                _ => &p.b_id,
+            };
+            let _ = p.a.tx.try_send(stamped_offer(to, &body, origin));
             sent += 1;
         }
     }
@@ -202,6 +252,16 @@ pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
         ("p99_us", json!(percentile(&lat, 0.99))),
         ("max_us", json!(lat.last().copied().unwrap_or(0))),
     ];
+    if s.cross {
+        let mut local = tally.local_us.lock().map(|l| l.clone()).unwrap_or_default();
+        local.sort_unstable();
+        let (far50, near50) = (percentile(&lat, 0.50), percentile(&local, 0.50));
+        fields.extend([
+            ("local_p50_us", json!(near50)),
+            ("local_p99_us", json!(percentile(&local, 0.99))),
+            ("added_p50_us", json!(far50 as i64 - near50 as i64)),
+        ]);
+    }
     fields.extend(server_fields(
         &s.pids,
         before,
@@ -214,7 +274,7 @@ pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
 pub async fn relay_throughput(s: &Setup, window: usize) -> Result<Report, Error> {
     let origin = Instant::now();
     let tally = Arc::new(Tally::default());
-    let pairs = connect_pairs(s, origin, &tally).await?;
+    let pairs = connect_pairs(s, origin, &tally, false).await?;
     let before = proc_stats::read_all(&s.pids);
     let start = Instant::now();
     let deadline = start + s.duration;
