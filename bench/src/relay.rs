@@ -216,11 +216,12 @@ pub async fn relay_latency(s: &Setup, rate: u32) -> Result<Report, Error> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while start.elapsed() < s.duration {
         tick.tick().await;
-        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        let elapsed = start.elapsed();
+        let due = (elapsed.as_secs_f64() * rate as f64) as u64;
+        let local_slice = (elapsed.as_nanos() / SLICE.as_nanos()) % 2 == 1;
         while sent < due {
             let p = &pairs[next % pairs.len()];
             next += 1;
-            let local_slice = (start.elapsed().as_nanos() / SLICE.as_nanos()) % 2 == 1;
             let to = match &p.local {
                 Some((local, _)) if local_slice => local,
                 _ => &p.b_id,
