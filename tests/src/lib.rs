@@ -3,7 +3,9 @@
 pub mod client;
 pub mod proxy;
 pub mod redis;
+pub mod nginx;
 pub mod server;
+pub mod tls;
 pub mod turn;
 
 use std::path::{Path, PathBuf};
