@@ -10,7 +10,6 @@ use clap::{CommandFactory, Parser};
 use serde_yaml_ng::{Mapping, Value};
 use signaling::Config;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -18,7 +17,6 @@ use std::time::Duration;
 const COMPOSE: &str = "docker-compose.yml";
 const NGINX: &str = "deploy/nginx.conf";
 const TURN_PROD: &str = "turn-config/turnserver.conf";
-const TURN_TEST: &str = "turn-config/turnserver-loopback-test.conf";
 
 // ---------------------------------------------------------------------------
 // Reading the files
@@ -335,7 +333,8 @@ fn dockerfile_env(instrs: &[(String, String)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The active `key[=value]` lines of a coturn config.
+/// The active `key[=value]` lines of a coturn config (the checks of the
+/// configs themselves, against a real coturn, are in `coturn_conf.rs`).
 fn turn_conf(path: &str) -> Vec<(String, String)> {
     read(path)
         .lines()
@@ -350,36 +349,6 @@ fn turn_conf(path: &str) -> Vec<(String, String)> {
 
 fn turn_value<'a>(conf: &'a [(String, String)], key: &str) -> Option<&'a str> {
     conf.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-fn ip_number(ip: IpAddr) -> (bool, u128) {
-    match ip {
-        IpAddr::V4(a) => (false, u32::from(a).into()),
-        IpAddr::V6(a) => (true, u128::from(a)),
-    }
-}
-
-/// A coturn peer range `a-b` or a single address, as numbers.
-fn ip_range(s: &str) -> (bool, u128, u128) {
-    let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let parse = |x: &str| -> IpAddr { x.parse().unwrap_or_else(|_| panic!("address {x:?}")) };
-    let ((v6, lo), (v6b, hi)) = (ip_number(parse(a)), ip_number(parse(b)));
-    assert_eq!(v6, v6b, "range {s} mixes address families");
-    assert!(lo <= hi, "range {s} is backwards");
-    (v6, lo, hi)
-}
-
-fn cidr(s: &str) -> (bool, u128, u128) {
-    let (addr, len) = s.split_once('/').unwrap_or((s, "128"));
-    let (v6, base) = ip_number(addr.parse().expect("cidr address"));
-    let bits = if v6 { 128 } else { 32 };
-    let len: u32 = len.parse::<u32>().expect("prefix length").min(bits);
-    let host = if len == 0 {
-        if v6 { u128::MAX } else { u32::MAX.into() }
-    } else {
-        (1u128 << (bits - len)) - 1
-    };
-    (v6, base & !host, (base & !host) | host)
 }
 
 // ---------------------------------------------------------------------------
@@ -917,78 +886,6 @@ fn dockerfile_builds_the_server_and_ships_the_client() {
 // coturn
 
 #[test]
-fn turnserver_conf_is_safe_for_production() {
-    let conf = turn_conf(TURN_PROD);
-    let keys: BTreeSet<&str> = conf.iter().map(|(k, _)| k.as_str()).collect();
-    for needed in [
-        "use-auth-secret",
-        "static-auth-secret",
-        "realm",
-        "fingerprint",
-        "no-cli",
-        "no-multicast-peers",
-        "stale-nonce",
-        "user-quota",
-        "total-quota",
-        "min-port",
-        "max-port",
-    ] {
-        assert!(keys.contains(needed), "{TURN_PROD} lacks {needed}");
-    }
-    for banned in [
-        "allow-loopback-peers",
-        "allowed-peer-ip",
-        "lt-cred-mech",
-        "user",
-        "cli-password",
-    ] {
-        assert!(
-            !keys.contains(banned),
-            "{TURN_PROD}: never {banned} in production"
-        );
-    }
-    let secret = turn_value(&conf, "static-auth-secret").expect("static-auth-secret");
-    assert!(
-        secret.to_ascii_uppercase().contains("REPLACE")
-            || secret.to_ascii_uppercase().contains("CHANGE"),
-        "{TURN_PROD}: static-auth-secret must be an obvious placeholder, not a real secret"
-    );
-
-    // Every loopback, private, link-local, CGNAT, multicast and IPv6
-    // equivalent range is denied as a peer.
-    let denied: Vec<(bool, u128, u128)> = conf
-        .iter()
-        .filter(|(k, _)| k == "denied-peer-ip")
-        .map(|(_, v)| ip_range(v))
-        .collect();
-    for range in [
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-        "::/128",
-        "::1/128",
-        "::ffff:0.0.0.0/96",
-        "fc00::/7",
-        "fe80::/10",
-        "ff00::/8",
-    ] {
-        let (v6, lo, hi) = cidr(range);
-        assert!(
-            denied
-                .iter()
-                .any(|&(dv6, dlo, dhi)| dv6 == v6 && dlo <= lo && hi <= dhi),
-            "{TURN_PROD}: denied-peer-ip must cover {range}"
-        );
-    }
-}
-
-#[test]
 fn coturn_service_runs_the_production_conf() {
     let c = compose();
     let conf = turn_conf(TURN_PROD);
@@ -1067,75 +964,6 @@ fn coturn_service_runs_the_production_conf() {
                 .and_then(|u| u.rsplit(':').next())
                 .unwrap_or("");
             assert_eq!(port, listen, "{name}: {url} points at coturn's port");
-        }
-    }
-}
-
-#[test]
-fn loopback_test_conf_is_test_only() {
-    let text = read(TURN_TEST);
-    let header = text.lines().next().unwrap_or("").to_ascii_uppercase();
-    assert!(
-        header.contains("TEST ONLY") && header.contains("NEVER") && header.contains("PRODUCTION"),
-        "{TURN_TEST} opens with a test-only warning: {header}"
-    );
-    let conf = turn_conf(TURN_TEST);
-    let keys: BTreeSet<&str> = conf.iter().map(|(k, _)| k.as_str()).collect();
-    for needed in [
-        "allow-loopback-peers",
-        "use-auth-secret",
-        "no-tls",
-        "no-dtls",
-        "no-cli",
-    ] {
-        assert!(keys.contains(needed), "{TURN_TEST} lacks {needed}");
-    }
-    assert_eq!(turn_value(&conf, "allowed-peer-ip"), Some("127.0.0.1"));
-    assert_eq!(turn_value(&conf, "listening-ip"), Some("127.0.0.1"));
-    assert_eq!(turn_value(&conf, "relay-ip"), Some("127.0.0.1"));
-    // Outside Linux's ephemeral range (32768-60999).
-    let min: u16 = turn_value(&conf, "min-port")
-        .expect("min-port")
-        .parse()
-        .expect("port");
-    let max: u16 = turn_value(&conf, "max-port")
-        .expect("max-port")
-        .parse()
-        .expect("port");
-    assert!(min > 60999 && max >= min, "relay range {min}-{max}");
-}
-
-#[test]
-fn turn_configs_use_only_options_coturn_knows() {
-    // coturn does not stop at an unknown option: it logs "Bad configuration
-    // format" and carries on without it. `turnserver -h` lists every option.
-    let out = match Command::new("turnserver").arg("-h").output() {
-        Ok(o) => o,
-        Err(e) => panic!(
-            "turnserver is needed to check the coturn configs ({e}); install it: \
-             apt-get install -y --no-install-recommends coturn (scripts/test does)"
-        ),
-    };
-    let help = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let known: BTreeSet<&str> = help
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter_map(|w| w.strip_prefix("--"))
-        .map(|w| w.split(['=', '[', '<']).next().unwrap_or(w))
-        .collect();
-    assert!(
-        known.contains("use-auth-secret"),
-        "unexpected turnserver -h output:\n{help}"
-    );
-    for path in [TURN_PROD, TURN_TEST] {
-        for (k, _) in turn_conf(path) {
-            assert!(
-                known.contains(k.as_str()),
-                "{path}: coturn has no option {k}"
-            );
         }
     }
 }
