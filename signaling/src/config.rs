@@ -1,6 +1,7 @@
 //! Command-line flags and `SIGNALING_*` environment variables.
 
 use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,8 +21,15 @@ pub struct Config {
     /// Redis URL (`redis://host:port/db`, `redis+unix:///path`) that joins this
     /// instance to a cluster: every instance on the same Redis and prefix
     /// shares rooms, presence and relay. Without it the instance stands alone.
-    #[arg(long, env = "SIGNALING_REDIS_URL")]
+    /// Its password never shows in `--help` or logs.
+    #[arg(long, env = "SIGNALING_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// Bytes of relayed messages the Redis write queue may hold while Redis
+    /// is slow or away; past it relays get `error` `unavailable` (presence
+    /// changes are never refused).
+    #[arg(long, env = "SIGNALING_REDIS_QUEUE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub redis_queue_bytes: usize,
 
     /// Prefix of every Redis key and channel this cluster uses.
     #[arg(long, env = "SIGNALING_REDIS_PREFIX", default_value = "sig")]
@@ -49,9 +57,15 @@ pub struct Config {
     pub web_root: Option<PathBuf>,
 
     /// Shared secret for HS256 join and admin tokens. Without it joining is open
-    /// and `/api/*` needs no token.
-    #[arg(long, env = "SIGNALING_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    /// and `/api/*` needs no token: for development only, and the server says
+    /// so loudly at start.
+    #[arg(long, env = "SIGNALING_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret, conflicts_with = "auth_secret_file")]
     pub auth_secret: Option<Secret>,
+
+    /// A file holding the auth secret (a trailing newline is ignored), so the
+    /// secret stays out of the environment and the process list.
+    #[arg(long, env = "SIGNALING_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
 
     /// STUN URLs handed to clients in `joined.ice_servers`, comma-separated
     /// (e.g. `stun:stun.example.org:3478`).
@@ -66,8 +80,12 @@ pub struct Config {
     /// The TURN server's shared secret (coturn's `static-auth-secret`): each
     /// peer gets username `<expiry>:<peer_id>` and password
     /// base64(HMAC-SHA1(secret, username)).
-    #[arg(long, env = "SIGNALING_TURN_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    #[arg(long, env = "SIGNALING_TURN_SECRET", hide_env_values = true, value_parser = parse_secret, conflicts_with = "turn_secret_file")]
     pub turn_secret: Option<Secret>,
+
+    /// A file holding the TURN secret (a trailing newline is ignored).
+    #[arg(long, env = "SIGNALING_TURN_SECRET_FILE")]
+    pub turn_secret_file: Option<PathBuf>,
 
     /// How long TURN credentials stay valid.
     #[arg(long, env = "SIGNALING_TURN_TTL", default_value = "1h", value_parser = parse_duration)]
@@ -86,6 +104,29 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "SIGNALING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// TLS certificate chain (PEM). With `--tls-key`, the server speaks HTTPS
+    /// and `wss://` itself; both files are read again when they change, so a
+    /// renewed certificate needs no restart.
+    #[arg(long, env = "SIGNALING_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for `--tls-cert`.
+    #[arg(long, env = "SIGNALING_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Addresses of reverse proxies (CIDRs or single addresses, comma-separated,
+    /// e.g. `10.0.0.0/8,::1`) whose `X-Forwarded-For` names the real client.
+    /// From anyone else the header is ignored: the client is the TCP peer.
+    #[arg(long, env = "SIGNALING_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Origins whose pages may open `/ws` (comma-separated, e.g.
+    /// `https://app.example.org`; `*` allows any). Requests without `Origin`
+    /// (non-browser clients) and same-origin pages are always allowed; other
+    /// origins get HTTP 403.
+    #[arg(long, env = "SIGNALING_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 
     #[command(flatten)]
     pub limits: Limits,
@@ -213,6 +254,44 @@ pub struct Limits {
     /// Most WebSocket connections at once; more get HTTP 503.
     #[arg(long, env = "SIGNALING_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
+
+    /// Most WebSocket connections from one client address (see
+    /// `--trusted-proxies`); more get HTTP 429.
+    #[arg(long, env = "SIGNALING_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+
+    /// Sustained `join` requests per second from one client address, over
+    /// all its connections; past it (and the burst) joins get `rate_limited`.
+    #[arg(long, env = "SIGNALING_JOIN_RATE_PER_IP", default_value_t = 10.0)]
+    pub join_rate_per_ip: f64,
+
+    /// Burst of joins from one client address above the sustained rate.
+    #[arg(long, env = "SIGNALING_JOIN_BURST_PER_IP", default_value_t = 30.0)]
+    pub join_burst_per_ip: f64,
+
+    /// Most plain HTTP connections (not yet WebSockets) at once; further ones
+    /// are closed at accept. Keeps slow or silent sockets from taking every
+    /// file descriptor.
+    #[arg(long, env = "SIGNALING_MAX_HTTP_CONNECTIONS", default_value_t = 512)]
+    pub max_http_connections: usize,
+
+    /// Most plain HTTP connections from one TCP peer (trusted proxies exempt).
+    #[arg(
+        long,
+        env = "SIGNALING_MAX_HTTP_CONNECTIONS_PER_IP",
+        default_value_t = 32
+    )]
+    pub max_http_connections_per_ip: usize,
+
+    /// How long a client may take to send a request's headers (and a TLS
+    /// handshake) before the connection is closed.
+    #[arg(long, env = "SIGNALING_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_period)]
+    pub http_header_timeout: Duration,
+
+    /// How long a plain HTTP connection may stay open before it is closed
+    /// (kept-alive connections included; WebSockets are not affected).
+    #[arg(long, env = "SIGNALING_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_period)]
+    pub http_idle_timeout: Duration,
 
     /// Messages kept for a dropped peer until it resumes.
     #[arg(long, env = "SIGNALING_RESUME_QUEUE", default_value_t = 256)]
