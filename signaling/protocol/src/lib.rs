@@ -6,12 +6,15 @@
 //!   as raw JSON slices of the received frame).
 //! - [`reply`] encodes what the server sends. Relayed payloads are pasted as
 //!   the raw JSON they arrived as, so relaying never re-encodes them.
+//! - [`ijson`] checks that what is relayed is I-JSON (RFC 7493), so it parses
+//!   wherever it is pasted.
 //! - [`ErrorCode`] is the closed list of error codes.
 //! - [`room`] holds the room-name rule.
 //! - [`messages`] has owned, typed messages for clients (the Rust client
 //!   crate and test peers), checked against the two modules above.
 
 pub mod error;
+pub mod ijson;
 pub mod messages;
 pub mod reply;
 pub mod request;

@@ -3,13 +3,17 @@
 //! A frame is parsed once into a flat set of optional raw fields, then checked
 //! against its `type`. Every field stays a slice of the frame, so the relayed
 //! payloads are never copied or re-encoded. Size limits are the server's
-//! business (they are configurable); this module only checks shapes.
+//! business (they are configurable); this module checks shapes, and that
+//! every value the server copies into other clients' frames is I-JSON
+//! ([`ijson`](crate::ijson)), so what one client sends cannot make the
+//! others' parsers fail.
 
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 use crate::ErrorCode;
+use crate::ijson;
 
 /// The longest `id` a client may attach to a request (in characters).
 pub const MAX_ID_CHARS: usize = 64;
@@ -165,7 +169,8 @@ fn valid_id(raw: &RawValue) -> bool {
     let text = raw.get();
     match text.as_bytes().first() {
         Some(b'"') => raw_str(raw).is_some_and(|s| s.chars().count() <= MAX_ID_CHARS),
-        Some(b'-' | b'0'..=b'9') => text.len() <= MAX_ID_CHARS,
+        // Echoed as `ref`: a number no double holds would break the sender's parser.
+        Some(b'-' | b'0'..=b'9') => text.len() <= MAX_ID_CHARS && ijson::check(raw).is_ok(),
         _ => false,
     }
 }
@@ -196,7 +201,7 @@ pub fn decode(frame: &str) -> Result<Envelope<'_>, DecodeError<'_>> {
     let id = match f.id {
         Some(raw) if !valid_id(raw) => {
             return Err(bad(
-                "`id` must be a string of at most 64 characters or a number",
+                "`id` must be a string of at most 64 characters or a finite number",
                 None,
             ));
         }
@@ -209,7 +214,9 @@ pub fn decode(frame: &str) -> Result<Envelope<'_>, DecodeError<'_>> {
         "join" => Request::Join(Join {
             room: req_str(f.room, "room", id)?,
             name: opt_str(f.name, "name", id)?,
-            meta: opt_object(f.meta, "meta", id)?,
+            meta: opt_object(f.meta, "meta", id)?
+                .map(|m| relayable(m, "meta", id))
+                .transpose()?,
             token: opt_str(f.token, "token", id)?,
             resume: opt_str(f.resume, "resume", id)?,
         }),
@@ -221,7 +228,7 @@ pub fn decode(frame: &str) -> Result<Envelope<'_>, DecodeError<'_>> {
             },
             to: Some(req_str(f.to, "to", id)?),
             payload: match f.sdp {
-                Some(raw) if raw.get().starts_with('"') => raw,
+                Some(raw) if raw.get().starts_with('"') => relayable(raw, "sdp", id)?,
                 _ => return Err(bad("`sdp` must be a string", id)),
             },
         },
@@ -229,23 +236,44 @@ pub fn decode(frame: &str) -> Result<Envelope<'_>, DecodeError<'_>> {
             kind: RelayKind::Candidate,
             to: Some(req_str(f.to, "to", id)?),
             payload: match f.candidate {
-                Some(raw) if is_object(raw) || raw.get() == "null" => raw,
+                Some(raw) if is_object(raw) || raw.get() == "null" => {
+                    relayable(raw, "candidate", id)?
+                }
                 _ => return Err(bad("`candidate` must be an object or null", id)),
             },
         },
         "message" => Request::Relay {
             kind: RelayKind::Message,
             to: strict_opt_str(f.to, "to", id)?,
-            payload: f.data.ok_or_else(|| bad("missing `data`", id))?,
+            payload: relayable(f.data.ok_or_else(|| bad("missing `data`", id))?, "data", id)?,
         },
         "update" => Request::Update {
-            meta: opt_object(f.meta, "meta", id)?.ok_or_else(|| bad("missing `meta`", id))?,
+            meta: relayable(
+                opt_object(f.meta, "meta", id)?.ok_or_else(|| bad("missing `meta`", id))?,
+                "meta",
+                id,
+            )?,
         },
         "leave" => Request::Leave,
         "ping" => Request::Ping,
         _ => return Err(bad("unknown message type", id)),
     };
     Ok(Envelope { id, request })
+}
+
+/// A value the server will copy into other clients' frames, once it is I-JSON.
+fn relayable<'a>(
+    raw: &'a RawValue,
+    field: &str,
+    id: Option<&'a RawValue>,
+) -> Result<&'a RawValue, DecodeError<'a>> {
+    match ijson::check(raw) {
+        Ok(()) => Ok(raw),
+        Err(why) => Err(bad(
+            format!("`{field}` is not I-JSON (RFC 7493): {why}"),
+            id,
+        )),
+    }
 }
 
 fn req_str<'a>(
@@ -412,5 +440,147 @@ mod tests {
         assert_eq!(e.id.map(RawValue::get), Some(r#""req-7""#));
         let long = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(65));
         assert!(decode(&long).unwrap_err().id.is_none());
+    }
+
+    /// Each relayed field with `v` pasted where a client puts it.
+    fn carrying(v: &str) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "meta",
+                format!(r#"{{"type":"join","room":"r","meta":{{"k":{v}}},"id":"j"}}"#),
+            ),
+            (
+                "meta",
+                format!(r#"{{"type":"update","meta":{{"a":[{v}]}},"id":"j"}}"#),
+            ),
+            (
+                "data",
+                format!(r#"{{"type":"message","data":{v},"id":"j"}}"#),
+            ),
+            (
+                "data",
+                format!(r#"{{"type":"message","to":"p","data":{{"x":{v}}},"id":"j"}}"#),
+            ),
+            (
+                "candidate",
+                format!(
+                    r#"{{"type":"candidate","to":"p","candidate":{{"candidate":{v}}},"id":"j"}}"#
+                ),
+            ),
+        ]
+    }
+
+    const BAD_STRINGS: [&str; 5] = [
+        r#""\ud800""#,
+        r#""\udc00x""#,
+        r#""\ud83dx""#,
+        r#""a\ud83d\u0041""#,
+        r#""\ud83d\\ude00""#,
+    ];
+    const BAD_NUMBERS: [&str; 4] = ["1e999", "-1e400", "1E+309", "2e308"];
+
+    #[test]
+    fn refuses_what_is_not_ijson_in_every_relayed_field() {
+        let huge = format!("1{}", "0".repeat(400));
+        let sdp: Vec<(&str, String)> = BAD_STRINGS
+            .iter()
+            .flat_map(|b| {
+                ["offer", "answer"].map(|t| {
+                    (
+                        "sdp",
+                        format!(r#"{{"type":"{t}","to":"p","sdp":{b},"id":"j"}}"#),
+                    )
+                })
+            })
+            .collect();
+        let bad = BAD_STRINGS
+            .iter()
+            .copied()
+            .chain(BAD_NUMBERS)
+            .chain([huge.as_str()])
+            .flat_map(carrying)
+            .chain(sdp)
+            // Member names are strings too.
+            .chain(carrying(r#"{"\udfff":1}"#))
+            .chain(carrying(r#"{"a":1,"b":2,"a":3}"#))
+            .chain(carrying(r#"{"a":1,"\u0061":2}"#));
+        let mut n = 0;
+        for (field, frame) in bad {
+            let e = decode(&frame).expect_err(&frame);
+            assert_eq!(e.code, ErrorCode::BadMessage, "{frame}");
+            assert_eq!(e.id.map(RawValue::get), Some(r#""j""#), "{frame}");
+            assert!(
+                e.message.contains(&format!("`{field}`")) && e.message.contains("I-JSON"),
+                "{frame}: {}",
+                e.message
+            );
+            n += 1;
+        }
+        assert_eq!(n, 10 * 5 + 10 + 3 * 5);
+    }
+
+    #[test]
+    fn a_repeated_name_in_a_large_object_is_found() {
+        let members: Vec<String> = (0..5000).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let frame = format!(
+            r#"{{"type":"message","data":{{{},"k4999":0}}}}"#,
+            members.join(",")
+        );
+        let e = decode(&frame).expect_err("repeated k4999");
+        assert!(e.message.contains("k4999"), "{}", e.message);
+        let ok = format!(r#"{{"type":"message","data":{{{}}}}}"#, members.join(","));
+        assert!(decode(&ok).is_ok());
+    }
+
+    #[test]
+    fn refuses_deep_nesting() {
+        let deep = |n: usize| {
+            format!(
+                r#"{{"type":"message","data":{}1{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(decode(&deep(crate::ijson::MAX_DEPTH)).is_ok());
+        let too_deep = deep(crate::ijson::MAX_DEPTH + 1);
+        let e = decode(&too_deep).expect_err("too deep");
+        assert!(e.message.contains("`data`"), "{}", e.message);
+        assert!(decode(&deep(10_000)).is_err());
+    }
+
+    #[test]
+    fn keeps_valid_escapes_and_numbers() {
+        for v in [
+            r#""\ud83d\ude00""#,
+            r#""\uD83D\uDE00 and \u00e9 \u2014 \\u""#,
+            r#""\\ud800""#,
+            "1e308",
+            "-1e308",
+            "1.7976931348623157e308",
+            "-0",
+            "-0.0",
+            "1e-400",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            r#"{"a":{"a":1},"b":[{"a":1},{"a":2}]}"#,
+            r#"{"\ud83d\ude00":1,"x":"\u0000"}"#,
+        ] {
+            for (_, frame) in carrying(v) {
+                decode(&frame).unwrap_or_else(|e| panic!("{frame}: {e}"));
+            }
+        }
+        for v in [r#""\ud83d\ude00""#, r#""v=0\r\n\u0041""#] {
+            let frame = format!(r#"{{"type":"offer","to":"p","sdp":{v}}}"#);
+            decode(&frame).unwrap_or_else(|e| panic!("{frame}: {e}"));
+        }
+    }
+
+    #[test]
+    fn an_id_no_double_holds_is_not_echoed() {
+        let e = decode(r#"{"type":"ping","id":1e999}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadMessage);
+        assert!(e.id.is_none());
+        assert!(decode(r#"{"type":"ping","id":-0}"#).is_ok());
     }
 }
