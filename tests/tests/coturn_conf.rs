@@ -101,6 +101,25 @@ fn turnserver_conf_is_safe_for_production() {
         "{TURN_PROD}: static-auth-secret must be an obvious placeholder, not a real secret"
     );
 
+    // TLS for `turns:` from the mounted certificate; no DTLS (no browser
+    // speaks it).
+    for needed in ["tls-listening-port", "cert", "pkey", "no-dtls"] {
+        assert!(keys.contains(needed), "{TURN_PROD} lacks {needed}");
+    }
+    assert!(
+        !keys.contains("no-tls"),
+        "{TURN_PROD}: the TLS listener is on"
+    );
+    assert_eq!(turn_value(&conf, "tls-listening-port"), Some("5349"));
+    assert_eq!(
+        turn_value(&conf, "cert"),
+        Some("/etc/coturn/certs/cert.pem")
+    );
+    assert_eq!(turn_value(&conf, "pkey"), Some("/etc/coturn/certs/key.pem"));
+    for needed in ["max-bps", "bps-capacity"] {
+        assert!(keys.contains(needed), "{TURN_PROD} lacks {needed}");
+    }
+
     // Every loopback, private, link-local, CGNAT, multicast and IPv6
     // equivalent range is denied as a peer.
     let denied: Vec<(bool, u128, u128)> = conf
@@ -108,6 +127,22 @@ fn turnserver_conf_is_safe_for_production() {
         .filter(|(k, _)| k == "denied-peer-ip")
         .map(|(_, v)| ip_range(v))
         .collect();
+    for &(v6, lo, hi) in &denied {
+        if !v6 {
+            continue;
+        }
+        // coturn 4.6 reads a `::` bound as "no bound": `denied-peer-ip=::`
+        // denied every peer of both families.
+        assert!(
+            lo != 0 && hi != 0,
+            "{TURN_PROD}: an IPv6 denied range starts or ends at ::"
+        );
+        assert!(
+            is_byte_box(lo, hi),
+            "{TURN_PROD}: coturn compares IPv6 bounds byte by byte, {lo:x}-{hi:x} is not a prefix-shaped range"
+        );
+    }
+    let merged = merge(denied);
     for range in [
         "0.0.0.0/8",
         "10.0.0.0/8",
@@ -118,21 +153,59 @@ fn turnserver_conf_is_safe_for_production() {
         "192.168.0.0/16",
         "224.0.0.0/4",
         "240.0.0.0/4",
-        "::/128",
+        // `::` itself coturn always refuses; the rest of ::/96
+        // (IPv4-compatible, ::7f00:1 = 127.0.0.1) is denied here.
+        "::1-::ffff:ffff",
         "::1/128",
         "::ffff:0.0.0.0/96",
+        "64:ff9b::/96",
+        "2001:db8::/32",
+        "2002::/16",
         "fc00::/7",
         "fe80::/10",
+        "fec0::/10",
         "ff00::/8",
     ] {
-        let (v6, lo, hi) = cidr(range);
+        let (v6, lo, hi) = if range.contains('-') {
+            ip_range(range)
+        } else {
+            cidr(range)
+        };
         assert!(
-            denied
+            merged
                 .iter()
                 .any(|&(dv6, dlo, dhi)| dv6 == v6 && dlo <= lo && hi <= dhi),
             "{TURN_PROD}: denied-peer-ip must cover {range}"
         );
     }
+}
+
+/// Whether the numbers lo..=hi are exactly the addresses whose every byte
+/// lies between lo's and hi's byte (how coturn 4.6 tests an IPv6 range):
+/// equal leading bytes, one byte that differs, then 00.. and ff...
+fn is_byte_box(lo: u128, hi: u128) -> bool {
+    let (a, b) = (lo.to_be_bytes(), hi.to_be_bytes());
+    match (0..16).find(|&i| a[i] != b[i]) {
+        None => true,
+        Some(k) => {
+            a[k] < b[k]
+                && a[k + 1..].iter().all(|&x| x == 0)
+                && b[k + 1..].iter().all(|&x| x == 0xff)
+        }
+    }
+}
+
+/// Overlapping or adjacent ranges of one family joined.
+fn merge(mut ranges: Vec<(bool, u128, u128)>) -> Vec<(bool, u128, u128)> {
+    ranges.sort();
+    let mut out: Vec<(bool, u128, u128)> = Vec::new();
+    for (v6, lo, hi) in ranges {
+        match out.last_mut() {
+            Some(last) if last.0 == v6 && lo <= last.2.saturating_add(1) => last.2 = last.2.max(hi),
+            _ => out.push((v6, lo, hi)),
+        }
+    }
+    out
 }
 
 #[test]
