@@ -61,6 +61,18 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .unwrap_or_else(|e| panic!("{label}: connect {url}: {e}"));
+        Client::over(ws, label)
+    }
+
+    /// A `wss://` connection that trusts `cert` (a test certificate).
+    pub async fn connect_tls(url: &str, cert: &crate::tls::TestCert, label: &str) -> Client {
+        let ws = crate::tls::connect_wss(url, cert)
+            .await
+            .unwrap_or_else(|e| panic!("{label}: connect {url}: {e}"));
+        Client::over(ws, label)
+    }
+
+    fn over(ws: WebSocketStream<MaybeTlsStream<TcpStream>>, label: &str) -> Client {
         Client {
             label: label.into(),
             ws,

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 pub struct TestCert {
     pub dir: PathBuf,
@@ -54,4 +57,34 @@ impl TestCert {
             .expect("openssl runs");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
+}
+
+impl TestCert {
+    /// A rustls client configuration that trusts this certificate only.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for der in CertificateDer::pem_file_iter(&self.cert).expect("test certificate") {
+            roots.add(der.expect("PEM")).expect("a usable root");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+}
+
+/// Opens a `wss://` WebSocket that trusts `cert`.
+pub async fn connect_wss(
+    url: &str,
+    cert: &TestCert,
+) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, tokio_tungstenite::tungstenite::Error> {
+    let connector = Connector::Rustls(cert.client_config());
+    let (ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector)).await?;
+    Ok(ws)
 }
