@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -14,7 +14,10 @@ use signaling_protocol::room::is_valid_room;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tracing::debug;
 
+use crate::admission;
 use crate::auth::now_unix;
 use crate::ids::RoomId;
 use crate::server::App;
@@ -24,7 +27,16 @@ use crate::session;
 const WRITE_BUFFER: usize = 8 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
-    let web = ServeDir::new(&app.web_root).append_index_html_on_directories(true);
+    let web = tower::ServiceBuilder::new()
+        .layer(header_layer(header::CONTENT_SECURITY_POLICY, CSP))
+        .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header_layer(header::REFERRER_POLICY, "no-referrer"))
+        .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header_layer(
+            HeaderName::from_static("permissions-policy"),
+            PERMISSIONS_POLICY,
+        ))
+        .service(ServeDir::new(&app.web_root).append_index_html_on_directories(true));
     Router::new()
         .route("/ws", get(ws))
         .route("/healthz", get(healthz))
@@ -36,6 +48,17 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// The call page's Content-Security-Policy: its own scripts and styles only,
+/// its WebSocket (same origin: CSP3's `'self'` covers ws: and wss:), camera
+/// streams, and no framing. The nginx front sends the same.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// Camera, microphone and screen sharing for the page itself, nobody else.
+pub const PERMISSIONS_POLICY: &str = "camera=(self), microphone=(self), display-capture=(self)";
+
+fn header_layer(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+}
+
 #[derive(Deserialize)]
 struct WsQuery {
     token: Option<String>,
@@ -43,7 +66,8 @@ struct WsQuery {
 
 async fn ws(
     State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(q): Query<WsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -52,6 +76,26 @@ async fn ws(
     if app.hub.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    let client = admission::client_addr(peer, &headers, &app.config.trusted_proxies);
+    if !admission::origin_allowed(&headers, &app.config.allowed_origins) {
+        debug!(%client, origin = ?headers.get(header::ORIGIN), "websocket refused: origin");
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    let slot = match app
+        .per_ip
+        .acquire(client, app.config.limits.max_connections_per_ip)
+    {
+        Ok(slot) => slot,
+        Err(e) => {
+            debug!(%client, "websocket refused: {e}");
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from this address\n",
+            )
+                .into_response();
+        }
+    };
+    let remote = session::Remote { client, slot };
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),

@@ -27,6 +27,7 @@
 //! | `main.rs` | the binary: flags, logging, signals |
 //! | `config.rs` | flags and `SIGNALING_*` variables, limits |
 //! | `server.rs` | [`bind`] / [`Server::serve`], the drain on shutdown |
+//! | `admission.rs` | who may open `/ws`: client address via trusted proxies, Origin, per-address cap |
 //! | `http.rs` | routes: `/ws`, `/healthz`, `/readyz`, `/metrics`, `/api/*`, `/` |
 //! | `session.rs` | one connection's loop and deadlines, request handling, clean-up |
 //! | `socket.rs` | one connection's WebSocket: reads, batched writes, pings, close handshake |
@@ -50,6 +51,7 @@
 //!
 //! The JSON shape of every message lives in the `signaling-protocol` crate.
 
+pub mod admission;
 pub mod auth;
 pub mod bus;
 pub mod config;

@@ -1,6 +1,8 @@
 //! Per-connection rate limit: a token bucket, plus the rule that tells a
 //! burst from a flood.
 
+use dashmap::DashMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Refusals counted over this window decide whether a client keeps flooding.
@@ -60,9 +62,78 @@ impl RateLimiter {
     }
 }
 
+/// A token bucket per client address, shared by all its connections (the
+/// per-IP join rate). Buckets that have refilled carry no information and
+/// are swept once the map grows, so its size follows the addresses active
+/// within the last `burst / rate` seconds.
+pub struct PerIpRate {
+    rate: f64,
+    burst: f64,
+    buckets: DashMap<IpAddr, (f64, Instant)>,
+}
+
+/// Buckets kept before full ones are swept.
+const SWEEP_AT: usize = 4096;
+
+impl PerIpRate {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        PerIpRate {
+            rate: rate.max(0.0),
+            burst: burst.max(1.0),
+            buckets: DashMap::new(),
+        }
+    }
+
+    /// Takes one token for `ip`; false when its bucket is empty.
+    pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.buckets.len() >= SWEEP_AT {
+            self.sweep(now);
+        }
+        let mut b = self.buckets.entry(ip).or_insert((self.burst, now));
+        let (tokens, last) = *b;
+        let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate)
+            .min(self.burst);
+        let allowed = tokens >= 1.0;
+        *b = (if allowed { tokens - 1.0 } else { tokens }, now);
+        allowed
+    }
+
+    fn sweep(&self, now: Instant) {
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets.retain(|_, (tokens, last)| {
+            *tokens + now.saturating_duration_since(*last).as_secs_f64() * rate < burst
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_ip_rate_is_shared_and_refills() {
+        let r = PerIpRate::new(1.0, 3.0);
+        let (a, b): (IpAddr, IpAddr) = (
+            "192.0.2.1".parse().expect("ip"),
+            "192.0.2.2".parse().expect("ip"),
+        );
+        let t = Instant::now();
+        assert!((0..3).all(|_| r.allow(a, t)));
+        assert!(!r.allow(a, t), "burst spent");
+        assert!(r.allow(b, t), "another address has its own bucket");
+        assert!(r.allow(a, t + Duration::from_millis(1100)), "refilled");
+    }
+
+    #[test]
+    fn per_ip_rate_forgets_full_buckets() {
+        let r = PerIpRate::new(1000.0, 1.0);
+        let t = Instant::now();
+        for i in 0..(SWEEP_AT as u32 + 10) {
+            r.allow(IpAddr::from(i.to_be_bytes()), t);
+        }
+        r.allow("192.0.2.9".parse().expect("ip"), t + Duration::from_secs(1));
+        assert!(r.buckets.len() < 100, "{} buckets kept", r.buckets.len());
+    }
 
     #[test]
     fn burst_then_refuse_then_close() {

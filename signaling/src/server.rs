@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admission::PerIp;
 use crate::auth::Auth;
 use crate::bus::redis::{RedisBus, RedisConfig};
 use crate::bus::{Bus, memory::MemoryBus};
@@ -21,6 +22,7 @@ use crate::ice::IceConfig;
 use crate::ids::{NodeId, random_hex};
 use crate::metrics::Metrics;
 use crate::outbox::CloseCause;
+use crate::ratelimit::PerIpRate;
 
 /// Everything a request handler or session needs; shared by all of them.
 pub struct App {
@@ -34,6 +36,10 @@ pub struct App {
     /// Every WebSocket session, so shutdown can wait for them (axum's graceful
     /// shutdown does not track upgraded connections).
     pub sessions: TaskTracker,
+    /// Open WebSockets per client address (`--max-connections-per-ip`).
+    pub per_ip: Arc<PerIp>,
+    /// Joins per client address (`--join-rate-per-ip`).
+    pub join_rate: PerIpRate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +53,38 @@ pub enum StartError {
     Redis(#[from] crate::bus::redis::BadUrl),
     #[error("--max-read-bytes ({read}) must be at least --max-frame-bytes ({frame})")]
     ReadLimit { read: usize, frame: usize },
+    #[error("cannot read the secret file {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the secret file {0} is empty")]
+    EmptySecret(PathBuf),
+}
+
+/// A secret from `--*-secret-file`: the file's text without its trailing
+/// newline (what `echo secret > file` leaves).
+fn read_secret(path: &std::path::Path) -> Result<crate::config::Secret, StartError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StartError::SecretFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(StartError::EmptySecret(path.to_path_buf()));
+    }
+    Ok(secret.into())
+}
+
+/// Fills `auth_secret` and `turn_secret` from their `_FILE` forms.
+pub fn resolve_secrets(config: &mut Config) -> Result<(), StartError> {
+    if let Some(p) = &config.auth_secret_file {
+        config.auth_secret = Some(read_secret(p)?);
+    }
+    if let Some(p) = &config.turn_secret_file {
+        config.turn_secret = Some(read_secret(p)?);
+    }
+    Ok(())
 }
 
 /// A bound, not yet serving server.
@@ -71,7 +109,8 @@ const GOAWAY_RETRY_AFTER: Duration = Duration::from_millis(250);
 /// After the drain, how long closed connections get to finish their close.
 const FINAL_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-pub async fn bind(config: Config) -> Result<Server, StartError> {
+pub async fn bind(mut config: Config) -> Result<Server, StartError> {
+    resolve_secrets(&mut config)?;
     if config.limits.max_read_bytes < config.limits.max_frame_bytes {
         return Err(StartError::ReadLimit {
             read: config.limits.max_read_bytes,
@@ -111,6 +150,11 @@ pub async fn bind(config: Config) -> Result<Server, StartError> {
         auth: config.auth_secret.as_ref().map(|s| Auth::new(s.expose())),
         ice: IceConfig::from_config(&config),
         web_root: config.web_root.clone().unwrap_or_else(default_web_root),
+        per_ip: Arc::new(PerIp::default()),
+        join_rate: PerIpRate::new(
+            config.limits.join_rate_per_ip,
+            config.limits.join_burst_per_ip,
+        ),
         config,
         hub,
         metrics,
@@ -181,6 +225,14 @@ impl Server {
             cluster = app.config.redis_url.is_some(),
             "signaling server listening"
         );
+        if app.auth.is_none() {
+            warn!(
+                "OPEN MODE: no --auth-secret, so anyone who can reach this server can join any \
+                 room, list every room and its members at /api/rooms, and answer the offers in \
+                 them. Fine on a laptop; never expose it. Set --auth-secret (or \
+                 SIGNALING_AUTH_SECRET_FILE) before anyone else can reach it."
+            );
+        }
         let stop_listening = CancellationToken::new();
         let router = crate::http::router(app.clone());
         // Signaling frames are small and each one is urgent: without

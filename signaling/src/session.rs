@@ -12,12 +12,13 @@ use serde_json::value::RawValue;
 use signaling_protocol::reply::{self, LeaveReason};
 use signaling_protocol::request::Join;
 use signaling_protocol::{ErrorCode, RelayKind, Request, decode, room::is_valid_room};
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, info};
 
+use crate::admission::Slot;
 use crate::auth::now_unix;
 use crate::hub::room::ConnId;
 use crate::hub::{JoinRequest, Membership, Refusal};
@@ -50,6 +51,14 @@ struct Session {
     query_token: Option<String>,
     membership: Option<Membership>,
     ever_joined: bool,
+    remote: Remote,
+}
+
+/// Where a connection comes from: the client's address (through trusted
+/// proxies) and its place under the per-address cap, held for its life.
+pub struct Remote {
+    pub client: IpAddr,
+    pub slot: Slot,
 }
 
 /// Registers the connection and returns its task, which runs until the
@@ -58,13 +67,13 @@ pub fn run(
     ws: WebSocket,
     app: Arc<App>,
     query_token: Option<String>,
-    remote: SocketAddr,
+    remote: Remote,
 ) -> impl Future<Output = ()> {
     let limits = &app.config.limits;
     let outbox = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
     let conn = app.hub.register(outbox.clone());
     app.metrics.connection_opened();
-    info!(conn, %remote, "connection opened");
+    info!(conn, client = %remote.client, "connection opened");
     let mut socket = Socket::new(ws, outbox.ctl().clone(), app.metrics.clone());
     let mut session = Session {
         rate: RateLimiter::new(limits.rate, limits.rate_burst, limits.flood_close_after),
@@ -74,6 +83,7 @@ pub fn run(
         query_token,
         membership: None,
         ever_joined: false,
+        remote,
     };
     // An async block, not an async fn, and the two are only borrowed in it:
     // an async fn's future keeps its arguments twice (as they came, and
@@ -284,6 +294,14 @@ impl Session {
             return Err(refusal(
                 ErrorCode::AlreadyJoined,
                 "already in a room: leave it first",
+            ));
+        }
+        // Shared by every connection of the address: a client cannot spread
+        // a join storm over many sockets.
+        if !self.app.join_rate.allow(self.remote.client, Instant::now()) {
+            return Err(refusal(
+                ErrorCode::RateLimited,
+                "too many joins from this address: try again shortly",
             ));
         }
         if !is_valid_room(&join.room, limits.max_room_len) {
