@@ -130,6 +130,35 @@ pub struct Config {
 
     #[command(flatten)]
     pub limits: Limits,
+
+    /// A command other than serving (none: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Mints a join token with the auth secret (`--auth-secret`,
+    /// `SIGNALING_AUTH_SECRET` or its `_FILE`) and prints an invite link for
+    /// the browser client, with the token in the link's fragment (never sent
+    /// to any server, so it stays out of access logs).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The room the token admits to (`*` for any room).
+    #[arg(long)]
+    pub room: String,
+    /// The display name (the token's `sub`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How long the token stays valid.
+    #[arg(long, default_value = "24h", value_parser = parse_period)]
+    pub ttl: Duration,
+    /// The call page's address, as the people you invite reach it.
+    #[arg(long, default_value = "http://localhost:8080/")]
+    pub url: String,
 }
 
 /// A secret from the command line or environment; `Debug` never shows it.

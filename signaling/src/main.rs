@@ -1,10 +1,13 @@
 use clap::Parser;
-use signaling::config::{Config, LogFormat};
+use signaling::config::{Command, Config, LogFormat, TokenArgs};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() {
-    let config = Config::parse();
+    let mut config = Config::parse();
+    if let Some(Command::Token(args)) = config.command.take() {
+        std::process::exit(print_invite(&mut config, &args));
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match config.log_format {
@@ -55,4 +58,42 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// `signaling token`: a join token and the invite link that carries it.
+fn print_invite(config: &mut Config, args: &TokenArgs) -> i32 {
+    if let Err(e) = signaling::server::resolve_secrets(config) {
+        eprintln!("signaling token: {e}");
+        return 2;
+    }
+    let Some(secret) = &config.auth_secret else {
+        eprintln!(
+            "signaling token: no auth secret: give --auth-secret, SIGNALING_AUTH_SECRET or \
+             SIGNALING_AUTH_SECRET_FILE (the same one the server runs with)"
+        );
+        return 2;
+    };
+    let room_ok = args.room == "*"
+        || signaling_protocol::room::is_valid_room(&args.room, config.limits.max_room_len);
+    if !room_ok {
+        eprintln!("signaling token: `{}` is not a valid room name", args.room);
+        return 2;
+    }
+    let mut claims = serde_json::json!({
+        "room": args.room,
+        "exp": signaling::auth::now_unix() + args.ttl.as_secs(),
+    });
+    if let Some(name) = &args.name {
+        claims["sub"] = name.clone().into();
+    }
+    let token = signaling::auth::Auth::new(secret.expose()).sign(&claims);
+    let room = if args.room == "*" {
+        ""
+    } else {
+        args.room.as_str()
+    };
+    let sep = if args.url.contains('?') { '&' } else { '?' };
+    println!("{token}");
+    println!("{}{sep}room={room}#token={token}", args.url);
+    0
 }

@@ -254,3 +254,82 @@ fn help_documents_every_flag_and_its_variable() {
         "--help names the env variables"
     );
 }
+
+#[test]
+fn token_prints_an_invite_link_the_server_accepts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_signaling"))
+        .args(["token", "--room", "standup", "--name", "Ada", "--ttl", "1h"])
+        .args(["--url", "https://call.example/"])
+        .env("SIGNALING_AUTH_SECRET", SECRET)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    let token = lines.next().expect("the token").to_string();
+    let link = lines.next().expect("the invite link");
+    assert_eq!(
+        link,
+        format!("https://call.example/?room=standup#token={token}")
+    );
+    let claims = signaling::auth::Auth::new(SECRET)
+        .verify_join(&token, "standup", signaling::auth::now_unix())
+        .expect("a valid join token for the room");
+    assert_eq!(claims.sub.as_deref(), Some("Ada"));
+    let ttl = claims.exp - signaling::auth::now_unix();
+    assert!((3500..=3600).contains(&ttl), "exp {ttl} s away");
+    assert!(
+        signaling::auth::Auth::new(SECRET)
+            .verify_join(&token, "another-room", signaling::auth::now_unix())
+            .is_err()
+    );
+
+    // Without a secret it says what is missing.
+    let out = Command::new(env!("CARGO_BIN_EXE_signaling"))
+        .args(["token", "--room", "standup"])
+        .env_remove("SIGNALING_AUTH_SECRET")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no auth secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_mode_says_so_and_the_redis_password_never_shows() {
+    let url = "redis://:hunter2-redis-password@127.0.0.1:1/";
+    let help = Command::new(env!("CARGO_BIN_EXE_signaling"))
+        .arg("--help")
+        .env("SIGNALING_REDIS_URL", url)
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--redis-url"));
+    assert!(!help.contains("hunter2"), "--help shows the Redis password");
+
+    let mut server = start(&["--redis-url", url]);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if let Ok(l) = server.logs.recv_timeout(Duration::from_millis(100)) {
+            seen.push(l);
+        }
+    }
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    while let Ok(l) = server.logs.try_recv() {
+        seen.push(l);
+    }
+    let all = seen.join("\n");
+    assert!(
+        all.contains("OPEN MODE"),
+        "no open-mode warning at start:\n{all}"
+    );
+    assert!(
+        !all.contains("hunter2"),
+        "a log shows the Redis password:\n{all}"
+    );
+}
