@@ -129,6 +129,7 @@ pub async fn bind(mut config: Config) -> Result<Server, StartError> {
                 url: url.clone(),
                 prefix: config.redis_prefix.clone(),
                 node_timeout: config.node_timeout,
+                queue_bytes: config.redis_queue_bytes,
                 stream_maxlen: config.presence_stream_maxlen,
             },
             node.clone(),

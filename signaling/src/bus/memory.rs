@@ -33,9 +33,19 @@ impl Bus for MemoryBus {
     fn unwatch(&self, _room: &RoomId) {}
 
     /// Never called: with one instance every member is local.
-    fn send_direct(&self, _node: &NodeId, _room: &RoomId, _to: &PeerId, _text: Utf8Bytes) {}
+    fn send_direct(
+        &self,
+        _node: &NodeId,
+        _room: &RoomId,
+        _to: &PeerId,
+        _text: Utf8Bytes,
+    ) -> Result<(), BusError> {
+        Ok(())
+    }
 
-    fn broadcast(&self, _room: &RoomId, _text: Utf8Bytes) {}
+    fn broadcast(&self, _room: &RoomId, _text: Utf8Bytes) -> Result<(), BusError> {
+        Ok(())
+    }
 
     fn claim<'a>(
         &'a self,

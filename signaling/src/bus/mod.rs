@@ -93,6 +93,10 @@ pub struct RoomSummary {
 pub enum BusError {
     #[error("presence store unavailable: {0}")]
     Unavailable(String),
+    /// What waits to be written to the other nodes is at its byte cap
+    /// (`--redis-queue-bytes`): the relay was not queued.
+    #[error("the write queue to the cluster is full")]
+    Backlogged,
 }
 
 /// Traffic for this node from the others, about one room.
@@ -140,11 +144,19 @@ pub trait Bus: Send + Sync + 'static {
     /// Stops receiving the traffic of `room` (no local members left).
     fn unwatch(&self, room: &RoomId);
 
-    /// Sends an encoded frame to a peer held by `node`.
-    fn send_direct(&self, node: &NodeId, room: &RoomId, to: &PeerId, text: Utf8Bytes);
+    /// Sends an encoded frame to a peer held by `node`. Never waits; an
+    /// `Err` means it was not queued (nothing will be sent).
+    fn send_direct(
+        &self,
+        node: &NodeId,
+        room: &RoomId,
+        to: &PeerId,
+        text: Utf8Bytes,
+    ) -> Result<(), BusError>;
 
-    /// Sends an encoded frame to the room's members on other nodes.
-    fn broadcast(&self, room: &RoomId, text: Utf8Bytes);
+    /// Sends an encoded frame to the room's members on other nodes. Never
+    /// waits; an `Err` means it was not queued.
+    fn broadcast(&self, room: &RoomId, text: Utf8Bytes) -> Result<(), BusError>;
 
     /// Asks `node` to hand over its peer `peer` for a resume here. `Ok(None)`:
     /// it refused (wrong secret, or the peer is gone).
@@ -175,6 +187,13 @@ pub trait Bus: Send + Sync + 'static {
     /// elsewhere), so a draining node should wait for its held peers.
     fn is_shared(&self) -> bool {
         false
+    }
+
+    /// Bytes waiting to be written to the other nodes (relays, presence
+    /// changes, hand-overs), for a gauge. Relays are refused past the
+    /// engine's cap; presence changes are always kept.
+    fn queued_bytes(&self) -> usize {
+        0
     }
 
     /// Whether the engine can serve right now (for `/readyz`).

@@ -58,6 +58,24 @@ fn refuse(code: ErrorCode, message: &'static str) -> Refusal {
     Refusal { code, message }
 }
 
+/// A join under way into `room`: while it lives the room stays (see
+/// [`Room::joining`]); dropped, however the join ended (joined, refused for
+/// any reason, or abandoned), it forgets the room if nothing else needs it,
+/// so a failed join leaves no room and no bus subscription behind.
+pub(crate) struct JoinHold<'a> {
+    hub: &'a Hub,
+    room: RoomId,
+}
+
+impl Drop for JoinHold<'_> {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.hub.rooms.get_mut(&self.room) {
+            r.joining = r.joining.saturating_sub(1);
+        }
+        self.hub.forget_if_unused(&self.room);
+    }
+}
+
 /// What a session asks for when it joins.
 pub struct JoinRequest<'a> {
     pub room: RoomId,
@@ -192,18 +210,10 @@ impl Hub {
             unix_ms(),
         ));
         let secret = random_hex(16);
+        let _hold = self.ensure_view(&req.room).await;
         {
-            let mut room = loop {
-                self.ensure_view(&req.room).await;
-                // The room can vanish between the two steps if its last local
-                // member just left: then it is watched afresh.
-                if let Some(room) = self.rooms.get_mut(&req.room) {
-                    break room;
-                }
-            };
+            let mut room = self.room_held(&req.room)?;
             if room.members.len() >= self.limits.max_room_peers {
-                drop(room);
-                self.forget_if_unused(&req.room);
                 return Err(refuse(ErrorCode::RoomFull, "the room is full"));
             }
             req.welcome(&room, &peer, &secret);
@@ -260,7 +270,13 @@ impl Hub {
                     // Queued in order behind this sender's earlier messages.
                     let to = member.info.id.clone();
                     self.bus
-                        .send_direct(&node, &from.room, &to, frame.text.clone());
+                        .send_direct(&node, &from.room, &to, frame.text.clone())
+                        .map_err(|_| {
+                            refuse(
+                                ErrorCode::Unavailable,
+                                "the link to the peer's instance is backed up: message not sent",
+                            )
+                        })?;
                 }
                 1
             }
@@ -272,8 +288,14 @@ impl Hub {
                         n += 1;
                     }
                 }
-                if room.has_remote() {
-                    self.bus.broadcast(&from.room, frame.text.clone());
+                if room.has_remote() && self.bus.broadcast(&from.room, frame.text.clone()).is_err()
+                {
+                    drop(room);
+                    self.metrics.relayed(kind, n);
+                    return Err(refuse(
+                        ErrorCode::Unavailable,
+                        "the link to other instances is backed up: the message reached only peers on this one",
+                    ));
                 }
                 n
             }
@@ -403,9 +425,22 @@ impl Hub {
         true
     }
 
-    /// Drops the room from this node once no local member is left in it.
+    /// The room a [`JoinHold`] keeps. Only a bug could make it vanish: then
+    /// the join is refused rather than the server brought down.
+    fn room_held(
+        &self,
+        room: &RoomId,
+    ) -> Result<dashmap::mapref::one::RefMut<'_, RoomId, Room>, Refusal> {
+        self.rooms.get_mut(room).ok_or(refuse(
+            ErrorCode::Unavailable,
+            "the room could not be opened: try again",
+        ))
+    }
+
+    /// Drops the room from this node (and stops watching it) once nothing
+    /// here needs it: no local member and no join under way.
     fn forget_if_unused(&self, room: &RoomId) {
-        let unused = |_: &RoomId, r: &Room| !r.has_local() && matches!(r.sync, SyncState::Ready);
+        let unused = |_: &RoomId, r: &Room| !r.in_use() && matches!(r.sync, SyncState::Ready);
         if self.rooms.remove_if(room, unused).is_some() {
             self.bus.unwatch(room);
         }

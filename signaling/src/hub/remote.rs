@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, warn};
 
-use super::Hub;
 use super::resume::constant_time_eq;
 use super::room::{Member, Presence, Room, SyncState};
+use super::{Hub, JoinHold};
 use crate::bus::{Handoff, Inbound, InboundHandler, PeerInfo, PresenceEvent};
 use crate::ids::{NodeId, PeerId, RoomId};
 use crate::outbox::CloseCause;
@@ -24,23 +24,43 @@ use crate::outbox::Frame;
 impl Hub {
     /// Makes sure this node knows `room`'s remote members, asking the
     /// cluster if it is the first to need them. Concurrent joiners wait.
-    pub(super) async fn ensure_view(&self, room: &RoomId) {
-        let waiting = match self.rooms.entry(room.clone()) {
-            Entry::Occupied(e) => match &e.get().sync {
-                SyncState::Ready => return,
-                SyncState::Pending { done, .. } => Some(done.subscribe()),
-            },
+    /// The room stays at least as long as the returned hold.
+    pub(super) async fn ensure_view(&self, room: &RoomId) -> JoinHold<'_> {
+        enum Next {
+            Ready,
+            Wait(tokio::sync::watch::Receiver<bool>),
+            Sync,
+        }
+        let next = match self.rooms.entry(room.clone()) {
+            Entry::Occupied(mut e) => {
+                let r = e.get_mut();
+                r.joining += 1;
+                match &r.sync {
+                    SyncState::Ready => Next::Ready,
+                    SyncState::Pending { done, .. } => Next::Wait(done.subscribe()),
+                }
+            }
             Entry::Vacant(v) => {
-                v.insert(Room::pending().0);
-                None
+                let mut r = Room::pending().0;
+                r.joining = 1;
+                v.insert(r);
+                Next::Sync
             }
         };
-        match waiting {
-            Some(mut rx) => {
+        // Taken before any wait, so that even a join given up half-way
+        // releases the room.
+        let hold = JoinHold {
+            hub: self,
+            room: room.clone(),
+        };
+        match next {
+            Next::Ready => {}
+            Next::Wait(mut rx) => {
                 let _ = rx.wait_for(|done| *done).await;
             }
-            None => self.sync_view(room).await,
+            Next::Sync => self.sync_view(room).await,
         }
+        hold
     }
 
     async fn sync_view(&self, room_id: &RoomId) {

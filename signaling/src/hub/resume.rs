@@ -36,9 +36,11 @@ impl Hub {
             )
         };
         let (peer, secret) = token.split_once('.').ok_or_else(failed)?;
-        self.ensure_view(&req.room).await;
+        // Kept to the end, whatever fails: a resume that finds nobody must
+        // not leave the room it opened to look (nor its subscription) behind.
+        let _hold = self.ensure_view(&req.room).await;
         let holder = {
-            let room = self.rooms.get(&req.room).ok_or_else(failed)?;
+            let room = self.room_held(&req.room)?;
             match room.members.get(peer).map(|m| &m.presence) {
                 None => return Err(failed()),
                 Some(Presence::Remote { node }) => Some(node.clone()),
@@ -57,7 +59,7 @@ impl Hub {
                 .ok_or_else(failed)?;
             return self.adopt(handoff, req);
         }
-        let mut room = self.rooms.get_mut(&req.room).ok_or_else(failed)?;
+        let mut room = self.room_held(&req.room)?;
         let member = room.members.get_mut(peer).ok_or_else(failed)?;
         let known = member.resume_secret.as_deref().ok_or_else(failed)?;
         if !constant_time_eq(known.as_bytes(), secret.as_bytes()) {

@@ -126,6 +126,10 @@ pub enum SyncState {
 pub struct Room {
     pub members: IndexMap<PeerId, Member>,
     pub sync: SyncState,
+    /// Joins (and resumes) under way into this room. While any is, the room
+    /// stays, so it cannot be forgotten (and unwatched) under a joiner; the
+    /// last one to end forgets it if nobody local is in it by then.
+    pub joining: u32,
 }
 
 impl Room {
@@ -134,6 +138,7 @@ impl Room {
         Room {
             members: IndexMap::new(),
             sync: SyncState::Ready,
+            joining: 0,
         }
     }
 
@@ -145,6 +150,7 @@ impl Room {
                 buffered: Vec::new(),
                 done,
             },
+            joining: 0,
         };
         (room, rx)
     }
@@ -162,6 +168,11 @@ impl Room {
         for m in self.members.values().filter(|m| &m.info.id != except) {
             m.notify(frame);
         }
+    }
+
+    /// Whether this node needs the room: a local member, or a join under way.
+    pub fn in_use(&self) -> bool {
+        self.joining > 0 || self.has_local()
     }
 
     pub fn has_local(&self) -> bool {

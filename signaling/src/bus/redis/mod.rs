@@ -54,6 +54,10 @@ pub struct RedisConfig {
     pub node_timeout: Duration,
     /// Approximate length cap of the presence stream.
     pub stream_maxlen: usize,
+    /// Bytes the write queue may hold before relays are refused
+    /// (`--redis-queue-bytes`). Presence changes and hand-overs are queued
+    /// past it: they must never be lost.
+    pub queue_bytes: usize,
 }
 
 /// Requests to the pub/sub connection, applied in order.
@@ -78,20 +82,52 @@ struct Shared {
     relink: Notify,
     ready: AtomicBool,
     handler: OnceLock<Weak<dyn InboundHandler>>,
-    ops: mpsc::Sender<Op>,
-    /// Operations queued or being written; zero once everything is out.
-    unwritten: AtomicUsize,
+    ops: mpsc::UnboundedSender<Op>,
+    /// Bytes of the operations queued or being written ([`Op::bytes`]);
+    /// zero once everything is out. Relays are admitted only under
+    /// `config.queue_bytes`, which is what bounds the queue while Redis is
+    /// slow or away: unbounded, a stall turns large relays into gigabytes.
+    queued_bytes: AtomicUsize,
     /// Resume claims waiting for the holding node's answer.
     claims: DashMap<u64, oneshot::Sender<Option<Handoff>>>,
     next_claim: AtomicU64,
+    /// Relays have been refused since the queue last drained (for the log).
+    refusing: AtomicBool,
 }
 
 impl Shared {
+    /// Queues what must not be lost (presence, resume traffic), cap or not:
+    /// presence changes are few and small next to relays, and a dropped
+    /// `leave` would leave a ghost in Redis and in every other node's view.
     fn enqueue(&self, op: Op) {
-        self.unwritten.fetch_add(1, Ordering::AcqRel);
-        if let Err(e) = self.ops.try_send(op) {
-            self.unwritten.fetch_sub(1, Ordering::AcqRel);
-            warn!(error = %e, "redis queue full: an update is dropped (the resync repairs views)");
+        self.queued_bytes.fetch_add(op.bytes(), Ordering::AcqRel);
+        // Fails only once the queue's task is gone, i.e. at exit.
+        let _ = self.ops.send(op);
+    }
+
+    /// Queues a relay if it fits under the byte cap.
+    fn try_enqueue(&self, op: Op) -> Result<(), BusError> {
+        let n = op.bytes();
+        // Added first, checked after: concurrent senders can only be refused
+        // too eagerly, never let past the cap.
+        let before = self.queued_bytes.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.config.queue_bytes {
+            self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
+            self.note_refusal();
+            return Err(BusError::Backlogged);
+        }
+        let _ = self.ops.send(op);
+        Ok(())
+    }
+
+    /// Logs the first refused relay of a backlog, not each one (a flood
+    /// would turn into a log flood).
+    fn note_refusal(&self) {
+        if !self.refusing.swap(true, Ordering::AcqRel) {
+            warn!(
+                cap = self.config.queue_bytes,
+                "redis write queue full: relays to other instances are refused until it drains"
+            );
         }
     }
 
@@ -145,9 +181,6 @@ pub struct RedisBus {
     subs: mpsc::UnboundedSender<SubCmd>,
 }
 
-/// Presence changes waiting for Redis; past this, the oldest news is dropped
-/// and the resync after reconnect repairs the views.
-const QUEUE: usize = 100_000;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a resume waits for the node that holds the peer.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -162,7 +195,7 @@ impl RedisBus {
     /// Starts the engine. Redis need not be up: the engine keeps trying.
     pub fn start(config: RedisConfig, node: NodeId) -> Result<RedisBus, BadUrl> {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| BadUrl(e.to_string()))?;
-        let (ops, ops_rx) = mpsc::channel(QUEUE);
+        let (ops, ops_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             keys: Keys::new(&config.prefix),
             node,
@@ -175,9 +208,10 @@ impl RedisBus {
             ready: AtomicBool::new(false),
             handler: OnceLock::new(),
             ops,
-            unwritten: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
             claims: DashMap::new(),
             next_claim: AtomicU64::new(1),
+            refusing: AtomicBool::new(false),
         });
         let (subs, subs_rx) = mpsc::unbounded_channel();
         tokio::spawn(publisher::run(shared.clone(), ops_rx));
@@ -187,6 +221,11 @@ impl RedisBus {
 
     fn enqueue(&self, op: Op) {
         self.shared.enqueue(op);
+    }
+
+    /// Bytes waiting in (or being written by) the write queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::Acquire)
     }
 }
 
@@ -345,19 +384,25 @@ impl Bus for RedisBus {
             .send(SubCmd::Unsubscribe(self.shared.keys.room_channel(room)));
     }
 
-    fn send_direct(&self, node: &NodeId, room: &RoomId, to: &PeerId, text: Utf8Bytes) {
+    fn send_direct(
+        &self,
+        node: &NodeId,
+        room: &RoomId,
+        to: &PeerId,
+        text: Utf8Bytes,
+    ) -> Result<(), BusError> {
         let body = [room.as_str(), " ", to.as_str(), "\n", text.as_str()];
-        self.enqueue(Op::Publish {
+        self.shared.try_enqueue(Op::Publish {
             channel: self.shared.keys.node_channel(node),
             payload: payload::encode('D', self.shared.node.as_str(), &body),
-        });
+        })
     }
 
-    fn broadcast(&self, room: &RoomId, text: Utf8Bytes) {
-        self.enqueue(Op::Publish {
+    fn broadcast(&self, room: &RoomId, text: Utf8Bytes) -> Result<(), BusError> {
+        self.shared.try_enqueue(Op::Publish {
             channel: self.shared.keys.room_channel(room),
             payload: payload::encode('B', self.shared.node.as_str(), &[text.as_str()]),
-        });
+        })
     }
 
     fn claim<'a>(
@@ -400,7 +445,7 @@ impl Bus for RedisBus {
     fn flush(&self) -> BoxFuture<'_, ()> {
         async move {
             let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
-            while self.shared.unwritten.load(Ordering::Acquire) > 0
+            while self.shared.queued_bytes.load(Ordering::Acquire) > 0
                 && self.is_ready()
                 && tokio::time::Instant::now() < deadline
             {
@@ -454,6 +499,10 @@ impl Bus for RedisBus {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn queued_bytes(&self) -> usize {
+        RedisBus::queued_bytes(self)
     }
 
     fn is_ready(&self) -> bool {

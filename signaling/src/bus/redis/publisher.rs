@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::keys::{Keys, payload};
 use super::{Shared, resp, scripts};
@@ -25,11 +25,36 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Op {
     /// A change of one of this node's peers.
     Presence { room: RoomId, event: PresenceEvent },
-    /// A relayed message for another node or a room channel.
+    /// A relayed message for another node or a room channel (or resume
+    /// traffic on a node channel).
     Publish { channel: String, payload: Vec<u8> },
 }
 
-pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
+/// Roughly what an operation costs beyond its strings (the queue's slot,
+/// the command's framing).
+const OP_OVERHEAD: usize = 64;
+
+impl Op {
+    /// What the operation counts against the queue's byte cap: the same
+    /// figure when it is queued and when it is written.
+    pub fn bytes(&self) -> usize {
+        OP_OVERHEAD
+            + match self {
+                Op::Publish { channel, payload } => channel.len() + payload.len(),
+                Op::Presence { room, event } => {
+                    room.as_str().len()
+                        + match event {
+                            PresenceEvent::Joined(p)
+                            | PresenceEvent::Updated(p)
+                            | PresenceEvent::Moved(p) => p.object.len(),
+                            PresenceEvent::Left { peer, .. } => peer.as_str().len(),
+                        }
+                }
+            }
+    }
+}
+
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut batch: Vec<Op> = Vec::with_capacity(BATCH);
     // Our own connection, and the link's connect it was made under.
     let mut conn: Option<(resp::Conn, u64)> = None;
@@ -82,8 +107,15 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
                 if let Some((count, first)) = refused {
                     error!(refused = count, of = n, error = %first, "redis refused operations");
                 }
+                let bytes: usize = batch.iter().map(Op::bytes).sum();
                 batch.clear();
-                shared.unwritten.fetch_sub(n, Ordering::AcqRel);
+                let before = shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                if shared.refusing.load(Ordering::Relaxed)
+                    && before.saturating_sub(bytes) <= shared.config.queue_bytes / 2
+                {
+                    shared.refusing.store(false, Ordering::Release);
+                    info!("redis write queue below half its cap: relays accepted again");
+                }
                 conn = Some((c, connect));
             }
             Err(error) => {
