@@ -27,6 +27,7 @@
 //! | `main.rs` | the binary: flags, logging, signals |
 //! | `config.rs` | flags and `SIGNALING_*` variables, limits |
 //! | `server.rs` | [`bind`] / [`Server::serve`], the drain on shutdown |
+//! | `accept.rs` | the accept loop: hyper per connection, header deadline, plain-HTTP caps |
 //! | `admission.rs` | who may open `/ws`: client address via trusted proxies, Origin, per-address cap |
 //! | `http.rs` | routes: `/ws`, `/healthz`, `/readyz`, `/metrics`, `/api/*`, `/` |
 //! | `session.rs` | one connection's loop and deadlines, request handling, clean-up |
@@ -51,6 +52,7 @@
 //!
 //! The JSON shape of every message lives in the `signaling-protocol` crate.
 
+pub mod accept;
 pub mod admission;
 pub mod auth;
 pub mod bus;

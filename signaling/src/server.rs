@@ -2,7 +2,6 @@
 //! [`Server::serve`] runs until a shutdown is asked for and the drain ends.
 //! Keeping the two apart lets tests start a real server on port 0.
 
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -129,8 +128,8 @@ pub async fn bind(mut config: Config) -> Result<Server, StartError> {
                 url: url.clone(),
                 prefix: config.redis_prefix.clone(),
                 node_timeout: config.node_timeout,
-                queue_bytes: config.redis_queue_bytes,
                 stream_maxlen: config.presence_stream_maxlen,
+                queue_bytes: config.redis_queue_bytes,
             },
             node.clone(),
         )?),
@@ -236,22 +235,12 @@ impl Server {
         }
         let stop_listening = CancellationToken::new();
         let router = crate::http::router(app.clone());
-        // Signaling frames are small and each one is urgent: without
-        // TCP_NODELAY, Nagle holds a frame written while an earlier one is
-        // unacknowledged, up to the peer's delayed ACK (40 ms on Linux).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                warn!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let http = tokio::spawn(
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop_listening.clone().cancelled_owned())
-            .into_future(),
-        );
+        let http = tokio::spawn(crate::accept::serve(
+            listener,
+            router,
+            crate::accept::HttpLimits::from_config(&app.config),
+            stop_listening.clone(),
+        ));
 
         shutdown.cancelled().await;
         let drain = app.config.drain_timeout;

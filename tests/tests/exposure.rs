@@ -245,3 +245,79 @@ async fn secrets_are_read_from_files() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads until the server closes `s` (or `within` passes): whether it did.
+async fn closed_by_server(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_sockets_cannot_starve_the_server() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start(|c| {
+        c.limits.max_http_connections_per_ip = 8;
+        c.limits.max_http_connections = 64;
+        c.limits.http_header_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    // One address opens 40 sockets: half silent, half sending headers a
+    // byte at a time and never finishing them.
+    let mut socks = Vec::new();
+    for i in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        if i % 2 == 1 {
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").await;
+        }
+        socks.push(s);
+    }
+    // Another client (another loopback address) is still served at once.
+    let other = tokio::net::TcpSocket::new_v4().expect("socket");
+    other
+        .bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind 127.0.0.2");
+    let mut o = other
+        .connect(server.addr)
+        .await
+        .expect("connect from 127.0.0.2");
+    o.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(signaling_e2e::client::WAIT, {
+        use tokio::io::AsyncReadExt;
+        o.read_to_end(&mut reply)
+    })
+    .await;
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"),
+        "/healthz from another address: {:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    // Every one of the 40 is closed by the server: those over the
+    // per-address cap at once, the rest at the header deadline.
+    let mut open_after = Vec::new();
+    for (i, s) in socks.iter_mut().enumerate() {
+        if !closed_by_server(s, std::time::Duration::from_secs(5)).await {
+            open_after.push(i);
+        }
+    }
+    assert!(
+        open_after.is_empty(),
+        "sockets the server never closed: {open_after:?}"
+    );
+    // And the address may connect again afterwards.
+    let (status, _) = http_get(server.addr, "/healthz").await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
