@@ -105,16 +105,6 @@ pub struct Config {
     #[arg(long, env = "SIGNALING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// TLS certificate chain (PEM). With `--tls-key`, the server speaks HTTPS
-    /// and `wss://` itself; both files are read again when they change, so a
-    /// renewed certificate needs no restart.
-    #[arg(long, env = "SIGNALING_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// TLS private key (PEM) for `--tls-cert`.
-    #[arg(long, env = "SIGNALING_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
     /// Addresses of reverse proxies (CIDRs or single addresses, comma-separated,
     /// e.g. `10.0.0.0/8,::1`) whose `X-Forwarded-For` names the real client.
     /// From anyone else the header is ignored: the client is the TCP peer.
