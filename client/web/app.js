@@ -9,7 +9,7 @@ const $ = (id) => document.getElementById(id);
 
 const ERRORS = {
   room_full: "This room is full.",
-  unauthorized: "You are not allowed into this room (a valid token is needed).",
+  unauthorized: "This room needs an invitation: open the invite link you were sent.",
   invalid_room: "Room names are 1 to 64 letters, digits, '_', '.' or '-'.",
   unavailable: "The server is restarting. Reconnecting…",
   resume_failed: "Could not resume the session; joining again.",
@@ -36,6 +36,7 @@ const state = {
   leaving: false,
   retry: 0,
   relayOnly: false,
+  token: null, // the join token from the invite link; never put back in a URL
   log: [], // the last problems met, newest last (shown to tests on failure)
 };
 
@@ -100,12 +101,15 @@ async function switchDevices() {
 
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const token = new URLSearchParams(location.search).get("token");
-  const ws = new WebSocket(`${proto}://${location.host}/ws${token ? `?token=${encodeURIComponent(token)}` : ""}`);
+  // The token goes in the join, never on the /ws URL, where proxies log it.
+  const ws = new WebSocket(`${proto}://${location.host}/ws`);
   state.ws = ws;
   status("Connecting…");
   ws.onopen = () => {
-    const join = { type: "join", room: state.room, name: state.name, meta: meta() };
+    const join = { type: "join", room: state.room, meta: meta() };
+    // Without a name of our own, the server names us after the token's `sub`.
+    if (state.name) join.name = state.name;
+    if (state.token) join.token = state.token;
     if (state.resume) join.resume = state.resume;
     ws.send(JSON.stringify(join));
   };
@@ -150,8 +154,14 @@ async function handle(msg) {
         for (const id of [...state.peers.keys()]) removePeer(id);
         return state.ws.onopen();
       }
-      showError(ERRORS[msg.code] || msg.message);
-      if (msg.code === "room_full" || msg.code === "unauthorized" || msg.code === "invalid_room") leave(false);
+      showError(msg.code === "unauthorized" && state.token
+        ? "This invite link is invalid or has expired (or is for another room): ask for a new one."
+        : ERRORS[msg.code] || msg.message);
+      // Trying again would be refused again: stop, and do not reconnect.
+      if (msg.code === "room_full" || msg.code === "unauthorized" || msg.code === "invalid_room") {
+        leave(false);
+        status(msg.code === "unauthorized" ? "Not admitted" : "Not in a room");
+      }
       return;
   }
 }
@@ -504,17 +514,59 @@ $("join").addEventListener("submit", async (ev) => {
   }
   await listDevices().catch(() => {});
   $("local").srcObject = state.local;
-  history.replaceState(null, "", `?room=${encodeURIComponent(state.room)}${state.relayOnly ? "&relay=1" : ""}`);
+  const url = new URL(location.href);
+  url.searchParams.set("room", state.room);
+  if (state.relayOnly) url.searchParams.set("relay", "1");
+  else url.searchParams.delete("relay");
+  history.replaceState(history.state, "", url);
   $("join").hidden = true;
   $("call").hidden = false;
   connect();
 });
 
+// An invite link carries a join token: `?room=R#token=JWT` (a fragment never
+// reaches a server or its logs) or `?token=JWT`. It is taken out of the
+// address bar at once, so it is neither bookmarked, shared by copying the
+// address nor sent on, and kept for this tab only (sessionStorage: a reload
+// still works; it never leaves the browser).
+function takeToken() {
+  const url = new URL(location.href);
+  const hash = new URLSearchParams(url.hash.slice(1));
+  const token = hash.get("token") || url.searchParams.get("token");
+  if (hash.has("token") || url.searchParams.has("token")) {
+    if (hash.has("token")) {
+      hash.delete("token");
+      url.hash = hash.toString();
+    }
+    url.searchParams.delete("token");
+    history.replaceState(history.state, "", url);
+  }
+  try {
+    if (token) sessionStorage.setItem("token", token);
+    return token || sessionStorage.getItem("token");
+  } catch {
+    return token; // storage may be off: the token still serves this page
+  }
+}
+state.token = takeToken();
+
+// A join token's `sub` is the name its invitation was made out to.
+function tokenName(token) {
+  try {
+    const b64 = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const json = new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
+    const sub = JSON.parse(json).sub;
+    return typeof sub === "string" ? sub : "";
+  } catch {
+    return "";
+  }
+}
+
 // The room in the URL makes a link an invitation.
 const params = new URLSearchParams(location.search);
 $("room").value = params.get("room") || "";
 $("relay").checked = params.get("relay") === "1";
-$("name").value = localStorage.getItem("name") || "";
+$("name").value = (state.token && tokenName(state.token)) || localStorage.getItem("name") || "";
 $("name").addEventListener("change", () => localStorage.setItem("name", $("name").value));
 listDevices().catch(() => {});
 setInterval(() => { if (state.peers.size) collectStats(); }, 1000);

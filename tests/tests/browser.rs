@@ -552,3 +552,196 @@ async fn a_call_whose_turn_relay_dies_comes_back_with_an_ice_restart() {
     );
     server.stop().await;
 }
+
+const SECRET: &str = "a-long-test-secret-of-32-bytes-or-more!";
+
+/// A join token for `room`, made out to `name`, valid for `ttl_s` seconds
+/// (negative: already expired), signed with `secret`.
+fn token(secret: &str, room: &str, name: &str, ttl_s: i64) -> String {
+    let exp = signaling::auth::now_unix() as i64 + ttl_s;
+    signaling::auth::Auth::new(secret)
+        .sign(&serde_json::json!({"room": room, "sub": name, "exp": exp}))
+}
+
+/// Opens `url` and waits for the page's script to have run.
+async fn open(browser: &Browser, url: &str) -> Page {
+    let page = browser.new_page(url).await.expect("page");
+    until(
+        &page,
+        "page loaded",
+        "document.readyState === 'complete' && !!window.call",
+    )
+    .await;
+    page
+}
+
+async fn href(page: &Page) -> String {
+    eval(page, "location.href")
+        .await
+        .as_str()
+        .expect("href")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_links_with_a_token_join_a_secured_server_and_the_token_leaves_the_address_bar() {
+    let server = TestServer::start(|c| c.auth_secret = Some(SECRET.into())).await;
+    // alice's socket goes through a proxy, to be cut: her resume needs the token too.
+    let proxy = signaling_e2e::proxy::Proxy::start(server.addr).await;
+    let browser = chromium().await;
+    let room = format!("webt-{}", signaling::ids::random_hex(6));
+    let (ta, tb) = (
+        token(SECRET, &room, "alice", 3600),
+        token(SECRET, &room, "bob", 3600),
+    );
+    // The form `signaling token` prints (token in the fragment), and the query form.
+    let alice = open(
+        &browser,
+        &format!("http://{}/?room={room}#token={ta}", proxy.addr),
+    )
+    .await;
+    let bob = open(
+        &browser,
+        &format!("http://{}/?room={room}&token={tb}&relay=0", server.addr),
+    )
+    .await;
+    for (page, tok, rest) in [(&alice, &ta, ""), (&bob, &tb, "&relay=0")] {
+        let url = href(page).await;
+        assert!(
+            !url.contains(tok.as_str()) && !url.contains("token"),
+            "token left in {url}"
+        );
+        assert!(
+            url.ends_with(&format!("/?room={room}{rest}")),
+            "room and the rest kept: {url}"
+        );
+    }
+    // The invitation's name fills the form.
+    assert_eq!(
+        eval(&alice, "document.getElementById('name').value").await,
+        "alice"
+    );
+
+    for page in [&alice, &bob] {
+        eval(
+            page,
+            "(() => { document.querySelector('#join button').click(); return true; })()",
+        )
+        .await;
+        until(
+            page,
+            "joined with the token",
+            "!!document.body.dataset.peerId",
+        )
+        .await;
+    }
+    until(&alice, "alice sees bob", "[...document.querySelectorAll('#presence li')].some(li => li.textContent.startsWith('bob'))").await;
+    until(&bob, "bob sees alice", "[...document.querySelectorAll('#presence li')].some(li => li.textContent.startsWith('alice'))").await;
+    until(&alice, "alice decodes bob's video", FRAMES).await;
+    until(&bob, "bob decodes alice's video", FRAMES).await;
+    for page in [&alice, &bob] {
+        let url = href(page).await;
+        assert!(
+            !url.contains("token"),
+            "no token back in the address after joining: {url}"
+        );
+    }
+
+    // Dropped and back: the resume carries the token, so the server lets it in.
+    let id = eval(&alice, "document.body.dataset.peerId").await;
+    eval(&bob, RECORD_PRESENCE).await;
+    proxy.cut();
+    until(
+        &alice,
+        "alice notices the drop",
+        "document.getElementById('status').textContent.startsWith('Connection lost')",
+    )
+    .await;
+    until(
+        &alice,
+        "alice is back in the room",
+        "document.getElementById('status').textContent.startsWith('In room')",
+    )
+    .await;
+    assert_eq!(
+        eval(&alice, "document.body.dataset.peerId").await,
+        id,
+        "resumed"
+    );
+    assert_eq!(
+        eval(&bob, "window.seen.every(t => t.includes('alice'))").await,
+        Value::Bool(true),
+        "bob never lost alice"
+    );
+    until(&bob, "bob still decodes alice", FRAMES).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_expired_invite_is_refused_in_plain_words_without_reconnecting() {
+    let server = TestServer::start(|c| c.auth_secret = Some(SECRET.into())).await;
+    let browser = chromium().await;
+    let room = format!("webu-{}", signaling::ids::random_hex(6));
+    let refused = "document.getElementById('error').textContent.includes('invite link is invalid or has expired') && !document.getElementById('error').hidden";
+    let cases = [
+        (
+            "signed with another secret",
+            format!(
+                "#token={}",
+                token("another-secret-of-32-bytes-or-more!!!", &room, "eve", 3600)
+            ),
+        ),
+        (
+            "expired",
+            format!("#token={}", token(SECRET, &room, "eve", -60)),
+        ),
+        (
+            "for another room",
+            format!("&token={}", token(SECRET, "elsewhere", "eve", 3600)),
+        ),
+    ];
+    for (what, tail) in cases {
+        let before = server.metric("signaling_connections_total").await;
+        let page = open(
+            &browser,
+            &format!("http://{}/?room={room}{tail}", server.addr),
+        )
+        .await;
+        eval(
+            &page,
+            "(() => { document.querySelector('#join button').click(); return true; })()",
+        )
+        .await;
+        until(
+            &page,
+            &format!("a token {what} is refused in plain words"),
+            refused,
+        )
+        .await;
+        until(
+            &page,
+            "the join form is back",
+            "getComputedStyle(document.getElementById('join')).display !== 'none'",
+        )
+        .await;
+        // A page that kept trying would have connected again by now (its
+        // first retries come after 0.2, 0.4 and 0.8 s).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            server.metric("signaling_connections_total").await - before,
+            1,
+            "a token {what}: one connection, no reconnecting"
+        );
+        assert_eq!(
+            eval(
+                &page,
+                "window.call.state.ws.readyState === WebSocket.CLOSED"
+            )
+            .await,
+            Value::Bool(true),
+            "a token {what}: the socket is closed"
+        );
+        page.close().await.expect("close");
+    }
+    server.stop().await;
+}
