@@ -745,3 +745,150 @@ async fn a_wrong_or_expired_invite_is_refused_in_plain_words_without_reconnectin
     }
     server.stop().await;
 }
+
+/// The Content-Security-Policy the server and the nginx front send with the page.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Runs before any of the page's own scripts: every CSP violation the
+/// document meets lands in `window.cspViolations`.
+const RECORD_CSP: &str = "window.cspViolations = []; document.addEventListener('securitypolicyviolation', e => window.cspViolations.push(`${e.effectiveDirective} blocked ${e.blockedURI || 'inline'} at ${e.sourceFile}:${e.lineNumber}`));";
+
+/// Opens `url` with CSP violations recorded from the first byte.
+async fn open_watching_csp(browser: &Browser, url: &str) -> Page {
+    let page = browser.new_page("about:blank").await.expect("page");
+    page.evaluate_on_new_document(RECORD_CSP)
+        .await
+        .expect("script before the page's");
+    page.goto(url).await.expect("navigate");
+    page
+}
+
+/// The response head of `GET path` (status line and headers, lower-cased names).
+async fn response_head(addr: std::net::SocketAddr, path: &str) -> Vec<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("request");
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let text = String::from_utf8_lossy(&buf);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_works_under_the_strict_content_security_policy() {
+    let server = TestServer::start(|c| c.auth_secret = Some(SECRET.into())).await;
+    for path in ["/", "/app.js", "/style.css"] {
+        let head = response_head(server.addr, path).await;
+        let csp: Vec<&str> = head
+            .iter()
+            .filter(|(k, _)| k == "content-security-policy")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(csp, [CSP], "{path} is served with the strict CSP");
+    }
+    let browser = chromium().await;
+    let room = format!("webc-{}", signaling::ids::random_hex(6));
+    let invite = |name: &str| {
+        format!(
+            "http://{}/?room={room}#token={}",
+            server.addr,
+            token(SECRET, &room, name, 3600)
+        )
+    };
+    let alice = open_watching_csp(&browser, &invite("alice")).await;
+    let bob = open_watching_csp(&browser, &invite("bob")).await;
+    for page in [&alice, &bob] {
+        until(
+            page,
+            "page loaded",
+            "document.readyState === 'complete' && !!window.call",
+        )
+        .await;
+        assert_eq!(
+            eval(page, "Array.isArray(window.cspViolations)").await,
+            Value::Bool(true),
+            "violations are being recorded"
+        );
+        eval(
+            page,
+            "(() => { document.querySelector('#join button').click(); return true; })()",
+        )
+        .await;
+        until(page, "joined", "!!document.body.dataset.peerId").await;
+    }
+    // The WebSocket (connect-src 'self'), the camera streams (media-src), the
+    // stylesheet and the module all passed: the call runs and is laid out.
+    until(&alice, "alice decodes bob's video", FRAMES).await;
+    until(&bob, "bob decodes alice's video", FRAMES).await;
+    for page in [&alice, &bob] {
+        until(
+            page,
+            "the stylesheet applies",
+            "getComputedStyle(document.getElementById('call')).display === 'grid'",
+        )
+        .await;
+        // Exercise the controls (handlers attached from the module, not inline).
+        eval(
+            page,
+            "(() => { document.getElementById('mute').click(); document.getElementById('cam').click(); return true; })()",
+        )
+        .await;
+    }
+    until(
+        &alice,
+        "alice sees bob muted",
+        "[...document.querySelectorAll('#presence li')].some(li => li.dataset.muted === 'true')",
+    )
+    .await;
+    for (page, who) in [(&alice, "alice"), (&bob, "bob")] {
+        assert_eq!(
+            eval(page, "window.cspViolations").await,
+            serde_json::json!([]),
+            "{who}'s page broke none of the CSP"
+        );
+    }
+
+    // The recording is not blind: the same page with an inline script and an
+    // inline style, served with the same header, is caught on both.
+    let dir = std::env::temp_dir().join(format!("sig-web-csp-{}", signaling::ids::random_hex(4)));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let web = signaling_e2e::workspace_root().join("client/web");
+    for f in ["app.js", "style.css"] {
+        std::fs::copy(web.join(f), dir.join(f)).expect("copy");
+    }
+    let html = std::fs::read_to_string(web.join("index.html"))
+        .expect("index.html")
+        .replace(
+            "<body>",
+            "<body><p style=\"color: red\">inline</p><script>window.inlineRan = true;</script>",
+        );
+    std::fs::write(dir.join("index.html"), html).expect("write");
+    let tainted = TestServer::start(|c| c.web_root = Some(dir.clone())).await;
+    let page = open_watching_csp(&browser, &format!("http://{}/", tainted.addr)).await;
+    until(
+        &page,
+        "both inline pieces are reported",
+        "window.cspViolations.some(v => v.startsWith('script-src')) && window.cspViolations.some(v => v.startsWith('style-src'))",
+    )
+    .await;
+    assert_eq!(
+        eval(&page, "window.inlineRan === undefined").await,
+        Value::Bool(true),
+        "the inline script was blocked"
+    );
+    tainted.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    server.stop().await;
+}
