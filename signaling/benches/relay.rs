@@ -50,6 +50,7 @@ fn room(n: usize) -> Room {
                 conn,
                 outbox: outbox.clone(),
                 ice: &ice,
+                identity: None,
             }));
             let Ok(m) = joined else {
                 panic!("member {i} joins")

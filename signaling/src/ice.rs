@@ -47,14 +47,17 @@ impl IceConfig {
     }
 
     /// The `ice_servers` JSON array for `peer`, with credentials valid from
-    /// `now_unix` for the configured TTL.
-    pub fn for_peer(&self, peer: &PeerId, now_unix: u64) -> String {
+    /// `now_unix` for the configured TTL. The TURN username names the
+    /// token's verified identity when there is one, so coturn's per-user
+    /// quota binds a person, not each of their joins; else the peer id.
+    pub fn for_peer(&self, peer: &PeerId, identity: Option<&str>, now_unix: u64) -> String {
         let mut list = Vec::new();
         if !self.stun.is_empty() {
             list.push(json!({ "urls": self.stun }));
         }
         if let Some(t) = &self.turn {
-            let username = format!("{}:{peer}", now_unix + t.ttl.as_secs());
+            let who = identity.unwrap_or(peer.as_str());
+            let username = format!("{}:{who}", now_unix + t.ttl.as_secs());
             let credential = turn_password(t.secret.expose(), &username);
             list.push(json!({ "urls": t.urls, "username": username, "credential": credential }));
         }
@@ -95,7 +98,8 @@ mod tests {
             ..Default::default()
         };
         let ice = IceConfig::from_config(&c);
-        let v: Value = serde_json::from_str(&ice.for_peer(&PeerId::new("p1"), 1_000)).unwrap();
+        let v: Value =
+            serde_json::from_str(&ice.for_peer(&PeerId::new("p1"), None, 1_000)).unwrap();
         assert_eq!(v[0]["urls"][0], "stun:127.0.0.1:3478");
         assert_eq!(v[1]["username"], "1600:p1");
         assert_eq!(v[1]["credential"], turn_password("s3cret", "1600:p1"));
@@ -104,6 +108,6 @@ mod tests {
             "the secret is never handed out"
         );
         let none = IceConfig::from_config(&Config::default());
-        assert_eq!(none.for_peer(&PeerId::new("p"), 0), "[]");
+        assert_eq!(none.for_peer(&PeerId::new("p"), None, 0), "[]");
     }
 }

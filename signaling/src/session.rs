@@ -325,7 +325,7 @@ impl Session {
             Some(m) => m.get().to_owned(),
             None => "{}".to_owned(),
         };
-        let mut default_name = None;
+        let mut identity = None;
         if let Some(auth) = &self.app.auth {
             let token = join.token.as_deref().or(self.query_token.as_deref());
             let claims = token
@@ -338,12 +338,12 @@ impl Session {
                         "a valid token for this room is required",
                     )
                 })?;
-            default_name = claims.sub;
+            identity = claims.sub;
         }
         let name = join
             .name
             .map(|n| n.into_owned())
-            .or(default_name)
+            .or_else(|| identity.clone())
             .unwrap_or_default();
         let room = RoomId::new(join.room.as_ref());
         let resuming = join.resume.is_some();
@@ -359,6 +359,7 @@ impl Session {
                 conn: self.conn,
                 outbox: self.outbox.clone(),
                 ice: &self.app.ice,
+                identity: identity.as_deref(),
             })
             .await?;
         info!(conn = self.conn, room = %m.room, peer = %m.peer, resumed = resuming, "peer joined");

@@ -1,9 +1,9 @@
 //! Shared helpers of the end-to-end tests (in this crate's `tests/` folder).
 
 pub mod client;
+pub mod nginx;
 pub mod proxy;
 pub mod redis;
-pub mod nginx;
 pub mod server;
 pub mod tls;
 pub mod turn;

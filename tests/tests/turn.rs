@@ -71,3 +71,45 @@ async fn joined_carries_turn_credentials_that_coturn_accepts() {
         "(good, wrong, expired, other secret)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_the_turn_username_names_the_verified_identity() {
+    let turn = Turn::start(SECRET);
+    let auth_secret = "turn-identity-auth-secret-0123456789abcdef";
+    let cfg = signaling::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        turn_urls: vec![turn.url()],
+        turn_secret: Some(SECRET.into()),
+        auth_secret: Some(auth_secret.into()),
+        ..Default::default()
+    };
+    let server = signaling::bind(cfg).await.expect("bind");
+    let addr = server.local_addr();
+    tokio::spawn(server.serve());
+    let token = signaling::auth::Auth::new(auth_secret).sign(&serde_json::json!({
+        "room": "turn-id", "sub": "ada", "exp": signaling::auth::now_unix() + 60,
+    }));
+    let (client, _events) = Client::connect(ClientConfig::new(format!("ws://{addr}/ws")))
+        .await
+        .expect("connect");
+    let joined = client
+        .join(
+            "turn-id",
+            JoinOptions {
+                token: Some(token),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("join");
+    let t = &joined.ice_servers[0];
+    let username = t["username"].as_str().expect("username").to_string();
+    let credential = t["credential"].as_str().expect("credential").to_string();
+    let (_, who) = username.split_once(':').expect("<expiry>:<identity>");
+    assert_eq!(who, "ada", "the token's identity, not the peer id");
+    assert_ne!(who, joined.peer_id);
+    let works = tokio::task::spawn_blocking(move || turn.allocation_works(&username, &credential))
+        .await
+        .expect("check");
+    assert!(works, "coturn accepts the identity-bound credentials");
+}

@@ -90,6 +90,9 @@ pub struct JoinRequest<'a> {
     pub outbox: Outbox,
     /// What goes into `joined.ice_servers` (TURN credentials are per peer).
     pub ice: &'a IceConfig,
+    /// The token's verified identity (`sub`), when auth is on: the TURN
+    /// username names it.
+    pub identity: Option<&'a str>,
 }
 
 impl JoinRequest<'_> {
@@ -101,7 +104,9 @@ impl JoinRequest<'_> {
             self.room.as_str(),
             peer.as_str(),
             room.peer_objects(peer),
-            &self.ice.for_peer(peer, crate::auth::now_unix()),
+            &self
+                .ice
+                .for_peer(peer, self.identity, crate::auth::now_unix()),
             &resume::make_token(peer, secret),
         );
         self.outbox.push(Frame::reply(joined));
