@@ -80,7 +80,7 @@ pub async fn serve(
             continue;
         }
         let ip = admission::client_addr(peer, &Default::default(), &[]);
-        let slot = if admission::is_trusted(ip, &limits.trusted) {
+        let slot = if admission::is_trusted(ip, &limits.trusted) || admission::is_exempt(ip) {
             None
         } else {
             match per_ip.acquire(ip, limits.max_per_ip) {

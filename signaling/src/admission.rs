@@ -69,6 +69,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The host itself (127.0.0.1, ::1) is not held to per-address limits:
+/// local tools, benchmarks and a proxy on the same host connect from there
+/// (list such a proxy in `--trusted-proxies` to limit its clients instead).
+pub fn is_exempt(ip: IpAddr) -> bool {
+    ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+}
+
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }

@@ -81,18 +81,22 @@ async fn ws(
         debug!(%client, origin = ?headers.get(header::ORIGIN), "websocket refused: origin");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
-    let slot = match app
-        .per_ip
-        .acquire(client, app.config.limits.max_connections_per_ip)
-    {
-        Ok(slot) => slot,
-        Err(e) => {
-            debug!(%client, "websocket refused: {e}");
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many connections from this address\n",
-            )
-                .into_response();
+    let slot = if admission::is_exempt(client) {
+        None
+    } else {
+        match app
+            .per_ip
+            .acquire(client, app.config.limits.max_connections_per_ip)
+        {
+            Ok(slot) => Some(slot),
+            Err(e) => {
+                debug!(%client, "websocket refused: {e}");
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from this address\n",
+                )
+                    .into_response();
+            }
         }
     };
     let remote = session::Remote { client, slot };

@@ -58,7 +58,8 @@ struct Session {
 /// proxies) and its place under the per-address cap, held for its life.
 pub struct Remote {
     pub client: IpAddr,
-    pub slot: Slot,
+    /// `None` for the host itself, which is not held to per-address limits.
+    pub slot: Option<Slot>,
 }
 
 /// Registers the connection and returns its task, which runs until the
@@ -298,7 +299,9 @@ impl Session {
         }
         // Shared by every connection of the address: a client cannot spread
         // a join storm over many sockets.
-        if !self.app.join_rate.allow(self.remote.client, Instant::now()) {
+        if !crate::admission::is_exempt(self.remote.client)
+            && !self.app.join_rate.allow(self.remote.client, Instant::now())
+        {
             return Err(refusal(
                 ErrorCode::RateLimited,
                 "too many joins from this address: try again shortly",

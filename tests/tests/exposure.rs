@@ -10,6 +10,16 @@ use signaling_e2e::server::TestServer;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
+const ATTACKER: &str = "127.0.0.3";
+
+/// A socket bound to `ip` (a loopback address), to connect from.
+fn from(ip: &str) -> tokio::net::TcpSocket {
+    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+    s.bind(format!("{ip}:0").parse().expect("addr"))
+        .expect("bind");
+    s
+}
+
 /// Opens `/ws` with extra headers; the HTTP status of the handshake (101 on
 /// success) and the socket, if it upgraded.
 async fn open(
@@ -28,7 +38,11 @@ async fn open(
         req.headers_mut()
             .insert(*k, HeaderValue::from_str(v).expect("header value"));
     }
-    match tokio_tungstenite::connect_async(req).await {
+    // From 127.0.0.3: the host itself (127.0.0.1) is exempt from the
+    // per-address limits.
+    let tcp = from(ATTACKER).connect(server.addr).await.expect("connect");
+    match tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await
+    {
         Ok((ws, resp)) => (resp.status().as_u16(), Some(ws)),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => (resp.status().as_u16(), None),
         Err(e) => panic!("handshake failed without a status: {e}"),
@@ -149,10 +163,23 @@ async fn joins_are_rate_limited_per_address_across_connections() {
     // Each connection joins once and leaves: only the per-address budget
     // can stop this.
     for i in 0..8 {
-        let mut c = server.client(&format!("c{i}")).await;
-        c.send(json!({"type": "join", "id": i, "room": format!("r{i}")}))
-            .await;
-        let reply = c.next(signaling_e2e::client::WAIT).await.expect("reply");
+        use futures_util::{SinkExt, StreamExt};
+        let (_, ws) = open(&server, &[]).await;
+        let mut ws = ws.expect("upgraded");
+        let join = json!({"type": "join", "id": i, "room": format!("r{i}")});
+        ws.send(join.to_string().into()).await.expect("send");
+        let reply = loop {
+            let m = tokio::time::timeout(signaling_e2e::client::WAIT, ws.next())
+                .await
+                .expect("a reply")
+                .expect("open")
+                .expect("frame");
+            if let Ok(text) = m.to_text() {
+                if !text.is_empty() {
+                    break serde_json::from_str::<serde_json::Value>(text).expect("json");
+                }
+            }
+        };
         match reply["type"].as_str() {
             Some("joined") => joined += 1,
             Some("error") => {
@@ -317,7 +344,17 @@ async fn slow_and_silent_sockets_cannot_starve_the_server() {
         "sockets the server never closed: {open_after:?}"
     );
     // And the address may connect again afterwards.
-    let (status, _) = http_get(server.addr, "/healthz").await;
-    assert_eq!(status, 200);
+    let mut again = from(ATTACKER).connect(server.addr).await.expect("connect");
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(signaling_e2e::client::WAIT, {
+        use tokio::io::AsyncReadExt;
+        again.read_to_end(&mut reply)
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"));
     server.stop().await;
 }
