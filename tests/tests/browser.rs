@@ -98,7 +98,7 @@ async fn until_within(page: &Page, what: &str, js: &str, wait: Duration) {
             return;
         }
         if Instant::now() > deadline {
-            let status = eval(page, "document.getElementById('status').textContent + ' | ' + document.getElementById('error').textContent + ' | ' + [...window.call.state.peers.values()].map(e => `${e.info.name}: ${e.pc.connectionState}/${e.pc.iceConnectionState}/${e.pc.signalingState}/${e.pc.iceGatheringState}, ${e.restarts} ICE restarts`).join('; ') + ' | problems: ' + window.call.state.log.join('; ')").await;
+            let status = eval(page, "document.getElementById('status').textContent + ' | ' + document.getElementById('error').textContent + ' | ' + [...window.call.state.peers.values()].map(e => `${e.info.name}: ${e.pc.connectionState}/${e.pc.iceConnectionState}/${e.pc.signalingState}/${e.pc.iceGatheringState}/dtls ${(e.pc.getSenders().find(s => s.transport) || {transport: {state: 'none'}}).transport.state}, ${e.restarts} ICE restarts`).join('; ') + ' | problems: ' + window.call.state.log.join('; ')").await;
             panic!("{what}: not within {wait:?} (page says {status})");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -407,8 +407,10 @@ async fn six_people_in_a_full_mesh() {
             "document.querySelectorAll('#presence li').length === 5",
         )
         .await;
-        // Thirty links coming up at once on two cores: give them time.
-        until_within(page, &format!("p{i} is connected to all five"), "[...document.querySelectorAll('#presence li')].every(li => li.dataset.connection === 'connected')", 3 * WAIT).await;
+        // Thirty links coming up at once on two cores: give them time. Alone
+        // this takes 6 to 10 s; once in CI one DTLS handshake (ICE already
+        // connected) was still under way after 60 s, so the bound is loose.
+        until_within(page, &format!("p{i} is connected to all five"), "[...document.querySelectorAll('#presence li')].every(li => li.dataset.connection === 'connected')", 6 * WAIT).await;
     }
     until(&pages[5], "the last one decodes all five", FRAMES).await;
     // Five streams out share one upload budget, at half the camera's size
