@@ -67,6 +67,8 @@ pub mod ratelimit;
 pub mod server;
 pub mod session;
 pub mod socket;
+pub mod tls;
+pub mod upgrade;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle, StartError, bind};
