@@ -77,3 +77,70 @@ impl TestServer {
         let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
     }
 }
+
+/// The real `signaling` binary as a child process, for what only a process
+/// of its own shows (its memory, say). Killed when dropped.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl ServerProcess {
+    /// The binary, built first (debug profile, `CARGO_TARGET_DIR` honoured).
+    pub fn binary() -> std::path::PathBuf {
+        let root = crate::workspace_root();
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "signaling", "--bin", "signaling"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the server failed");
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join("target"))
+            .join("debug/signaling")
+    }
+
+    /// Starts it on a free loopback port with `args` and waits for `/healthz`.
+    pub async fn start(args: &[&str]) -> ServerProcess {
+        let port = crate::redis::free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = std::process::Command::new(Self::binary())
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the server starts");
+        let p = ServerProcess { addr, child };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while http_get(addr, "/healthz").await.0 != 200 {
+            assert!(std::time::Instant::now() < deadline, "{addr} never up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p
+    }
+
+    pub fn ws(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Resident memory, from `/proc/<pid>/status` (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server runs");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
