@@ -107,6 +107,60 @@ impl Redis {
         }
     }
 
+    /// The redis-server's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGSTOP: Redis stalls without closing anything (a long fork, a
+    /// swapped-out host). Connections stay open and writes to them pile up
+    /// in the kernel until `cont`.
+    pub fn stop(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after `stop`: Redis works through what waited.
+    pub fn cont(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("redis-server is running");
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {sig} {pid} failed");
+    }
+
+    /// One command whose reply is an array (`KEYS`, `PUBSUB CHANNELS`,
+    /// `PUBSUB NUMSUB`, `SMEMBERS`, `HKEYS`): its items, bulk strings and
+    /// integers alike, as text. `None` if Redis does not answer with a flat
+    /// array.
+    pub fn list(&self, args: &[&str]) -> Option<Vec<String>> {
+        use std::io::{BufRead, BufReader, Read};
+        let mut reader = BufReader::new(self.send(args)?);
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let n: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+            let head = line.trim_end();
+            if let Some(i) = head.strip_prefix(':') {
+                items.push(i.to_string());
+            } else {
+                let len: usize = head.strip_prefix('$')?.parse().ok()?;
+                let mut body = vec![0; len + 2];
+                reader.read_exact(&mut body).ok()?;
+                body.truncate(len);
+                items.push(String::from_utf8_lossy(&body).into_owned());
+            }
+        }
+        Some(items)
+    }
+
     /// One command over a raw connection (as the default user); the first
     /// reply line.
     pub fn cmd(&self, args: &[&str]) -> Option<String> {
@@ -126,29 +180,10 @@ impl Redis {
 
     /// The reply's first line, and a bulk string's body.
     fn reply(&self, args: &[&str]) -> Option<(String, Option<String>)> {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut req = String::new();
-        let auth;
-        let mut commands = vec![args];
-        if let Some(p) = &self.password {
-            auth = ["AUTH", p.as_str()];
-            commands.insert(0, &auth);
-        }
-        for c in &commands {
-            req.push_str(&format!("*{}\r\n", c.len()));
-            for a in c.iter() {
-                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-            }
-        }
-        s.write_all(req.as_bytes()).ok()?;
-        let mut reader = BufReader::new(s);
+        use std::io::{BufRead, BufReader, Read};
+        let mut reader = BufReader::new(self.send(args)?);
         let mut line = String::new();
-        for _ in &commands {
-            line.clear();
-            reader.read_line(&mut line).ok()?;
-        }
+        reader.read_line(&mut line).ok()?;
         let line = line.trim_end().to_string();
         let body = match line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
             Some(n) => {
@@ -159,6 +194,30 @@ impl Redis {
             None => None,
         };
         Some((line, body))
+    }
+
+    /// Connects, authenticates if needed (its `+OK` already read) and sends
+    /// one command; the stream is left at the command's reply.
+    fn send(&self, args: &[&str]) -> Option<std::net::TcpStream> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let encode = |c: &[&str]| {
+            let mut req = format!("*{}\r\n", c.len());
+            for a in c {
+                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            req
+        };
+        if let Some(p) = &self.password {
+            s.write_all(encode(&["AUTH", p]).as_bytes()).ok()?;
+            // Byte by byte, so nothing of the command's reply is read ahead.
+            let mut reader = BufReader::with_capacity(1, &s);
+            let mut line = String::new();
+            reader.read_line(&mut line).ok()?;
+        }
+        s.write_all(encode(args).as_bytes()).ok()?;
+        Some(s)
     }
 }
 
