@@ -606,15 +606,35 @@ fn ports_agree_across_compose_nginx_and_dockerfile() {
         "Dockerfile EXPOSE matches SIGNALING_LISTEN"
     );
 
-    // web publishes nginx's listen port.
-    let server = directives(nginx_block(&conf, "server {"));
-    let listen = directive(&server, "listen").expect("nginx listen")[0].clone();
-    let web = ports(service(&c, "web"));
-    assert!(
-        web.iter()
-            .any(|(host, container, _)| *container == listen && host.as_deref() == Some("8080")),
-        "web publishes 8080 to nginx's port {listen}: {web:?}"
+    // web publishes exactly nginx's listen ports, each on the same host
+    // port (the redirect to https://$host/ assumes 443).
+    let mut listens = BTreeSet::new();
+    let mut rest = conf.as_str();
+    while let Some(at) = rest.find("server {") {
+        let block = directives(nginx_block(rest, "server {"));
+        for l in block.iter().filter(|d| d[0] == "listen") {
+            listens.insert(l[1].clone());
+        }
+        rest = &rest[at + "server {".len()..];
+    }
+    assert_eq!(
+        listens,
+        BTreeSet::from(["80".to_string(), "443".to_string()]),
+        "nginx listens on 80 (redirect) and 443 (TLS)"
     );
+    let web: BTreeSet<String> = ports(service(&c, "web"))
+        .into_iter()
+        .map(|(host, container, proto)| {
+            assert_eq!(
+                host.as_deref(),
+                Some(container.as_str()),
+                "web: {container}"
+            );
+            assert_eq!(proto, "tcp");
+            container
+        })
+        .collect();
+    assert_eq!(web, listens, "web publishes nginx's ports");
 }
 
 // ---------------------------------------------------------------------------
@@ -645,8 +665,8 @@ fn nginx_front_proxies_websockets_and_endpoints() {
     let ws = directives(nginx_block(&conf, "location = /ws"));
     assert_eq!(
         directive(&ws, "proxy_pass"),
-        Some(&[format!("http://{name}")][..]),
-        "/ws goes to the upstream"
+        Some(&[format!("http://{name}/ws")][..]),
+        "/ws goes to the upstream, with the matched path"
     );
     assert_eq!(
         directive(&ws, "proxy_http_version"),
@@ -688,29 +708,37 @@ fn nginx_front_proxies_websockets_and_endpoints() {
         "a draining node's 503 goes to the next"
     );
 
-    // The HTTP endpoints go to the nodes too, and the rest is the client.
-    let endpoints = conf
-        .lines()
-        .find(|l| l.trim_start().starts_with("location ~") && l.contains("healthz"))
-        .expect("a location for the endpoints");
-    for e in ["api/", "healthz", "readyz", "metrics"] {
-        assert!(endpoints.contains(e), "{e} is proxied: {endpoints}");
+    // The health endpoints go to the nodes too (retrying a draining one);
+    // /api and /metrics are refused at the front.
+    for e in ["healthz", "readyz"] {
+        let block = directives(nginx_block(&conf, &format!("location = /{e}")));
+        assert_eq!(
+            directive(&block, "proxy_pass"),
+            Some(&[format!("http://{name}/{e}")][..])
+        );
+        assert!(
+            directive(&block, "proxy_next_upstream")
+                .is_some_and(|n| n.contains(&"http_503".to_string())),
+            "/{e} retries on 503"
+        );
     }
-    let block = directives(nginx_block(
-        &conf,
-        endpoints.trim().trim_end_matches('{').trim(),
-    ));
+    for refused in ["location ^~ /api", "location = /metrics"] {
+        let block = directives(nginx_block(&conf, refused));
+        assert_eq!(
+            directive(&block, "return"),
+            Some(&["404".to_string()][..]),
+            "{refused}"
+        );
+    }
     assert_eq!(
-        directive(&block, "proxy_pass"),
-        Some(&[format!("http://{name}")][..])
-    );
-    assert!(
-        directive(&block, "proxy_next_upstream")
-            .is_some_and(|n| n.contains(&"http_503".to_string())),
-        "endpoints retry on 503"
+        conf.matches("proxy_pass").count(),
+        3,
+        "only /ws, /healthz and /readyz reach the nodes"
     );
 
-    let server = directives(nginx_block(&conf, "server {"));
+    let tls_at = conf.find("listen 443 ssl").expect("a TLS server");
+    let tls_server = &conf[conf[..tls_at].rfind("server {").expect("server block")..];
+    let server = directives(nginx_block(tls_server, "server {"));
     let html = directive(&server, "root").expect("root")[0].clone();
     let mounts = strings(&service(&c, "web")["volumes"]);
     assert!(
@@ -725,6 +753,15 @@ fn nginx_front_proxies_websockets_and_endpoints() {
             .any(|m| m.starts_with(&format!("./{NGINX}:/etc/nginx/conf.d/"))),
         "web mounts {NGINX}: {mounts:?}"
     );
+    // The certificate nginx serves is the mounted deploy/certs.
+    for key in ["ssl_certificate", "ssl_certificate_key"] {
+        let path = &directive(&server, key).unwrap_or_else(|| panic!("{key}"))[0];
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        assert!(
+            mounts.contains(&format!("./deploy/certs:{dir}:ro").as_str()),
+            "web mounts ./deploy/certs at {dir} for {key}: {mounts:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -885,6 +922,9 @@ fn dockerfile_builds_the_server_and_ships_the_client() {
 // ---------------------------------------------------------------------------
 // coturn
 
+/// coturn's user in compose (the image's nobody:nogroup, by number).
+const COTURN_USER: &str = "65534:65534";
+
 #[test]
 fn coturn_service_runs_the_production_conf() {
     let c = compose();
@@ -928,6 +968,35 @@ fn coturn_service_runs_the_production_conf() {
         "coturn publishes its relay range {min}-{max}/udp: {published:?}"
     );
 
+    // Its user by number, as deploy/certs/README.md gives the key to it.
+    assert_eq!(
+        coturn["user"].as_str(),
+        Some(COTURN_USER),
+        "coturn runs as {COTURN_USER}"
+    );
+
+    // The TLS listener: published, with the certificate mounted.
+    let tls = turn_value(&conf, "tls-listening-port").unwrap_or("5349");
+    assert!(
+        published
+            .iter()
+            .any(|(h, ct, p)| ct == tls && h.as_deref() == Some(tls) && p == "tcp"),
+        "coturn publishes {tls}/tcp: {published:?}"
+    );
+    assert!(
+        mounts.contains(&"./deploy/certs:/etc/coturn/certs:ro"),
+        "coturn mounts deploy/certs: {mounts:?}"
+    );
+    for node in nodes(&c).iter().map(|(n, s)| node_config(n, s)) {
+        assert!(
+            node.turn_urls
+                .iter()
+                .any(|u| u.starts_with("turns:") && u.ends_with("?transport=tcp")),
+            "a turns:...?transport=tcp URL: {:?}",
+            node.turn_urls
+        );
+    }
+
     // The secret comes from one required variable, shared with the nodes.
     let cmd = strings(&coturn["command"]);
     let secret_arg = cmd
@@ -963,7 +1032,12 @@ fn coturn_service_runs_the_production_conf() {
                 .next()
                 .and_then(|u| u.rsplit(':').next())
                 .unwrap_or("");
-            assert_eq!(port, listen, "{name}: {url} points at coturn's port");
+            let want = if url.starts_with("turns:") {
+                turn_value(&conf, "tls-listening-port").unwrap_or("5349")
+            } else {
+                listen
+            };
+            assert_eq!(port, want, "{name}: {url} points at coturn's port");
         }
     }
 }
@@ -971,13 +1045,13 @@ fn coturn_service_runs_the_production_conf() {
 // ---------------------------------------------------------------------------
 // docker-compose itself
 
-/// `docker-compose config -q` with only `turn_secret` set: neither the
-/// caller's variables nor a local `.env` file take part.
-fn docker_compose_config(turn_secret: Option<&str>) -> std::process::Output {
+/// `docker-compose config -q` with only the variables in `vars` set:
+/// neither the caller's variables nor a local `.env` file take part.
+fn docker_compose_config(vars: &[(&str, &str)]) -> std::process::Output {
     let empty_env = std::env::temp_dir().join(format!(
         "signaling-deploy-{}-{}.env",
         std::process::id(),
-        turn_secret.is_some()
+        vars.iter().map(|(k, _)| *k).collect::<Vec<_>>().join("-")
     ));
     std::fs::write(&empty_env, "").expect("an empty env file");
     let mut cmd = Command::new("docker-compose");
@@ -988,8 +1062,8 @@ fn docker_compose_config(turn_secret: Option<&str>) -> std::process::Output {
         .env_remove("TURN_SECRET")
         .env_remove("TURN_HOST")
         .env_remove("SIGNALING_AUTH_SECRET");
-    if let Some(s) = turn_secret {
-        cmd.env("TURN_SECRET", s);
+    for (k, v) in vars {
+        cmd.env(k, v);
     }
     let out = cmd.output();
     let _ = std::fs::remove_file(&empty_env);
@@ -1003,21 +1077,29 @@ fn docker_compose_config(turn_secret: Option<&str>) -> std::process::Output {
 
 #[test]
 fn docker_compose_accepts_the_file() {
-    let out = docker_compose_config(Some("a-test-secret"));
+    const TURN: (&str, &str) = ("TURN_SECRET", "a-test-secret");
+    const AUTH: (&str, &str) = (
+        "SIGNALING_AUTH_SECRET",
+        "a-test-auth-secret-of-more-than-32-bytes",
+    );
+    let out = docker_compose_config(&[TURN, AUTH]);
     assert!(
         out.status.success(),
         "docker-compose config failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // No TURN secret, no stack: never a default secret on a public relay.
-    let out = docker_compose_config(None);
-    assert!(
-        !out.status.success(),
-        "the stack must refuse to start without TURN_SECRET"
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("TURN_SECRET"),
-        "the error names TURN_SECRET: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Without either secret, no stack: never a default secret on a public
+    // relay, never open joins by accident.
+    for (given, missing) in [(AUTH, "TURN_SECRET"), (TURN, "SIGNALING_AUTH_SECRET")] {
+        let out = docker_compose_config(&[given]);
+        assert!(
+            !out.status.success(),
+            "the stack must refuse to start without {missing}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(missing),
+            "the error names {missing}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

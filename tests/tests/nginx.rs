@@ -1,0 +1,544 @@
+//! The shipped nginx front (deploy/nginx.conf) run by the real nginx (Debian
+//! `nginx`) in front of two real signaling nodes clustered through a real
+//! redis-server, all on loopback. What the test changes in the file, and
+//! why (Debian 12's nginx 1.22 has no `resolve` on upstream servers), is
+//! listed in tests/src/nginx.rs. The nodes run as compose runs them: joins
+//! need a token signed with the auth secret, and nginx's address is their
+//! only trusted proxy.
+
+use serde_json::{Value, json};
+use signaling_e2e::client::{Client, http_get, http_get_with};
+use signaling_e2e::nginx::{Nginx, Response};
+use signaling_e2e::redis::Redis;
+use signaling_e2e::server::{TestServer, clustered};
+use signaling_e2e::tls::TestCert;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::Connector;
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Every header the front must put on each HTTPS response, with its value.
+const SECURITY_HEADERS: &[(&str, &str)] = &[
+    ("content-security-policy", CSP),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    (
+        "permissions-policy",
+        "camera=(self), microphone=(self), display-capture=(self)",
+    ),
+    ("x-frame-options", "DENY"),
+    ("strict-transport-security", "max-age=31536000"),
+];
+
+/// The nodes' SIGNALING_AUTH_SECRET (compose refuses to start without one).
+const SECRET: &str = "nginx-front-test-auth-secret-0123456789abcdef";
+
+struct Front {
+    nginx: Nginx,
+    nodes: [TestServer; 2],
+    cert: TestCert,
+    _redis: Redis,
+}
+
+/// Two clustered nodes configured like compose's (auth on, nginx's address
+/// trusted for X-Forwarded-For), node `i` tweaked by `tweak(i, config)`,
+/// and the shipped front before them.
+async fn front(label: &str, tweak: impl Fn(usize, &mut signaling::Config)) -> Front {
+    let redis = Redis::start();
+    let mut nodes = Vec::new();
+    for (i, id) in ["node-a", "node-b"].into_iter().enumerate() {
+        nodes.push(
+            TestServer::start(|c| {
+                clustered(redis.url(), id)(c);
+                c.auth_secret = Some(SECRET.into());
+                c.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+                tweak(i, c);
+            })
+            .await,
+        );
+    }
+    let cert = TestCert::new(label);
+    let [a, b]: [TestServer; 2] = nodes.try_into().ok().expect("two nodes");
+    let nginx = Nginx::start(&[a.addr, b.addr], &cert);
+    Front {
+        nginx,
+        nodes: [a, b],
+        cert,
+        _redis: redis,
+    }
+}
+
+/// A join token for `room`, valid for a minute.
+fn token(room: &str) -> String {
+    signaling::auth::Auth::new(SECRET).sign(&json!({
+        "room": room,
+        "exp": signaling::auth::now_unix() + 60,
+    }))
+}
+
+fn admin_token() -> String {
+    signaling::auth::Auth::new(SECRET).sign(&json!({
+        "admin": true,
+        "exp": signaling::auth::now_unix() + 60,
+    }))
+}
+
+impl Front {
+    /// A wss client through the front that has joined `room`.
+    async fn joined(&self, room: &str, label: &str) -> Client {
+        let mut c = Client::connect_tls(&self.nginx.wss(), &self.cert, label).await;
+        c.join_with(room, json!({"token": token(room), "name": label}))
+            .await;
+        c
+    }
+
+    /// Each node's own count of open WebSockets, read from the node itself
+    /// (not through the front).
+    async fn connections(&self) -> [u64; 2] {
+        [
+            self.nodes[0].metric("signaling_connections ").await,
+            self.nodes[1].metric("signaling_connections ").await,
+        ]
+    }
+
+    /// Waits until the nodes together hold `total` WebSockets; returns the
+    /// split.
+    async fn wait_connections(&self, total: u64) -> [u64; 2] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let c = self.connections().await;
+            if c[0] + c[1] == total {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the nodes never held {total} WebSockets: {c:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn assert_security_headers(path: &str, r: &Response) {
+    for (name, want) in SECURITY_HEADERS {
+        let got = r.all(name);
+        assert_eq!(
+            got,
+            [*want],
+            "{path} (status {}): {name} must be sent once, as {want:?}; headers: {:?}",
+            r.status,
+            r.headers
+        );
+    }
+}
+
+/// A TLS client that trusts `cert` and speaks only `versions`.
+fn tls_config(
+    cert: &TestCert,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_file_iter(&cert.cert).expect("test certificate") {
+        roots.add(der.expect("PEM")).expect("a usable root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Waits until the front's access logs mention `needle`: nginx writes a
+/// WebSocket's line when its connection ends.
+async fn wait_logged(n: &Nginx, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let logs = n.access_logs();
+        if logs.contains(needle) {
+            return logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the access log never showed {needle:?}:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_location_sends_the_security_headers() {
+    let f = front("nginx-headers", |_, _| {}).await;
+    let n = &f.nginx;
+    // The static client, each of its files (with a type that nosniff lets
+    // the browser use), a missing file, the proxied endpoints and the
+    // refused ones: every location of the server block.
+    for (path, status, content_type) in [
+        ("/", 200, Some("text/html")),
+        ("/index.html", 200, Some("text/html")),
+        ("/app.js", 200, Some("application/javascript")),
+        ("/style.css", 200, Some("text/css")),
+        ("/no-such-file", 404, None),
+        ("/healthz", 200, None),
+        ("/readyz", 200, None),
+        ("/api/rooms", 404, None),
+        ("/metrics", 404, None),
+    ] {
+        let r = n.https_get(path, &[]).await;
+        assert_eq!(r.status, status, "{path}: {r:?}");
+        if let Some(ct) = content_type {
+            assert!(
+                r.header("content-type").is_some_and(|v| v.starts_with(ct)),
+                "{path}: content-type {ct}: {:?}",
+                r.header("content-type")
+            );
+        }
+        assert_security_headers(path, &r);
+    }
+    // A WebSocket handshake's answer carries them too (/ws location), and
+    // the node's own copies are hidden, not doubled.
+    let (ws, answer) = tokio_tungstenite::connect_async_tls_with_config(
+        n.wss(),
+        None,
+        false,
+        Some(Connector::Rustls(n.tls.clone())),
+    )
+    .await
+    .expect("wss through the front");
+    let r = Response {
+        status: answer.status().as_u16(),
+        headers: answer
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: String::new(),
+    };
+    assert_eq!(r.status, 101, "/ws upgrade through the front: {r:?}");
+    assert_security_headers("/ws", &r);
+    drop(ws);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_metrics_are_not_served_publicly() {
+    let f = front("nginx-private", |_, _| {}).await;
+    let n = &f.nginx;
+    // Something to list: a joined peer with a name.
+    let mut c = f.nodes[0].client("lister").await;
+    c.join_with(
+        "private-room",
+        json!({"name": "Alice Private", "token": token("private-room")}),
+    )
+    .await;
+    // The node itself serves what the front must not (so the refusals below
+    // mean something): its metrics, and its room list to an admin.
+    let admin = format!("Bearer {}", admin_token());
+    let direct = http_get(f.nodes[0].addr, "/metrics").await;
+    assert!(
+        direct.0 == 200 && direct.1.contains("signaling_connections"),
+        "the node serves /metrics directly: {direct:?}"
+    );
+    // (Polled: the cluster's room list shows a join once it reached Redis,
+    // just after the join's reply.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let direct = http_get_with(
+            f.nodes[0].addr,
+            "/api/rooms/private-room",
+            &[("Authorization", &admin)],
+        )
+        .await;
+        if direct.0 == 200 && direct.1.contains("Alice Private") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node lists the room to an admin directly: {direct:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for path in [
+        "/api/rooms",
+        "/api/rooms/private-room",
+        "/api",
+        "/api/",
+        "/metrics",
+        // Spellings that nginx normalizes to the same paths.
+        "/%61pi/rooms",
+        "//api/rooms",
+        "/./api/rooms/private-room",
+        "/healthz/../api/rooms",
+        "/ws/../metrics",
+        "/%6detrics",
+        // Spellings a node might read differently than nginx does: nginx
+        // sends the node the path it matched, never this raw form.
+        "/api/rooms/..%2F..%2Fhealthz",
+        "/api/rooms/private-room%2F..%2F..%2F..%2Fhealthz",
+    ] {
+        // Even with the admin token: the front does not serve these at all.
+        let r = n.https_get(path, &[("Authorization", &admin)]).await;
+        // The %2F spellings are /healthz to nginx, and it sends the node
+        // /healthz: a 200 there is the health answer, not the API's.
+        if !path.contains("%2F") {
+            assert_eq!(r.status, 404, "{path} through the front: {r:?}");
+        }
+        for leak in ["private-room", "Alice Private", "signaling_connections"] {
+            assert!(
+                !r.body.contains(leak),
+                "{path}: the front's answer shows {leak:?}: {r:?}"
+            );
+        }
+        // Plain HTTP only redirects, never proxies.
+        let r = n.http_get(path, &[("Authorization", &admin)]).await;
+        assert_eq!(r.status, 301, "http {path}: {r:?}");
+        assert!(!r.body.contains("private-room"), "http {path}: {r:?}");
+    }
+    c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_test_certificate_and_http_redirects_to_https() {
+    let f = front("nginx-tls", |_, _| {}).await;
+    let n = &f.nginx;
+    let r = n.https_get("/index.html", &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.contains("<html") || r.body.contains("<!doctype"),
+        "{r:?}"
+    );
+
+    // The front serves the mounted certificate: trusting only it works
+    // (above), trusting only another certificate does not.
+    let other = TestCert::new("nginx-tls-other");
+    let refused = n
+        .get_with(Some(other.client_config()), n.https_port, "/", &[])
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("certificate") || e.contains("Certificate")),
+        "another certificate's client must refuse the front: {refused:?}"
+    );
+    // TLS 1.2 and 1.3 both work.
+    for v in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let r = n
+            .get_with(
+                Some(tls_config(&f.cert, &[v])),
+                n.https_port,
+                "/healthz",
+                &[],
+            )
+            .await;
+        assert!(r.as_ref().is_ok_and(|r| r.status == 200), "{v:?}: {r:?}");
+    }
+
+    for path in ["/", "/index.html?room=r1", "/ws?token=abc", "/a/b%20c"] {
+        let r = n.http_get(path, &[]).await;
+        assert_eq!(r.status, 301, "http {path}: {r:?}");
+        // $host has no port: in production HTTPS is on 443.
+        assert_eq!(
+            r.header("location"),
+            Some(format!("https://127.0.0.1{path}").as_str()),
+            "http {path} redirects to the same path on https: {r:?}"
+        );
+    }
+}
+
+/// A call set up through the front, over wss: two browsers-to-be join one
+/// room (least-conn puts them on different nodes, so the relay crosses the
+/// cluster) and an offer and its answer go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_through_the_front_joins_and_relays_an_offer() {
+    let f = front("nginx-wss", |_, _| {}).await;
+    let mut alice = f.joined("call", "alice").await;
+    let mut bob = f.joined("call", "bob").await;
+    alice.expect("peer-joined").await;
+    assert_eq!(
+        f.wait_connections(2).await,
+        [1, 1],
+        "least-conn puts the second WebSocket on the other node"
+    );
+    alice
+        .send(json!({"type": "offer", "to": bob.peer_id, "sdp": "v=0 alice's offer"}))
+        .await;
+    let offer = bob.expect("offer").await;
+    assert_eq!(offer["from"], Value::from(alice.peer_id.clone()), "{offer}");
+    assert_eq!(offer["sdp"], "v=0 alice's offer", "{offer}");
+    bob.send(json!({"type": "answer", "to": alice.peer_id, "sdp": "v=0 bob's answer"}))
+        .await;
+    let answer = alice.expect("answer").await;
+    assert_eq!(answer["from"], Value::from(bob.peer_id.clone()), "{answer}");
+    alice.close().await;
+    bob.close().await;
+}
+
+/// Which node (0 or 1) took the WebSocket `connect` opened, by the nodes'
+/// own counts before and after.
+async fn landed(f: &Front, label: &str, room: &str) -> (Client, usize) {
+    let before = f.connections().await;
+    let c = f.joined(room, label).await;
+    let after = f.wait_connections(before[0] + before[1] + 1).await;
+    let node = if after[1] > before[1] { 1 } else { 0 };
+    (c, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_conn_spreads_held_websockets_over_both_nodes() {
+    let f = front("nginx-least-conn", |_, _| {}).await;
+    let mut held: [Vec<Client>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..6 {
+        let (c, node) = landed(&f, &format!("p{i}"), "spread").await;
+        held[node].push(c);
+        // Each new one goes to the node with fewer: never more than one
+        // apart, counted by the nodes themselves.
+        let [a, b] = f.connections().await;
+        assert!(
+            a.abs_diff(b) <= 1,
+            "after {} WebSockets: {a} and {b}",
+            i + 1
+        );
+    }
+    assert_eq!(f.wait_connections(6).await, [3, 3]);
+    // Two of node a's leave: the next two both go to a, which has fewer
+    // (round robin would give b one of them, ip_hash both).
+    for _ in 0..2 {
+        if let Some(c) = held[0].pop() {
+            c.close().await;
+        }
+    }
+    assert_eq!(f.wait_connections(4).await, [1, 3]);
+    // nginx counts a connection until it has seen it end too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..2 {
+        let (c, node) = landed(&f, &format!("q{i}"), "spread").await;
+        assert_eq!(node, 0, "the emptier node takes newcomer q{i}");
+        held[node].push(c);
+    }
+    assert_eq!(f.connections().await, [3, 3]);
+    for c in held.into_iter().flatten() {
+        c.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_nodes_503_is_retried_on_the_other_node() {
+    // Node a drains for long enough for the test: a client that ignores its
+    // `goaway` keeps it in the draining state (answering, with 503).
+    let f = front("nginx-drain", |i, c| {
+        if i == 0 {
+            c.drain_timeout = Duration::from_secs(30);
+        }
+    })
+    .await;
+    let [a, b] = &f.nodes;
+    // Two WebSockets through the front held on b and none on a, so
+    // least-conn sends the next one to a: open four (two land on each),
+    // then close those a took.
+    let mut on_a = Vec::new();
+    let mut on_b = Vec::new();
+    for i in 0..4 {
+        let (c, node) = landed(&f, &format!("held{i}"), "drain").await;
+        if node == 1 {
+            on_b.push(c);
+        } else {
+            on_a.push(c);
+        }
+    }
+    assert_eq!((on_a.len(), on_b.len()), (2, 2), "least-conn alternates");
+    for c in on_a {
+        c.close().await;
+    }
+    f.wait_connections(2).await;
+    // nginx counts a connection until it has seen it end too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Directly on a (not through the front, so nginx still counts 0 there),
+    // ignoring goaway.
+    let mut stays = a.client("stays-on-a").await;
+    stays
+        .join_with("drain", json!({"token": token("drain")}))
+        .await;
+    assert_eq!(f.wait_connections(3).await, [1, 2]);
+
+    a.handle.shutdown();
+    stays.expect("goaway").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(a.addr, "/ws").await.0 != 503 {
+        assert!(Instant::now() < deadline, "node a never refused /ws");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A new client through the front: nginx tries a (fewest connections),
+    // gets its 503, and hands the handshake to b.
+    let mut late = f.joined("drain", "late").await;
+    assert_eq!(f.wait_connections(4).await, [1, 3], "the newcomer is on b");
+    late.send(json!({"type": "offer", "to": on_b[0].peer_id, "sdp": "v=0"}))
+        .await;
+    late.close().await;
+    let logs = wait_logged(&f.nginx, "upstream_status=503, 101").await;
+    let line = logs
+        .lines()
+        .find(|l| l.contains("upstream_status=503, 101"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("upstream={}, {}", a.addr, b.addr)),
+        "a refused it first, b took it: {line}"
+    );
+    assert!(line.contains("\"GET /ws HTTP/1.1\" 101"), "{line}");
+    for c in on_b {
+        c.close().await;
+    }
+    stays.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_strings_stay_out_of_the_access_log() {
+    let f = front("nginx-log", |_, _| {}).await;
+    let n = &f.nginx;
+    let secret_token = token("logged");
+    // The token only in /ws's query: the join works, so the query reached
+    // the node through nginx.
+    let mut c = Client::connect_tls(
+        &format!("{}?token={secret_token}", n.wss()),
+        &f.cert,
+        "query-token",
+    )
+    .await;
+    c.send(json!({"type": "join", "room": "logged"})).await;
+    c.expect("joined").await;
+    c.close().await;
+    // An invite link's page with the token in its query and in the Referer,
+    // and the same on plain HTTP (the redirect's log line).
+    let page = format!("/index.html?room=logged&token={secret_token}");
+    let referer = format!("https://127.0.0.1/?token={secret_token}");
+    let r = n.https_get(&page, &[("Referer", &referer)]).await;
+    assert_eq!(r.status, 200);
+    let r = n.http_get(&page, &[("Referer", &referer)]).await;
+    assert_eq!(r.status, 301);
+
+    // The WebSocket's line (written when it closed), in whatever format.
+    let logs = wait_logged(n, "\" 101 ").await;
+    for needle in [secret_token.as_str(), "token=", "?"] {
+        assert!(
+            !logs.contains(needle),
+            "the access log shows {needle:?}:\n{logs}"
+        );
+    }
+    // Not blind: every request above has its line, path without query.
+    for line in [
+        "\"GET /ws HTTP/1.1\" 101",
+        "\"GET /index.html HTTP/1.1\" 200",
+        "\"GET /index.html HTTP/1.1\" 301",
+    ] {
+        assert!(logs.contains(line), "{line} is logged: {logs}");
+    }
+    assert!(
+        logs.contains("\"https://127.0.0.1/\""),
+        "the Referer is logged without its query: {logs}"
+    );
+}
