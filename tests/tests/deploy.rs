@@ -569,6 +569,45 @@ fn signaling_nodes_form_one_cluster() {
     );
 }
 
+/// The nodes believe `X-Forwarded-For` from nginx only: its address is
+/// pinned in the compose network, and that one address (no wider range) is
+/// the nodes' trusted proxy. The nodes publish no port, so nothing else can
+/// reach them from outside (tests/nginx.rs checks that the limits then key on
+/// the client nginx saw).
+#[test]
+fn nodes_trust_exactly_nginxs_pinned_address() {
+    let c = compose();
+    let web = service(&c, "web");
+    let pinned: std::net::Ipv4Addr = web["networks"]["default"]["ipv4_address"]
+        .as_str()
+        .expect("web has a pinned ipv4_address on the default network")
+        .parse()
+        .expect("an IPv4 address");
+    let subnet = c["networks"]["default"]["ipam"]["config"][0]["subnet"]
+        .as_str()
+        .expect("the default network has a fixed subnet");
+    let (net, bits) = subnet.split_once('/').expect("a CIDR subnet");
+    let net: std::net::Ipv4Addr = net.parse().expect("subnet address");
+    let bits: u32 = bits.parse().expect("prefix length");
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    assert_eq!(
+        u32::from(pinned) & mask,
+        u32::from(net) & mask,
+        "nginx's address {pinned} is inside {subnet}"
+    );
+    for (name, svc) in nodes(&c) {
+        let node = node_config(name, svc);
+        let trusted: Vec<String> = node.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            trusted,
+            [format!("{pinned}/32")],
+            "{name} trusts nginx's address and nothing else"
+        );
+        assert!(svc["ports"].is_null(), "{name} publishes no port");
+        assert!(node.auth_secret.is_some(), "{name} runs with auth");
+    }
+}
+
 #[test]
 fn ports_agree_across_compose_nginx_and_dockerfile() {
     let c = compose();

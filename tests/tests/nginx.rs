@@ -542,3 +542,79 @@ async fn query_strings_stay_out_of_the_access_log() {
         "the Referer is logged without its query: {logs}"
     );
 }
+
+/// A wss handshake through the front from the loopback address `from`
+/// (nginx sees it as the client), with an `X-Forwarded-For` of the client's
+/// own if `forged`; the HTTP status nginx answered (101 when upgraded).
+async fn handshake_from(
+    f: &Front,
+    from: [u8; 4],
+    forged: Option<&str>,
+) -> (
+    u16,
+    Option<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((from, 0)))
+        .expect("bind a loopback source address");
+    let tcp = socket
+        .connect(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            f.nginx.https_port,
+        )))
+        .await
+        .expect("connect to the front");
+    let mut req = f.nginx.wss().into_client_request().expect("request");
+    if let Some(xff) = forged {
+        req.headers_mut()
+            .insert("X-Forwarded-For", xff.parse().expect("header value"));
+    }
+    match tokio_tungstenite::client_async_tls_with_config(
+        req,
+        tcp,
+        None,
+        Some(Connector::Rustls(f.nginx.tls.clone())),
+    )
+    .await
+    {
+        Ok((ws, answer)) => (answer.status().as_u16(), Some(ws)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
+            (answer.status().as_u16(), None)
+        }
+        Err(e) => panic!("handshake from {from:?}: {e}"),
+    }
+}
+
+/// Compose's trust of nginx's address: behind the front, the nodes' per-address
+/// WebSocket cap counts the client nginx saw, not nginx (which, on the host
+/// itself, would be exempt) and not what the client claims in its own
+/// `X-Forwarded-For`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_address_limits_key_on_the_client_behind_the_front() {
+    let f = front("nginx-per-ip", |_, c| c.limits.max_connections_per_ip = 1).await;
+    // One per node from 127.0.0.3 (least-conn puts them on both nodes).
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let (status, ws) = handshake_from(&f, [127, 0, 0, 3], None).await;
+        assert_eq!(status, 101, "127.0.0.3's WebSocket {i}");
+        held.push(ws);
+    }
+    assert_eq!(f.wait_connections(2).await, [1, 1]);
+    // A third from the same address is over the cap on either node, also
+    // when it names another address itself.
+    for forged in [None, Some("127.0.0.9"), Some("198.51.100.7, 127.0.0.9")] {
+        let (status, _) = handshake_from(&f, [127, 0, 0, 3], forged).await;
+        assert_eq!(status, 429, "127.0.0.3 again, X-Forwarded-For {forged:?}");
+    }
+    // Another client is not.
+    let (status, ws) = handshake_from(&f, [127, 0, 0, 4], None).await;
+    assert_eq!(status, 101, "127.0.0.4 has a budget of its own");
+    held.push(ws);
+    drop(held);
+}
