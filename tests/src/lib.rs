@@ -5,6 +5,7 @@ pub mod nginx;
 pub mod proxy;
 pub mod redis;
 pub mod server;
+pub mod stun;
 pub mod tls;
 pub mod turn;
 
