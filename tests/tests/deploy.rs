@@ -2,9 +2,11 @@
 //! machine): docker-compose.yml, the Dockerfile, deploy/nginx.conf and
 //! turn-config/ must agree with each other and with the server's real flags.
 //!
-//! Two checks run real tools, and fail (never skip) when they are missing:
-//! `docker-compose config` (Debian package `docker-compose`) and
-//! `turnserver -h` (Debian package `coturn`). scripts/test installs both.
+//! Some checks run real tools, and fail (never skip) when they are missing:
+//! `docker-compose config` (Debian package `docker-compose`), `turnserver -h`
+//! and turnserver itself (Debian package `coturn`) as compose's coturn user
+//! reading the mounted key (that one needs root for `setpriv`, and says it
+//! skipped without). scripts/test installs both packages.
 
 use clap::{CommandFactory, Parser};
 use serde_yaml_ng::{Mapping, Value};
@@ -1141,4 +1143,119 @@ fn docker_compose_accepts_the_file() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// coturn, run as compose runs it (user 65534:65534), opens its `turns:`
+/// listener with a key made by scripts/make-cert only after the command that
+/// deploy/certs/README.md gives: with make-cert's mode 600 it warns and runs
+/// without TLS. Needs root (to start coturn as another user, as Docker
+/// does); elsewhere it says so and checks nothing.
+#[test]
+fn coturn_as_its_compose_user_reads_the_key_as_documented() {
+    let id = Command::new("id").arg("-u").output().expect("id runs");
+    if String::from_utf8_lossy(&id.stdout).trim() != "0" {
+        eprintln!("SKIPPED: not root, cannot run turnserver as {COTURN_USER}");
+        return;
+    }
+    let (uid, gid) = COTURN_USER.split_once(':').expect("uid:gid");
+    let dir = std::env::temp_dir().join(format!("sig-coturn-key-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cert = signaling_e2e::tls::TestCert::make(dir.clone(), &[]);
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let ids: (u32, u32) = (uid.parse().expect("uid"), gid.parse().expect("gid"));
+    std::os::unix::fs::chown(&state, Some(ids.0), Some(ids.1)).expect("chown state");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+
+    let run = |label: &str| -> bool {
+        let port = signaling_e2e::redis::free_port();
+        let tls_port = signaling_e2e::redis::free_port();
+        let conf = dir.join(format!("{label}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "listening-ip=127.0.0.1\nlistening-port={port}\ntls-listening-port={tls_port}\n\
+                 cert={}\npkey={}\nno-dtls\nno-cli\nuse-auth-secret\nstatic-auth-secret=s\n\
+                 realm=test\nmin-port=61000\nmax-port=61100\nlog-file={}/{label}.log\n\
+                 pidfile={}/{label}.pid\nuserdb={}/turndb\n",
+                cert.cert.display(),
+                cert.key.display(),
+                state.display(),
+                state.display(),
+                state.display()
+            ),
+        )
+        .expect("write conf");
+        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let mut child = Command::new("setpriv")
+            .args([
+                "--reuid",
+                uid,
+                "--regid",
+                gid,
+                "--clear-groups",
+                "turnserver",
+                "-c",
+            ])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("setpriv and turnserver (util-linux, coturn)");
+        let at = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&at(port), Duration::from_millis(200)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{label}: coturn never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A TLS handshake that trusts the test certificate.
+        let tls_ok = std::net::TcpStream::connect_timeout(&at(tls_port), Duration::from_secs(2))
+            .ok()
+            .is_some_and(|tcp| {
+                let name = rustls::pki_types::ServerName::IpAddress(at(tls_port).ip().into());
+                let Ok(mut conn) = rustls::ClientConnection::new(cert.client_config(), name) else {
+                    return false;
+                };
+                let mut tcp = tcp;
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+                while conn.is_handshaking() {
+                    if conn.complete_io(&mut tcp).is_err() {
+                        return false;
+                    }
+                }
+                true
+            });
+        let _ = child.kill();
+        let _ = child.wait();
+        tls_ok
+    };
+
+    assert!(
+        !run("make-cert-mode"),
+        "coturn as {COTURN_USER} must not read make-cert's mode-600 key (else the README's step is moot)"
+    );
+    let readme = read("deploy/certs/README.md");
+    let step = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("chgrp") && l.contains("key.pem"))
+        .expect("deploy/certs/README.md gives the command for coturn's read access");
+    let step = step
+        .replace("sudo ", "")
+        .replace("deploy/certs/key.pem", &cert.key.display().to_string());
+    let out = Command::new("sh").args(["-c", &step]).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "{step}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        run("documented-mode"),
+        "coturn as {COTURN_USER} opens its TLS listener after `{step}`"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
