@@ -618,3 +618,31 @@ async fn per_address_limits_key_on_the_client_behind_the_front() {
     held.push(ws);
     drop(held);
 }
+
+/// The page's own origin gets through the front to a node's Origin check
+/// (nginx passes the browser's Host), another site's does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_origin_passes_the_front_and_other_sites_are_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let f = front("nginx-origin", |_, _| {}).await;
+    let n = &f.nginx;
+    let page = format!("https://127.0.0.1:{}", n.https_port);
+    for (origin, want) in [(page.as_str(), 101), ("https://evil.example", 403)] {
+        let mut req = n.wss().into_client_request().expect("request");
+        req.headers_mut()
+            .insert("Origin", origin.parse().expect("header value"));
+        let status = match tokio_tungstenite::connect_async_tls_with_config(
+            req,
+            None,
+            false,
+            Some(Connector::Rustls(n.tls.clone())),
+        )
+        .await
+        {
+            Ok((_ws, answer)) => answer.status().as_u16(),
+            Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => answer.status().as_u16(),
+            Err(e) => panic!("Origin {origin}: {e}"),
+        };
+        assert_eq!(status, want, "Origin {origin} through the front");
+    }
+}
