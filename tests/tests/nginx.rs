@@ -16,17 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::Connector;
 
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
-/// Every header the front must put on each HTTPS response, with its value.
+/// Every header the front must put on each HTTPS response, with its value:
+/// the same policy as the server's own (which the browser tests check
+/// against a real page), and HSTS.
 const SECURITY_HEADERS: &[(&str, &str)] = &[
-    ("content-security-policy", CSP),
+    ("content-security-policy", signaling::http::CSP),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),
-    (
-        "permissions-policy",
-        "camera=(self), microphone=(self), display-capture=(self)",
-    ),
+    ("permissions-policy", signaling::http::PERMISSIONS_POLICY),
     ("x-frame-options", "DENY"),
     ("strict-transport-security", "max-age=31536000"),
 ];
