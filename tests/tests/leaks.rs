@@ -133,14 +133,15 @@ async fn failed_resumes_leave_no_room_behind() {
     s.stop().await;
 }
 
-/// Room channels anyone is subscribed to, and room keys in Redis.
-fn redis_rooms(redis: &Redis) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let channels = redis
-        .list(&["PUBSUB", "CHANNELS", "sig:ch:room:*"])
-        .expect("PUBSUB CHANNELS");
-    let keys = redis.list(&["KEYS", "sig:room:*"]).expect("KEYS");
-    let set = redis.list(&["SMEMBERS", "sig:rooms"]).expect("SMEMBERS");
-    (channels, keys, set)
+/// How many room channels anyone is subscribed to, room hashes, and rooms
+/// in the room set, in Redis.
+fn redis_rooms(redis: &Redis) -> (usize, usize, usize) {
+    let count = |args: &[&str]| redis.list(args).map(|l| l.len()).expect("a list");
+    (
+        count(&["PUBSUB", "CHANNELS", "sig:ch:room:*"]),
+        count(&["KEYS", "sig:room:*"]),
+        count(&["SMEMBERS", "sig:rooms"]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,12 +189,8 @@ async fn failed_resumes_leave_no_room_nor_subscription_in_a_cluster() {
         back.close().await;
     }
 
-    for n in [&n1, &n2] {
-        assert_eq!(n.metric("signaling_rooms ").await, 0, "rooms on {}", n.addr);
-        assert_no_rooms_listed(n.addr).await;
-    }
     // Unsubscribing goes out after the refusal: give it a moment.
-    let none = (Vec::new(), Vec::new(), Vec::new());
+    let none = (0, 0, 0);
     eventually(
         "room channels subscribed, room keys, the room set",
         Duration::from_secs(5),
@@ -201,6 +198,10 @@ async fn failed_resumes_leave_no_room_nor_subscription_in_a_cluster() {
         async || redis_rooms(&redis),
     )
     .await;
+    for n in [&n1, &n2] {
+        assert_eq!(n.metric("signaling_rooms ").await, 0, "rooms on {}", n.addr);
+        assert_no_rooms_listed(n.addr).await;
+    }
     let channels: Vec<String> = fakes
         .iter()
         .take(20)
@@ -450,6 +451,106 @@ async fn a_stalled_redis_bounds_the_queue_refuses_relays_and_loses_no_presence()
     assert!(
         to_sender.iter().all(|v| v["type"] != "error"),
         "the offer after the stall was refused: {to_sender:?}"
+    );
+    b.stop().await;
+}
+
+/// `update`s sent while Redis is stalled.
+const UPDATES: usize = 30_000;
+
+/// Presence changes are never refused, so they must not grow the queue
+/// without bound either: a member that keeps changing its `meta` while
+/// Redis is stalled needs only its latest state written when Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_during_a_stall_are_bounded_and_the_last_one_wins() {
+    let redis = Redis::start();
+    let cap = QUEUE_CAP.to_string();
+    let a = ServerProcess::start(&[
+        "--redis-url",
+        &redis.url(),
+        "--node-id",
+        "upd-a",
+        "--redis-queue-bytes",
+        &cap,
+        "--rate",
+        "100000",
+        "--rate-burst",
+        "100000",
+        "--node-timeout",
+        "60s",
+    ])
+    .await;
+    let b = TestServer::start(|c| {
+        clustered(redis.url(), "upd-b")(c);
+        c.node_timeout = Duration::from_secs(60);
+    })
+    .await;
+    for addr in [a.addr, b.addr] {
+        eventually("ready", Duration::from_secs(10), 200, async || {
+            http_get(addr, "/readyz").await.0
+        })
+        .await;
+    }
+    let r = room("upd");
+    let mut u = Client::connect(&a.ws(), "updater@a").await;
+    u.join(&r).await;
+    let mut p = b.client("peer@b").await;
+    p.join(&r).await;
+    signaling_e2e::server::wait_listed(a.addr, &r, &p.peer_id).await;
+    signaling_e2e::server::wait_listed(b.addr, &r, &u.peer_id).await;
+    drain(&mut u, Duration::from_millis(200)).await;
+    drain(&mut p, Duration::from_millis(200)).await;
+    let rss_before = a.rss_kib();
+
+    redis.stop();
+    let pad = "x".repeat(900);
+    for n in 0..UPDATES {
+        u.send(json!({"type":"update","meta":{"n":n,"pad":pad}}))
+            .await;
+    }
+    // A ping's pong says every update before it has been handled.
+    u.send(json!({"type":"ping"})).await;
+    let pong = drain(&mut u, Duration::from_millis(500)).await;
+    assert!(pong.iter().any(|v| v["type"] == "pong"), "{pong:?}");
+    let rss_after = a.rss_kib();
+    let grown_kib = rss_after.saturating_sub(rss_before);
+    println!(
+        "{UPDATES} updates of ~1 KB with Redis stalled: RSS {rss_before} KiB -> {rss_after} KiB"
+    );
+    assert!(
+        grown_kib < 16 * 1024,
+        "the node grew by {grown_kib} KiB while {UPDATES} updates ({} MB) waited",
+        UPDATES * 1000 / 1_000_000
+    );
+    redis.cont();
+
+    // The last state reaches Redis, the other node and its member.
+    let last = json!(UPDATES - 1);
+    eventually(
+        "the meta on b",
+        Duration::from_secs(20),
+        last.clone(),
+        async || {
+            let (_, body) = http_get(b.addr, &format!("/api/rooms/{r}")).await;
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            v["peers"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|x| x["peer_id"] == u.peer_id.as_str()))
+                .map(|x| x["meta"]["n"].clone())
+                .unwrap_or(Value::Null)
+        },
+    )
+    .await;
+    let seen = drain(&mut p, Duration::from_secs(1)).await;
+    let updates: Vec<&Value> = seen
+        .iter()
+        .filter(|v| v["type"] == "peer-updated")
+        .collect();
+    println!("peer@b got {} peer-updated after the stall", updates.len());
+    assert_eq!(
+        updates.last().map(|v| v["peer"]["meta"]["n"].clone()),
+        Some(last),
+        "peer@b's last peer-updated"
     );
     b.stop().await;
 }

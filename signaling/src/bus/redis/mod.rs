@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use signaling_protocol::reply::push_str;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -82,12 +82,10 @@ struct Shared {
     relink: Notify,
     ready: AtomicBool,
     handler: OnceLock<Weak<dyn InboundHandler>>,
-    ops: mpsc::UnboundedSender<Op>,
-    /// Bytes of the operations queued or being written ([`Op::bytes`]);
-    /// zero once everything is out. Relays are admitted only under
+    /// What waits to be written. Relays are admitted only under
     /// `config.queue_bytes`, which is what bounds the queue while Redis is
     /// slow or away: unbounded, a stall turns large relays into gigabytes.
-    queued_bytes: AtomicUsize,
+    queue: publisher::Queue,
     /// Resume claims waiting for the holding node's answer.
     claims: DashMap<u64, oneshot::Sender<Option<Handoff>>>,
     next_claim: AtomicU64,
@@ -97,27 +95,21 @@ struct Shared {
 
 impl Shared {
     /// Queues what must not be lost (presence, resume traffic), cap or not:
-    /// presence changes are few and small next to relays, and a dropped
-    /// `leave` would leave a ghost in Redis and in every other node's view.
+    /// a dropped `leave` would leave a ghost in Redis and in every other
+    /// node's view. Past the cap a peer's updates merge (see
+    /// [`publisher::Queue`]), so presence stays bounded by the peers here.
     fn enqueue(&self, op: Op) {
-        self.queued_bytes.fetch_add(op.bytes(), Ordering::AcqRel);
-        // Fails only once the queue's task is gone, i.e. at exit.
-        let _ = self.ops.send(op);
+        self.queue.push(op, self.config.queue_bytes);
     }
 
     /// Queues a relay if it fits under the byte cap.
     fn try_enqueue(&self, op: Op) -> Result<(), BusError> {
-        let n = op.bytes();
-        // Added first, checked after: concurrent senders can only be refused
-        // too eagerly, never let past the cap.
-        let before = self.queued_bytes.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.config.queue_bytes {
-            self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
-            self.note_refusal();
-            return Err(BusError::Backlogged);
-        }
-        let _ = self.ops.send(op);
-        Ok(())
+        self.queue
+            .push_within(op, self.config.queue_bytes)
+            .map_err(|_| {
+                self.note_refusal();
+                BusError::Backlogged
+            })
     }
 
     /// Logs the first refused relay of a backlog, not each one (a flood
@@ -195,7 +187,6 @@ impl RedisBus {
     /// Starts the engine. Redis need not be up: the engine keeps trying.
     pub fn start(config: RedisConfig, node: NodeId) -> Result<RedisBus, BadUrl> {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| BadUrl(e.to_string()))?;
-        let (ops, ops_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             keys: Keys::new(&config.prefix),
             node,
@@ -207,14 +198,13 @@ impl RedisBus {
             relink: Notify::new(),
             ready: AtomicBool::new(false),
             handler: OnceLock::new(),
-            ops,
-            queued_bytes: AtomicUsize::new(0),
+            queue: publisher::Queue::default(),
             claims: DashMap::new(),
             next_claim: AtomicU64::new(1),
             refusing: AtomicBool::new(false),
         });
         let (subs, subs_rx) = mpsc::unbounded_channel();
-        tokio::spawn(publisher::run(shared.clone(), ops_rx));
+        tokio::spawn(publisher::run(shared.clone()));
         tokio::spawn(link::run(shared.clone(), subs_rx));
         Ok(RedisBus { shared, subs })
     }
@@ -225,7 +215,7 @@ impl RedisBus {
 
     /// Bytes waiting in (or being written by) the write queue.
     pub fn queued_bytes(&self) -> usize {
-        self.shared.queued_bytes.load(Ordering::Acquire)
+        self.shared.queue.bytes()
     }
 }
 
@@ -445,7 +435,7 @@ impl Bus for RedisBus {
     fn flush(&self) -> BoxFuture<'_, ()> {
         async move {
             let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
-            while self.shared.queued_bytes.load(Ordering::Acquire) > 0
+            while self.shared.queue.bytes() > 0
                 && self.is_ready()
                 && tokio::time::Instant::now() < deadline
             {

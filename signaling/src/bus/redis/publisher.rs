@@ -5,10 +5,11 @@
 //! connection is sent again once Redis is back.
 
 use signaling_protocol::reply::LeaveReason;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use super::keys::{Keys, payload};
@@ -54,24 +55,188 @@ impl Op {
     }
 }
 
-pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Op>) {
+/// The write queue: operations in the order they were made, and the bytes
+/// they count ([`Op::bytes`]) until written.
+///
+/// Relays are admitted only under the byte cap. Presence changes always
+/// are, but past the cap a change of a peer whose previous state has not
+/// been written yet replaces that state in place instead of queueing behind
+/// it: what Redis and the other nodes need is a peer's latest state, and a
+/// member that keeps sending `update` while Redis is stalled must not grow
+/// the queue without bound. (Joins and leaves are never merged: each is a
+/// stream entry other services may count.)
+#[derive(Default)]
+pub struct Queue {
+    state: Mutex<QueueState>,
+    /// Bytes of the operations queued or being written; zero once
+    /// everything is out.
+    bytes: AtomicUsize,
+    more: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    ops: VecDeque<Op>,
+    /// Sequence number of `ops[0]`.
+    head: u64,
+    /// The queued `Joined`/`Updated`/`Moved` holding a peer's latest state,
+    /// by sequence number.
+    latest: HashMap<(RoomId, PeerId), u64>,
+}
+
+/// A presence operation's peer and, unless it is a leave, its state.
+fn presence_of(op: &Op) -> Option<(&RoomId, &PeerId, Option<&Arc<PeerInfo>>)> {
+    match op {
+        Op::Presence { room, event } => Some(match event {
+            PresenceEvent::Joined(p) | PresenceEvent::Updated(p) | PresenceEvent::Moved(p) => {
+                (room, &p.id, Some(p))
+            }
+            PresenceEvent::Left { peer, .. } => (room, peer, None),
+        }),
+        Op::Publish { .. } => None,
+    }
+}
+
+impl Queue {
+    /// Bytes queued or being written.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Nothing panics while holding it; if something did, the queue's
+        // content is still whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues what must not be lost (presence, resume traffic), cap or not.
+    /// Past `cap`, a peer's `Updated` merges into its queued state.
+    pub fn push(&self, op: Op, cap: usize) {
+        let n = op.bytes();
+        let mut st = self.lock();
+        if self.bytes() + n > cap {
+            if let Op::Presence {
+                room,
+                event: PresenceEvent::Updated(info),
+            } = &op
+            {
+                if st.merge(room, info, &self.bytes) {
+                    return;
+                }
+            }
+        }
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+        st.push_back(op);
+        drop(st);
+        self.more.notify_one();
+    }
+
+    /// Queues a relay if it fits under `cap`; gives it back if not.
+    pub fn push_within(&self, op: Op, cap: usize) -> Result<(), Op> {
+        let n = op.bytes();
+        let mut st = self.lock();
+        if self.bytes() + n > cap {
+            return Err(op);
+        }
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+        st.push_back(op);
+        drop(st);
+        self.more.notify_one();
+        Ok(())
+    }
+
+    /// Moves up to `max` operations into `batch`, waiting for one if the
+    /// queue is empty and `batch` too.
+    async fn take(&self, batch: &mut Vec<Op>, max: usize) {
+        loop {
+            let more = self.more.notified();
+            {
+                let mut st = self.lock();
+                while batch.len() < max {
+                    match st.pop_front() {
+                        Some(op) => batch.push(op),
+                        None => break,
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                return;
+            }
+            more.await;
+        }
+    }
+
+    /// `bytes` have been written (or given up on).
+    fn written(&self, bytes: usize) -> usize {
+        self.bytes
+            .fetch_sub(bytes, Ordering::AcqRel)
+            .saturating_sub(bytes)
+    }
+}
+
+impl QueueState {
+    fn push_back(&mut self, op: Op) {
+        let seq = self.head + self.ops.len() as u64;
+        if let Some((room, peer, state)) = presence_of(&op) {
+            let key = (room.clone(), peer.clone());
+            match state {
+                Some(_) => self.latest.insert(key, seq),
+                None => self.latest.remove(&key),
+            };
+        }
+        self.ops.push_back(op);
+    }
+
+    fn pop_front(&mut self) -> Option<Op> {
+        let op = self.ops.pop_front()?;
+        let seq = self.head;
+        self.head += 1;
+        if let Some((room, peer, Some(_))) = presence_of(&op) {
+            let key = (room.clone(), peer.clone());
+            if self.latest.get(&key) == Some(&seq) {
+                self.latest.remove(&key);
+            }
+        }
+        Some(op)
+    }
+
+    /// Puts `info` into the queued state of its peer, if one is still
+    /// queued (the operation keeps its kind: a join not yet written stays a
+    /// join, with the newer state). `bytes` follows the size change.
+    fn merge(&mut self, room: &RoomId, info: &Arc<PeerInfo>, bytes: &AtomicUsize) -> bool {
+        let Some(&seq) = self.latest.get(&(room.clone(), info.id.clone())) else {
+            return false;
+        };
+        let Some(op) = self.ops.get_mut((seq - self.head) as usize) else {
+            return false;
+        };
+        let before = op.bytes();
+        let Op::Presence {
+            event: PresenceEvent::Joined(p) | PresenceEvent::Updated(p) | PresenceEvent::Moved(p),
+            ..
+        } = op
+        else {
+            return false;
+        };
+        *p = info.clone();
+        let after = op.bytes();
+        // Under the queue's lock, so the writer cannot take it in between.
+        if after >= before {
+            bytes.fetch_add(after - before, Ordering::AcqRel);
+        } else {
+            bytes.fetch_sub(before - after, Ordering::AcqRel);
+        }
+        true
+    }
+}
+
+pub async fn run(shared: Arc<Shared>) {
     let mut batch: Vec<Op> = Vec::with_capacity(BATCH);
     // Our own connection, and the link's connect it was made under.
     let mut conn: Option<(resp::Conn, u64)> = None;
     let mut next_connect = 1;
     loop {
-        if batch.is_empty() {
-            match rx.recv().await {
-                Some(op) => batch.push(op),
-                None => return,
-            }
-        }
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
+        shared.queue.take(&mut batch, BATCH).await;
         let (mut c, connect) = match conn.take() {
             Some(c) => c,
             None => {
@@ -109,9 +274,8 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Op>) {
                 }
                 let bytes: usize = batch.iter().map(Op::bytes).sum();
                 batch.clear();
-                let before = shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                if shared.refusing.load(Ordering::Relaxed)
-                    && before.saturating_sub(bytes) <= shared.config.queue_bytes / 2
+                let left = shared.queue.written(bytes);
+                if shared.refusing.load(Ordering::Relaxed) && left <= shared.config.queue_bytes / 2
                 {
                     shared.refusing.store(false, Ordering::Release);
                     info!("redis write queue below half its cap: relays accepted again");
@@ -235,4 +399,95 @@ pub fn remove(
         .arg(maxlen)
         .arg(if only_if_present { "1" } else { "0" })
         .ignore();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(id: &str, n: u32) -> Op {
+        let info = PeerInfo::new(
+            PeerId::new(id),
+            NodeId::new("n1"),
+            String::new(),
+            format!(r#"{{"n":{n}}}"#),
+            1,
+        );
+        Op::Presence {
+            room: RoomId::new("r"),
+            event: PresenceEvent::Updated(Arc::new(info)),
+        }
+    }
+
+    /// What a batch holds, as `<kind> <peer> <meta>`.
+    fn describe(batch: &[Op]) -> Vec<String> {
+        batch
+            .iter()
+            .map(|op| match op {
+                Op::Presence { event, .. } => match event {
+                    PresenceEvent::Joined(p) => format!("J {} {}", p.id, p.meta),
+                    PresenceEvent::Updated(p) => format!("U {} {}", p.id, p.meta),
+                    PresenceEvent::Moved(p) => format!("M {} {}", p.id, p.meta),
+                    PresenceEvent::Left { peer, .. } => format!("L {peer}"),
+                },
+                Op::Publish { channel, .. } => format!("P {channel}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_updates_merge_relays_are_refused_and_leaves_stay() {
+        let q = Queue::default();
+        let join = match update("a", 0) {
+            Op::Presence { room, event } => Op::Presence {
+                room,
+                event: match event {
+                    PresenceEvent::Updated(p) => PresenceEvent::Joined(p),
+                    other => other,
+                },
+            },
+            op => op,
+        };
+        q.push(join, usize::MAX);
+        q.push(update("a", 1), usize::MAX);
+        // Past the cap (0): a's updates merge into its last queued state.
+        q.push(update("a", 22), 0);
+        q.push(update("a", 333), 0);
+        let relay = Op::Publish {
+            channel: "c".into(),
+            payload: b"x".to_vec(),
+        };
+        assert!(q.push_within(relay, 0).is_err());
+        q.push(
+            Op::Presence {
+                room: RoomId::new("r"),
+                event: PresenceEvent::Left {
+                    peer: PeerId::new("a"),
+                    reason: LeaveReason::Left,
+                },
+            },
+            0,
+        );
+        // Nothing of b's is queued: its update is, cap or not.
+        q.push(update("b", 4), 0);
+        let mut batch = Vec::new();
+        q.take(&mut batch, BATCH).await;
+        assert_eq!(
+            describe(&batch),
+            [
+                r#"J a {"n":0}"#,
+                r#"U a {"n":333}"#,
+                "L a",
+                r#"U b {"n":4}"#
+            ]
+        );
+        let bytes: usize = batch.iter().map(Op::bytes).sum();
+        assert_eq!(q.bytes(), bytes, "the count follows the merges");
+        assert_eq!(q.written(bytes), 0);
+        // A merge only reaches what is still queued.
+        q.push(update("b", 5), 0);
+        let mut batch = Vec::new();
+        q.take(&mut batch, BATCH).await;
+        assert_eq!(describe(&batch), [r#"U b {"n":5}"#]);
+    }
 }
