@@ -426,6 +426,17 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        self.stop();
+        // A failed test's logs stay for a look (its message names the folder
+        // through the logs it quotes); a passed one leaves nothing behind.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Nginx {
+    fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };

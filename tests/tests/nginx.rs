@@ -38,6 +38,12 @@ struct Front {
     _redis: Redis,
 }
 
+impl Drop for Front {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.cert.dir);
+    }
+}
+
 /// Two clustered nodes configured like compose's (auth on, nginx's address
 /// trusted for X-Forwarded-For), node `i` tweaked by `tweak(i, config)`,
 /// and the shipped front before them.
@@ -322,6 +328,7 @@ async fn tls_with_the_test_certificate_and_http_redirects_to_https() {
             .is_err_and(|e| e.contains("certificate") || e.contains("Certificate")),
         "another certificate's client must refuse the front: {refused:?}"
     );
+    let _ = std::fs::remove_dir_all(&other.dir);
     // TLS 1.2 and 1.3 both work.
     for v in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let r = n
