@@ -6,9 +6,11 @@
 //! The message codec is webrtc-rs's `stun` crate; this file only puts the
 //! TURN requests together and runs the challenge/response.
 //!
-//! It has no Send indication and no ChannelData on purpose: the coturn tests
-//! name public peers in CreatePermission, which sends nothing to the peer,
-//! and nothing here can make the server send a packet to one.
+//! The coturn tests name public peers in CreatePermission, which sends
+//! nothing to the peer. The one request that makes the server send to a
+//! peer, a Send indication, refuses any peer that is not loopback, and there
+//! is no ChannelData: nothing here can make the server send a packet off
+//! the machine.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -18,16 +20,17 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use stun::attributes::{
-    ATTR_LIFETIME, ATTR_NONCE, ATTR_REALM, ATTR_REQUESTED_ADDRESS_FAMILY, ATTR_REQUESTED_TRANSPORT,
-    ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS, ATTR_XOR_RELAYED_ADDRESS, ATTR_XORMAPPED_ADDRESS,
-    AttrType,
+    ATTR_DATA, ATTR_LIFETIME, ATTR_NONCE, ATTR_REALM, ATTR_REQUESTED_ADDRESS_FAMILY,
+    ATTR_REQUESTED_TRANSPORT, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS, ATTR_XOR_RELAYED_ADDRESS,
+    ATTR_XORMAPPED_ADDRESS, AttrType,
 };
 use stun::error_code::ErrorCodeAttribute;
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
-    CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter, METHOD_ALLOCATE,
-    METHOD_BINDING, METHOD_CREATE_PERMISSION, METHOD_REFRESH, Message, MessageType, Method, Setter,
+    CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter,
+    METHOD_ALLOCATE, METHOD_BINDING, METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND,
+    Message, MessageType, Method, Setter,
 };
 use stun::textattrs::TextAttribute;
 use stun::xoraddr::XorMappedAddress;
@@ -396,6 +399,39 @@ impl TurnClient {
 
     pub async fn binding(&mut self) -> Result<Response, StunError> {
         self.request(Request::Binding).await
+    }
+
+    /// Relays `data` to `peer` through our allocation (a Send indication,
+    /// which has no answer). Loopback peers only: this is what makes coturn
+    /// send a packet, and tests never send one off the machine.
+    pub async fn send_to_loopback(
+        &mut self,
+        peer: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), StunError> {
+        assert!(
+            peer.ip().is_loopback(),
+            "Send indications go to loopback peers only, not {peer}"
+        );
+        let mut m = Message::new();
+        m.build(&[
+            Box::new(MessageType::new(METHOD_SEND, CLASS_INDICATION)),
+            Box::new(stun::agent::TransactionId::new()),
+        ])?;
+        XorMappedAddress {
+            ip: peer.ip(),
+            port: peer.port(),
+        }
+        .add_to_as(&mut m, ATTR_XOR_PEER_ADDRESS)?;
+        m.add(ATTR_DATA, data);
+        FINGERPRINT.add_to(&mut m)?;
+        match &mut self.transport {
+            Transport::Udp(sock) => {
+                sock.send(&m.raw).await?;
+            }
+            Transport::Stream(st) => st.write_all(&m.raw).await?,
+        }
+        Ok(())
     }
 
     async fn transact(

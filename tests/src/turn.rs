@@ -57,6 +57,17 @@ impl Turn {
     /// running a variant of it), and with no secret on the command line if
     /// `secret` is None.
     pub fn start_production_conf(conf: &Path, secret: Option<&str>, cert: &TestCert) -> Turn {
+        Turn::start_production_with(conf, secret, cert, &[])
+    }
+
+    /// The same with `extra` options after the config's own (they override
+    /// it), for a test that must change one setting and says why.
+    pub fn start_production_with(
+        conf: &Path,
+        secret: Option<&str>,
+        cert: &TestCert,
+        extra: &[&str],
+    ) -> Turn {
         let entries = conf_entries(&std::fs::read_to_string(conf).expect("coturn config"));
         let value = |k: &str| -> u16 {
             entries
@@ -86,6 +97,7 @@ impl Turn {
             "--pkey".into(),
             cert.key.clone().into(),
         ]);
+        overrides.extend(extra.iter().map(OsString::from));
         Turn::launch(
             conf.to_path_buf(),
             secret,
@@ -127,7 +139,13 @@ impl Turn {
 
     /// What coturn logged so far (for failure messages).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+        let stderr: Vec<String> = read("stderr")
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .map(str::to_string)
+            .collect();
+        format!("{}{}", read("log"), stderr.join("\n"))
     }
 
     /// Kills the server (SIGKILL): every allocation and relay through it is gone.
@@ -166,7 +184,12 @@ impl Turn {
             .arg("--userdb")
             .arg(self.dir.join("db.sqlite"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // Config errors go to stderr, not the log file.
+            .stderr(
+                std::fs::File::create(self.dir.join("stderr"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect("turnserver must be installed (scripts/test installs coturn)");
         self.child = Some(child);

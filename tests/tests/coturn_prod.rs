@@ -475,3 +475,85 @@ async fn tls_listener_answers_binding_and_allocate() {
         );
     }
 }
+
+/// Relays 1000-byte datagrams at about `rate` bytes/s for `secs` seconds
+/// to a peer socket on 127.0.0.1 through a coturn started with the
+/// production config and `extra`: the bytes per second sent and the bytes
+/// per second the peer got.
+async fn relayed_rate(extra: &[&str], rate: f64, secs: u64) -> (f64, f64) {
+    let cert = TestCert::new("coturn-bps");
+    let path = signaling_e2e::workspace_root().join(PROD_CONF);
+    let turn = Turn::start_production_with(&path, Some(SECRET), &cert, extra);
+    let mut c = allocated(&turn, "127.0.0.1", Family::V4, "alice").await;
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("peer");
+    let peer_addr = peer.local_addr().expect("peer address");
+    let r = c
+        .create_permission(peer_addr.ip())
+        .await
+        .expect("CreatePermission answered");
+    assert!(r.success, "permission for the loopback peer: {r}");
+
+    let counter = tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        let mut got = 0usize;
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(500), peer.recv(&mut buf)).await
+        {
+            got += n;
+        }
+        got
+    });
+    let payload = vec![0x5au8; 1000];
+    let tick = Duration::from_millis(20);
+    let per_tick = (rate * tick.as_secs_f64() / payload.len() as f64).round() as usize;
+    let start = tokio::time::Instant::now();
+    let mut next = start;
+    let mut sent = 0usize;
+    while start.elapsed() < Duration::from_secs(secs) {
+        for _ in 0..per_tick {
+            c.send_to_loopback(peer_addr, &payload).await.expect("send");
+            sent += payload.len();
+        }
+        next += tick;
+        tokio::time::sleep_until(next).await;
+    }
+    let got = counter.await.expect("counter");
+    (sent as f64 / secs as f64, got as f64 / secs as f64)
+}
+
+#[tokio::test]
+async fn max_bps_limits_a_relay() {
+    // Production relays only to public peers, so this test lets coturn
+    // relay to 127.0.0.1 (allow-loopback-peers, allowed-peer-ip: the
+    // loopback test config's two settings) and changes nothing else; the
+    // control run also raises max-bps (coturn refuses max-bps=0 beside
+    // bps-capacity).
+    let conf = prod_conf();
+    let max_bps = conf_number(&conf, "max-bps") as f64;
+    let loopback = ["--allow-loopback-peers", "--allowed-peer-ip=127.0.0.1"];
+    let raised = format!("--max-bps={}", max_bps as u64 * 100);
+    let control = [loopback[0], loopback[1], raised.as_str()];
+    // A stream under the cap (a call within its budget) is not clipped.
+    let (sent, under) = relayed_rate(&loopback, max_bps * 0.8, 2).await;
+    println!("max-bps {max_bps}: sent {sent:.0} B/s, relayed {under:.0} B/s");
+    assert!(
+        under > sent * 0.95,
+        "under the cap: sent {sent:.0}, relayed {under:.0} B/s"
+    );
+    // Twice the cap is held to it, and carried with the cap raised.
+    let (sent, limited) = relayed_rate(&loopback, max_bps * 2.0, 2).await;
+    let (_, raised) = relayed_rate(&control, max_bps * 2.0, 2).await;
+    println!(
+        "max-bps {max_bps}: sent {sent:.0} B/s, relayed {limited:.0} B/s; with max-bps x100 {raised:.0} B/s"
+    );
+    assert!(
+        raised > sent * 0.95,
+        "with max-bps raised the relay carries the load: {raised:.0} of {sent:.0} B/s"
+    );
+    assert!(
+        limited < max_bps * 1.1,
+        "max-bps={max_bps} holds the relay to it: {limited:.0} B/s"
+    );
+}
