@@ -82,7 +82,8 @@ impl Turn {
         // test config's 61000-62000.
         let (min, max) = relay_window(value("max-port") - value("min-port"));
         let mut overrides: Vec<OsString> = Vec::new();
-        let listen: Vec<IpAddr> = vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
+        let v6: IpAddr = std::net::Ipv6Addr::LOCALHOST.into();
+        let listen: Vec<IpAddr> = vec![[127, 0, 0, 1].into(), v6];
         for ip in &listen {
             overrides.extend(["--listening-ip".into(), ip.to_string().into()]);
             overrides.extend(["--relay-ip".into(), ip.to_string().into()]);
