@@ -146,7 +146,7 @@ fn redis_rooms(redis: &Redis) -> (usize, usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_resumes_leave_no_room_nor_subscription_in_a_cluster() {
-    let redis = Redis::start();
+    let mut redis = Redis::start();
     let node = |id: &'static str| {
         let url = redis.url();
         move |c: &mut signaling::Config| {
@@ -215,6 +215,25 @@ async fn failed_resumes_leave_no_room_nor_subscription_in_a_cluster() {
         counts.iter().skip(1).step_by(2).all(|n| n == "0"),
         "subscribers of made-up rooms: {counts:?}"
     );
+
+    // A reconnect re-subscribes from the rooms each node keeps: none.
+    redis.kill();
+    redis.restart();
+    for n in [&n1, &n2] {
+        let probe = async || http_get(n.addr, "/readyz").await.0;
+        eventually(
+            "ready after the restart",
+            Duration::from_secs(15),
+            200,
+            probe,
+        )
+        .await;
+    }
+    let node_channels = redis
+        .list(&["PUBSUB", "CHANNELS", "sig:ch:node:*"])
+        .expect("PUBSUB CHANNELS");
+    assert_eq!(node_channels.len(), 2, "both nodes resubscribed");
+    assert_eq!(redis_rooms(&redis), (0, 0, 0), "rooms after the reconnect");
     x.close().await;
     y.close().await;
     n1.stop().await;
@@ -379,6 +398,26 @@ async fn a_stalled_redis_bounds_the_queue_refuses_relays_and_loses_no_presence()
         OFFERS * BIG / 1_000_000
     );
 
+    // A broadcast past the cap reaches this node's members, and its sender
+    // hears that it went no further.
+    // (What is left under the cap may still take a smaller message or two.)
+    let mut refused_broadcast = None;
+    for i in 0..8 {
+        let data = format!("{i} {}", "b".repeat(15_000));
+        s.send(json!({"type":"message","data":data})).await;
+        if let Some(e) = drain(&mut s, Duration::from_millis(100)).await.pop() {
+            assert_eq!(e["code"], "unavailable", "{e}");
+            refused_broadcast = Some(data);
+            break;
+        }
+    }
+    let refused_broadcast = refused_broadcast.expect("a broadcast refused past the cap");
+    let got = drain(&mut l, Duration::from_millis(300)).await;
+    assert!(
+        got.iter().any(|v| v["data"] == refused_broadcast.as_str()),
+        "leaver@a (same node) missed the refused broadcast"
+    );
+
     // Presence changes past the cap: a leave and a join.
     let l_id = l.peer_id.clone();
     l.send(json!({"type":"leave"})).await;
@@ -441,9 +480,10 @@ async fn a_stalled_redis_bounds_the_queue_refuses_relays_and_loses_no_presence()
     s.send(json!({"type":"offer","to":p.peer_id,"sdp":"v=0 after"}))
         .await;
     let o = loop {
-        let v = p.expect("offer").await;
-        if v["sdp"] == "v=0 after" {
-            break v;
+        match p.next(signaling_e2e::client::WAIT).await {
+            Some(v) if v["sdp"] == "v=0 after" => break v,
+            Some(_) => continue,
+            None => panic!("peer@b: no offer after the stall"),
         }
     };
     assert_eq!(o["from"], s.peer_id.as_str());
