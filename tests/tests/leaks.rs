@@ -58,14 +58,23 @@ async fn made_up_resumes(c: &mut Client, tag: &str, n: usize) -> Vec<String> {
     rooms
 }
 
-/// An honest client: joins `r` on `at`, drops its connection, and comes back
-/// only after the grace, when its room has emptied. Returns its token.
-async fn dropped_past_the_grace(at: &str, r: &str) -> String {
-    let mut c = Client::connect(at, "honest").await;
+/// An honest client: joins `r` on `at`, drops its connection, and is back
+/// only after the grace, once its room has emptied (`/api/rooms/{r}` says
+/// 404, from Redis when clustered). Returns its token.
+async fn dropped_past_the_grace(at: &TestServer, r: &str) -> String {
+    let mut c = at.client("honest").await;
     c.join(r).await;
     let token = c.resume.clone();
     c.drop_tcp();
-    tokio::time::sleep(GRACE * 3).await;
+    tokio::time::sleep(GRACE).await;
+    let path = format!("/api/rooms/{r}");
+    eventually(
+        "the room emptied",
+        Duration::from_secs(10),
+        404,
+        async || http_get(at.addr, &path).await.0,
+    )
+    .await;
     token
 }
 
@@ -118,7 +127,7 @@ async fn failed_resumes_leave_no_room_behind() {
     m.expect("left").await;
 
     let late = room("late");
-    let token = dropped_past_the_grace(&s.ws(), &late).await;
+    let token = dropped_past_the_grace(&s, &late).await;
     let mut back = s.client("honest again").await;
     resume_refused(&mut back, &late, &token).await;
 
@@ -183,7 +192,7 @@ async fn failed_resumes_leave_no_room_nor_subscription_in_a_cluster() {
     // left and on the other one.
     for (left_on, back_on) in [(&n1, &n1), (&n1, &n2)] {
         let late = room("late");
-        let token = dropped_past_the_grace(&left_on.ws(), &late).await;
+        let token = dropped_past_the_grace(left_on, &late).await;
         let mut back = back_on.client("honest again").await;
         resume_refused(&mut back, &late, &token).await;
         back.close().await;
