@@ -18,6 +18,23 @@ pub struct Config {
     #[arg(long, env = "SIGNALING_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// A PEM certificate chain (the server's certificate first) to serve
+    /// HTTPS and `wss://` on `--listen` instead of plain HTTP. Needs
+    /// `--tls-key`. The files are watched: a renewed certificate is used for
+    /// new connections without a restart.
+    #[arg(long, env = "SIGNALING_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key (PKCS#8, SEC1 or PKCS#1) of `--tls-cert`.
+    #[arg(long, env = "SIGNALING_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often the `--tls-cert` / `--tls-key` files are checked for a
+    /// change. A change that does not load (a key of another certificate,
+    /// a half-written file) is logged and the previous certificate kept.
+    #[arg(long, env = "SIGNALING_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_period)]
+    pub tls_reload_interval: Duration,
+
     /// Redis URL (`redis://host:port/db`, `redis+unix:///path`) that joins this
     /// instance to a cluster: every instance on the same Redis and prefix
     /// shares rooms, presence and relay. Without it the instance stands alone.

@@ -59,6 +59,8 @@ pub enum StartError {
     },
     #[error("the secret file {0} is empty")]
     EmptySecret(PathBuf),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A secret from `--*-secret-file`: the file's text without its trailing
@@ -90,6 +92,8 @@ pub fn resolve_secrets(config: &mut Config) -> Result<(), StartError> {
 pub struct Server {
     listener: TcpListener,
     app: Arc<App>,
+    /// `--tls-cert` / `--tls-key`, loaded: HTTPS instead of plain HTTP.
+    tls: Option<crate::tls::Tls>,
     shutdown: CancellationToken,
 }
 
@@ -116,6 +120,11 @@ pub async fn bind(mut config: Config) -> Result<Server, StartError> {
             frame: config.limits.max_frame_bytes,
         });
     }
+    // Before the port is taken: a bad certificate is a start error, not a
+    // server that listens and fails every handshake.
+    let tls = crate::tls::TlsFiles::from_flags(config.tls_cert.as_ref(), config.tls_key.as_ref())?
+        .map(crate::tls::Tls::load)
+        .transpose()?;
     let listener = listen(config.listen).map_err(|source| StartError::Bind {
         addr: config.listen,
         source,
@@ -163,6 +172,7 @@ pub async fn bind(mut config: Config) -> Result<Server, StartError> {
     Ok(Server {
         listener,
         app,
+        tls,
         shutdown: CancellationToken::new(),
     })
 }
@@ -215,10 +225,20 @@ impl Server {
         let Server {
             listener,
             app,
+            tls,
             shutdown,
         } = self;
+        let addr = listener.local_addr()?;
+        let (http, ws) = if tls.is_some() {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
         info!(
-            addr = %listener.local_addr()?,
+            %addr,
+            url = %format_args!("{http}://{addr}/"),
+            websocket = %format_args!("{ws}://{addr}/ws"),
+            tls = tls.is_some(),
             node = %app.hub.node(),
             web_root = %app.web_root.display(),
             auth = app.auth.is_some(),
@@ -235,10 +255,25 @@ impl Server {
         }
         let stop_listening = CancellationToken::new();
         let router = crate::http::router(app.clone());
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+        if let Some(tls) = tls {
+            info!(
+                cert = %tls.files().cert.display(),
+                key = %tls.files().key.display(),
+                every = ?app.config.tls_reload_interval,
+                "TLS on: the certificate files are watched for renewals"
+            );
+            tokio::spawn(crate::tls::watch(
+                tls,
+                app.config.tls_reload_interval,
+                stop_listening.clone(),
+            ));
+        }
         let http = tokio::spawn(crate::accept::serve(
             listener,
             router,
             crate::accept::HttpLimits::from_config(&app.config),
+            acceptor,
             stop_listening.clone(),
         ));
 

@@ -333,3 +333,243 @@ async fn open_mode_says_so_and_the_redis_password_never_shows() {
         "a log shows the Redis password:\n{all}"
     );
 }
+
+/// A self-signed certificate for the loopback addresses in a new folder,
+/// by the shipped `scripts/make-cert`; (dir, cert, key).
+fn make_cert(label: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "sig-proc-cert-{label}-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/make-cert"))
+        .arg(&dir)
+        .output()
+        .expect("scripts/make-cert runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir.clone(), dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// The binary's exit status and output when it is expected not to start.
+fn refused(args: &[&std::ffi::OsStr], env: &[(&str, &std::ffi::OsStr)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signaling"));
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("SIGNALING_TLS_CERT")
+        .env_remove("SIGNALING_TLS_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    // A server that did start would never exit: give it a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text.to_string())
+}
+
+#[test]
+fn tls_needs_both_flags_and_a_readable_matching_pair() {
+    let (dir, cert, key) = make_cert("flags");
+    let (other_dir, _, other_key) = make_cert("flags-other");
+    let os = |p: &std::path::Path| p.as_os_str().to_owned();
+    let (cert, key, other_key) = (os(&cert), os(&key), os(&other_key));
+    let flag = |f: &str| std::ffi::OsString::from(f);
+
+    let (code, text) = refused(&[&flag("--tls-cert"), &cert], &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("--tls-key"), "{text}");
+    let (code, text) = refused(&[], &[("SIGNALING_TLS_KEY", &key)]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("--tls-cert"), "{text}");
+
+    let missing = dir.join("missing.pem").into_os_string();
+    let (code, text) = refused(
+        &[&flag("--tls-cert"), &missing, &flag("--tls-key"), &key],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("cannot read certificate file") && text.contains("missing.pem"),
+        "{text}"
+    );
+    let (code, text) = refused(
+        &[&flag("--tls-cert"), &cert, &flag("--tls-key"), &missing],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("cannot read key file"), "{text}");
+
+    // The certificate where the key belongs and the other way round.
+    let (code, text) = refused(&[&flag("--tls-cert"), &key, &flag("--tls-key"), &key], &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no certificate"), "{text}");
+    let (code, text) = refused(
+        &[&flag("--tls-cert"), &cert, &flag("--tls-key"), &cert],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no private key"), "{text}");
+    let (code, text) = refused(
+        &[&flag("--tls-cert"), &cert, &flag("--tls-key"), &other_key],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("does not match the certificate"), "{text}");
+
+    let help = Command::new(env!("CARGO_BIN_EXE_signaling"))
+        .arg("--help")
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for documented in [
+        "--tls-cert",
+        "SIGNALING_TLS_CERT",
+        "--tls-key",
+        "SIGNALING_TLS_KEY",
+        "--tls-reload-interval",
+    ] {
+        assert!(help.contains(documented), "--help lacks {documented}");
+    }
+    for d in [dir, other_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// The DER certificate a new TLS handshake with `addr` is shown.
+async fn presented_cert(addr: &str, trust_pem: &[u8]) -> Vec<u8> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(trust_pem) {
+        roots.add(der.expect("PEM")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let addr: std::net::SocketAddr = addr.parse().expect("addr");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(rustls::pki_types::ServerName::from(addr.ip()), tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+#[tokio::test]
+async fn tls_logs_https_and_a_broken_renewal_keeps_the_old_certificate() {
+    let (dir, cert, key) = make_cert("renew");
+    let pem = std::fs::read(&cert).expect("cert");
+    let der = {
+        use tokio_rustls::rustls::pki_types::CertificateDer;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        CertificateDer::from_pem_slice(&pem).expect("PEM").to_vec()
+    };
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+
+    // The listening line names the https and wss addresses.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_signaling"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--tls-cert", &cert_s, "--tls-key", &key_s])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("\"addr\""))
+        .expect("a listening line");
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: Value = serde_json::from_str(&line).expect("json");
+    let addr = v["fields"]["addr"].as_str().expect("addr");
+    assert_eq!(v["fields"]["url"], format!("https://{addr}/"), "{line}");
+    assert_eq!(
+        v["fields"]["websocket"],
+        format!("wss://{addr}/ws"),
+        "{line}"
+    );
+
+    let mut srv = start(&[
+        "--tls-cert",
+        &cert_s,
+        "--tls-key",
+        &key_s,
+        "--tls-reload-interval",
+        "200ms",
+    ]);
+    assert_eq!(presented_cert(&srv.addr, &pem).await, der);
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let refusal = loop {
+        let l = srv
+            .logs
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("a log line for the broken key within 5 s");
+        if l.contains("TLS certificate reload failed") {
+            break l;
+        }
+    };
+    let v: Value = serde_json::from_str(&refusal).expect("json");
+    assert_eq!(v["level"], "ERROR", "{refusal}");
+    assert!(
+        v["fields"]["error"].as_str().unwrap_or("").contains(&key_s),
+        "the error names the file: {refusal}"
+    );
+    // Reported once, not on every poll.
+    std::thread::sleep(Duration::from_millis(1000));
+    let again: Vec<String> = srv
+        .logs
+        .try_iter()
+        .filter(|l| l.contains("reload failed"))
+        .collect();
+    assert!(again.is_empty(), "the same refusal logged again: {again:?}");
+    // The old certificate is still served.
+    assert_eq!(presented_cert(&srv.addr, &pem).await, der);
+    assert_eq!(
+        tokio::task::spawn_blocking({
+            let a = srv.addr.clone();
+            move || http_status(&a, "/healthz")
+        })
+        .await
+        .expect("task"),
+        400,
+        "plain HTTP on the TLS port gets 400"
+    );
+    let _ = srv.child.kill();
+    let _ = srv.child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
