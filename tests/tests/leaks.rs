@@ -328,9 +328,15 @@ async fn a_stalled_redis_bounds_the_queue_refuses_relays_and_loses_no_presence()
         "10000",
         "--rate-burst",
         "10000",
+        "--node-timeout",
+        "60s",
     ])
     .await;
-    let b = TestServer::start(clustered(redis.url(), "stall-b")).await;
+    let b = TestServer::start(|c| {
+        clustered(redis.url(), "stall-b")(c);
+        c.node_timeout = Duration::from_secs(60);
+    })
+    .await;
     for addr in [a.addr, b.addr] {
         eventually("ready", Duration::from_secs(10), 200, async || {
             http_get(addr, "/readyz").await.0
@@ -435,8 +441,8 @@ async fn a_stalled_redis_bounds_the_queue_refuses_relays_and_loses_no_presence()
     let mut j = Client::connect(&a.ws(), "joiner@a").await;
     let joined = j.join(&r).await;
     assert!(peer_ids(&joined["peers"]).contains(&p.peer_id), "{joined}");
-    // A stall longer than the queue's write timeout (2 s), short of the
-    // node timeout (10 s), so that nobody is declared dead.
+    // A stall longer than the queue's write timeout (2 s), far short of the
+    // node timeout (60 s here), so that nobody is declared dead.
     let held = Duration::from_secs(4).saturating_sub(stalled_at.elapsed());
     tokio::time::sleep(held).await;
     redis.cont();
