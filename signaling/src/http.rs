@@ -2,8 +2,6 @@
 //! the static browser client.
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +11,7 @@ use signaling_protocol::reply::push_str;
 use signaling_protocol::room::is_valid_room;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::debug;
@@ -22,6 +21,7 @@ use crate::auth::now_unix;
 use crate::ids::RoomId;
 use crate::server::App;
 use crate::session;
+use crate::upgrade::{FrameBudget, UpgradeRefused, WsUpgrade};
 
 /// Outgoing bytes buffered before a write is forced.
 const WRITE_BUFFER: usize = 8 * 1024;
@@ -69,7 +69,7 @@ async fn ws(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<WsQuery>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<WsUpgrade, UpgradeRefused>,
 ) -> Response {
     // Refused while draining whatever the request looks like, so load
     // balancers probing /ws see the drain too.
@@ -109,21 +109,21 @@ async fn ws(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     }
     let max_read = limits.max_read_bytes.max(limits.max_frame_bytes);
-    upgrade
+    let config = WebSocketConfig::default()
         // tungstenite's default chunk (128 KiB) would be held by every
         // idle connection.
         .read_buffer_size(limits.read_chunk.max(64))
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(limits.outbox_bytes.max(WRITE_BUFFER * 2))
-        .max_message_size(max_read)
-        .max_frame_size(max_read)
-        .on_upgrade(move |socket| {
-            // A task of its own rather than inside axum's upgrade task, which
-            // would keep its own state beside ours for the connection's life.
-            let session = session::run(socket, app.clone(), q.token, remote);
-            app.sessions.spawn(session);
-            std::future::ready(())
-        })
+        .max_message_size(Some(max_read))
+        .max_frame_size(Some(max_read));
+    let budget = FrameBudget::for_messages(limits.rate, limits.rate_burst);
+    upgrade.on_upgrade(config, budget, move |socket| {
+        // A task of its own rather than inside the upgrade task, which
+        // would keep its own state beside ours for the connection's life.
+        let session = session::run(socket, app.clone(), q.token, remote);
+        app.sessions.spawn(session);
+    })
 }
 
 async fn healthz() -> &'static str {

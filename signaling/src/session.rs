@@ -7,7 +7,6 @@
 //! through its [`ConnCtl`](crate::outbox::ConnCtl); clean-up then happens in
 //! one place, whatever ended it.
 
-use axum::extract::ws::{Message, WebSocket};
 use serde_json::value::RawValue;
 use signaling_protocol::reply::{self, LeaveReason};
 use signaling_protocol::request::Join;
@@ -16,6 +15,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info};
 
 use crate::admission::Slot;
@@ -27,6 +27,7 @@ use crate::outbox::{CloseCause, Frame, Outbox};
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::server::App;
 use crate::socket::{Event, Socket};
+use crate::upgrade::WebSocket;
 
 /// A join under way: it may wait on the bus.
 type Joining<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -185,6 +186,12 @@ impl Session {
                 }
                 Event::ReadFailed(e) => {
                     debug!(conn = self.conn, error = %e, "read failed");
+                    // Too many frames, or too many fragments in one message:
+                    // a flood that never reached the message rate limit.
+                    if let Some(v) = socket.violation() {
+                        info!(conn = self.conn, violation = %v, "frame flood");
+                        return End::Forced(CloseCause::Flood);
+                    }
                     return if is_capacity_error(&e) {
                         End::Forced(CloseCause::TooBig)
                     } else {
@@ -203,6 +210,8 @@ impl Session {
                     Verdict::Allow | Verdict::Refuse => continue,
                 },
                 Message::Pong(_) => continue,
+                // Only written, never read.
+                Message::Frame(_) => continue,
                 Message::Binary(_) => None,
                 Message::Text(text) => Some(text),
             };
@@ -420,14 +429,6 @@ fn refusal(code: ErrorCode, message: &'static str) -> Refusal {
 }
 
 /// Whether reading failed because a frame was over the read limit.
-fn is_capacity_error(e: &axum::Error) -> bool {
-    use std::error::Error;
-    let mut source: Option<&(dyn Error + 'static)> = e.source();
-    while let Some(s) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = s.downcast_ref::<tungstenite::Error>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+fn is_capacity_error(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
 }

@@ -7,7 +7,8 @@
 //! outbox, bounded, closes it), and an idle connection is one task and one
 //! timer, not two tasks with a timer each.
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -15,9 +16,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Sleep, timeout};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::{Error, Message};
 
 use crate::metrics::Metrics;
 use crate::outbox::{CloseCause, ConnCtl, Frame};
+use crate::upgrade::{Violation, WebSocket};
 
 /// Frames written before a flush, so a burst costs one syscall, not one each,
 /// and a long burst still goes out in pieces.
@@ -34,9 +40,9 @@ pub enum Event {
     /// The client's stream ended without a close frame.
     Ended,
     /// Reading failed.
-    ReadFailed(axum::Error),
+    ReadFailed(Error),
     /// Writing failed: the client is gone.
-    WriteFailed(axum::Error),
+    WriteFailed(Error),
     /// Someone closed the connection through its [`ConnCtl`].
     Closing,
     /// The connection's timer fired.
@@ -64,6 +70,11 @@ impl Socket {
             ping_due: false,
             written: 0,
         }
+    }
+
+    /// The frame rule the client broke, if reading ended for that.
+    pub fn violation(&self) -> Option<Violation> {
+        self.ws.get_ref().violation()
     }
 
     /// Sends a ping with the next write.
@@ -99,7 +110,7 @@ impl Socket {
     /// Moves queued frames (and a due ping) into the socket and flushes
     /// them, as far as the socket takes them without waiting. What the
     /// socket is not ready for stays where it was, for the next poll.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), axum::Error> {
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         while self.written < BATCH {
             if self.pending.is_none() && !self.ping_due {
                 self.pending = self.ctl.pop();
@@ -118,7 +129,7 @@ impl Socket {
                 if let Some(t) = f.relayed_at {
                     self.metrics.relay_latency(t.elapsed());
                 }
-                Message::Text(f.text)
+                text(f.text)
             } else {
                 break;
             };
@@ -150,7 +161,7 @@ impl Socket {
             (Some(cause), Some((code, reason))) => {
                 let flush_first = cause != CloseCause::SlowReader;
                 let close = CloseFrame {
-                    code,
+                    code: code.into(),
                     reason: reason.into(),
                 };
                 let sent = timeout(CLOSE_WAIT, async {
@@ -158,7 +169,7 @@ impl Socket {
                         // Kept until the socket took it: if the wait runs
                         // out first, it is still there for a resume.
                         self.pending = Some(f.clone());
-                        self.ws.feed(Message::Text(f.text)).await?;
+                        self.ws.feed(text(f.text)).await?;
                         self.pending = None;
                     }
                     self.ws.send(Message::Close(Some(close))).await
@@ -171,8 +182,16 @@ impl Socket {
                     let _ = timeout(CLOSE_LINGER, async {
                         while let Some(Ok(m)) = self.ws.next().await {
                             if matches!(m, Message::Close(_)) {
-                                break;
+                                return;
                             }
+                        }
+                        // Reading ended on a broken frame rule: what the
+                        // client still sends is left unread (its backlog
+                        // stops it, at no cost here), and the socket stays
+                        // open for the rest of the linger, for the same
+                        // reason as above.
+                        if self.violation().is_some() {
+                            std::future::pending::<()>().await;
                         }
                     })
                     .await;
@@ -182,7 +201,10 @@ impl Socket {
             (Some(_), None) => {}
             // The client closed (or dropped): complete the handshake.
             (None, _) => {
-                let _ = timeout(CLOSE_WAIT, self.ws.close()).await;
+                // The sink's close, not the stream's own `close`: that one
+                // sends a close frame, refused once the client sent one,
+                // and would never flush the answer tungstenite queued.
+                let _ = timeout(CLOSE_WAIT, SinkExt::close(&mut self.ws)).await;
             }
         }
         let mut unwritten: Vec<Frame> = self.pending.take().into_iter().collect();
@@ -193,4 +215,16 @@ impl Socket {
     fn take_next(&mut self) -> Option<Frame> {
         self.pending.take().or_else(|| self.ctl.pop())
     }
+}
+
+/// A text frame of `text`, as tungstenite's `Message::Text` would make it.
+/// The outbox holds axum's `Utf8Bytes`, which wraps tungstenite's but does
+/// not give it up; its bytes do (without a copy), and a frame takes them
+/// without checking their UTF-8 again, which axum's type guarantees.
+fn text(text: Utf8Bytes) -> Message {
+    Message::Frame(WsFrame::message(
+        Bytes::from(text),
+        OpCode::Data(Data::Text),
+        true,
+    ))
 }

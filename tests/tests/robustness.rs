@@ -293,7 +293,15 @@ async fn stream_control_frames(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_streaming_pongs_without_joining_is_closed_at_the_join_deadline() {
-    let s = Server::start(|c| c.limits.join_deadline = Duration::from_millis(500)).await;
+    let s = Server::start(|c| {
+        c.limits.join_deadline = Duration::from_millis(500);
+        // The frame budget follows the message rate: lifted, so the pongs
+        // keep coming until the deadline, which is what is tested here
+        // (unsolicited pongs over the budget: signaling/tests/flood.rs).
+        c.limits.rate = 1_000_000.0;
+        c.limits.rate_burst = 1_000_000.0;
+    })
+    .await;
     let (code, after) = stream_control_frames(&s, || {
         tokio_tungstenite::tungstenite::Message::Pong(Default::default())
     })
