@@ -667,3 +667,75 @@ async fn a_clean_shutdown_leaves_no_ghosts() {
     drop(a);
     n2.stop().await;
 }
+
+/// A node's own presence queries see its own changes: once a peer has been
+/// told `joined` (or `left`), `/api/rooms` and `/api/rooms/{room}` on its
+/// node say so, although the change reaches Redis through the write queue
+/// after the reply. (The conformance probe reads `/api/rooms` right after a
+/// join; under load it missed the joiner.) Relays queued just before each
+/// join keep the change behind megabytes of writes, as a busy node would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lists_its_own_changes_as_soon_as_it_has_confirmed_them() {
+    let redis = Redis::start();
+    let busy = |c: &mut signaling::Config| {
+        c.limits.rate = 100_000.0;
+        c.limits.rate_burst = 100_000.0;
+        // c's reader may fall behind on a loaded machine: it is not the
+        // slow reader this test is about.
+        c.limits.outbox_frames = 10_000;
+        c.limits.outbox_bytes = 64 << 20;
+    };
+    let n1 = Node::start(&redis.url(), "ryw1", busy).await;
+    let n2 = Node::start(&redis.url(), "ryw2", busy).await;
+    let bulk = room("bulk");
+    let mut b = Client::connect(&n1.ws(), "b").await;
+    b.join(&bulk).await;
+    let mut c = Client::connect(&n2.ws(), "c@2").await;
+    join_seeing(&mut c, &bulk, &[&b.peer_id]).await;
+    let to = c.peer_id.clone();
+    // c reads all along, or it would be closed as a slow reader.
+    let received = tokio::spawn(async move {
+        let mut offers = 0;
+        while offers < 600 {
+            match c.next(Duration::from_secs(10)).await {
+                Some(m) if m["type"] == "offer" => offers += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        offers
+    });
+    let sdp = "x".repeat(60_000);
+    let mut misses = Vec::new();
+    for i in 0..20 {
+        for _ in 0..30 {
+            b.send(json!({"type": "offer", "to": to, "sdp": sdp})).await;
+        }
+        let r = room(&format!("ryw{i}"));
+        let mut a = Client::connect(&n1.ws(), "a").await;
+        a.join(&r).await;
+        if api_room(n1.addr, &r).await != [a.peer_id.clone()] {
+            misses.push(format!("{r}: /api/rooms/{{room}} without the joiner"));
+        }
+        let (_, rooms) = support::http_get(n1.addr, "/api/rooms").await;
+        if !rooms.contains(&r) {
+            misses.push(format!("{r}: /api/rooms without the room"));
+        }
+        a.send(json!({"type": "leave"})).await;
+        a.expect("left").await;
+        if !api_room(n1.addr, &r).await.is_empty() {
+            misses.push(format!("{r}: still listed after left"));
+        }
+    }
+    assert!(misses.is_empty(), "{} misses: {misses:?}", misses.len());
+    // The relays were queued, not refused, and all arrive.
+    let mut told_b = Vec::new();
+    while let Some(m) = b.next(Duration::from_millis(500)).await {
+        told_b.push(m);
+    }
+    assert_eq!(
+        received.await.expect("reader"),
+        600,
+        "b was told {told_b:?}"
+    );
+}

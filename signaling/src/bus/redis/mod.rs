@@ -176,6 +176,8 @@ pub struct RedisBus {
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a resume waits for the node that holds the peer.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a presence query waits for this node's own writes.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for the queue to drain.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -211,6 +213,16 @@ impl RedisBus {
 
     fn enqueue(&self, op: Op) {
         self.shared.enqueue(op);
+    }
+
+    /// Lets this node's queued writes reach Redis before a presence query,
+    /// so the query sees them; while Redis is stalled the query goes ahead
+    /// after a short wait (and most likely times out itself).
+    async fn own_writes_out(&self) {
+        self.shared
+            .queue
+            .written_through_now(READ_YOUR_WRITES)
+            .await;
     }
 
     /// Bytes waiting in (or being written by) the write queue.
@@ -447,6 +459,7 @@ impl Bus for RedisBus {
 
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BusError>> {
         async move {
+            self.own_writes_out().await;
             let mut conn = self.shared.conn().ok_or_else(unavailable)?;
             let keys = &self.shared.keys;
             let names: Vec<String> =
@@ -486,6 +499,7 @@ impl Bus for RedisBus {
     fn room_peers(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>> {
         let room = room.clone();
         async move {
+            self.own_writes_out().await;
             let mut conn = self.shared.conn().ok_or_else(unavailable)?;
             read_room(&mut conn, &self.shared.keys, &room).await
         }

@@ -6,7 +6,7 @@
 
 use signaling_protocol::reply::LeaveReason;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -72,6 +72,10 @@ pub struct Queue {
     /// everything is out.
     bytes: AtomicUsize,
     more: Notify,
+    /// Sequence number below which every operation has been written and
+    /// answered by Redis ([`Queue::written_through`]).
+    done: AtomicU64,
+    done_changed: Notify,
 }
 
 #[derive(Default)]
@@ -101,6 +105,41 @@ impl Queue {
     /// Bytes queued or being written.
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Acquire)
+    }
+
+    /// The sequence number the next queued operation will get.
+    fn tail(&self) -> u64 {
+        let st = self.lock();
+        st.head + st.ops.len() as u64
+    }
+
+    /// The sequence number of the next operation to be taken.
+    fn head(&self) -> u64 {
+        self.lock().head
+    }
+
+    /// Waits, at most `within`, until everything queued before this call
+    /// has been written and answered, so a read from Redis that follows
+    /// sees this node's own changes (a peer that was just told `joined`
+    /// is listed by its node's `/api/rooms`). False if the wait ran out.
+    pub async fn written_through_now(&self, within: Duration) -> bool {
+        let target = self.tail();
+        let wait = async {
+            loop {
+                let changed = self.done_changed.notified();
+                if self.done.load(Ordering::Acquire) >= target {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(within, wait).await.is_ok()
+    }
+
+    /// Everything below sequence number `through` has been answered.
+    fn acknowledge(&self, through: u64) {
+        self.done.fetch_max(through, Ordering::AcqRel);
+        self.done_changed.notify_waiters();
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
@@ -237,6 +276,8 @@ pub async fn run(shared: Arc<Shared>) {
     let mut next_connect = 1;
     loop {
         shared.queue.take(&mut batch, BATCH).await;
+        // Every operation below it is in `batch` or already answered.
+        let through = shared.queue.head();
         let (mut c, connect) = match conn.take() {
             Some(c) => c,
             None => {
@@ -275,6 +316,7 @@ pub async fn run(shared: Arc<Shared>) {
                 let bytes: usize = batch.iter().map(Op::bytes).sum();
                 batch.clear();
                 let left = shared.queue.written(bytes);
+                shared.queue.acknowledge(through);
                 if shared.refusing.load(Ordering::Relaxed) && left <= shared.config.queue_bytes / 2
                 {
                     shared.refusing.store(false, Ordering::Release);
