@@ -90,7 +90,8 @@ pub struct Config {
     pub stun_urls: Vec<String>,
 
     /// TURN URLs handed to clients with ephemeral credentials, comma-separated
-    /// (e.g. `turn:turn.example.org:3478?transport=udp`). Needs `--turn-secret`.
+    /// (e.g. `turn:turn.example.org:3478?transport=udp,turn:turn.example.org:3478?transport=tcp,turns:turn.example.org:5349?transport=tcp`;
+    /// `turns:` passes firewalls that allow only TLS). Needs `--turn-secret`.
     #[arg(long, env = "SIGNALING_TURN_URLS", value_delimiter = ',')]
     pub turn_urls: Vec<String>,
 

@@ -28,8 +28,10 @@
 //! | `config.rs` | flags and `SIGNALING_*` variables, limits |
 //! | `server.rs` | [`bind`] / [`Server::serve`], the drain on shutdown |
 //! | `accept.rs` | the accept loop: hyper per connection, header deadline, plain-HTTP caps |
+//! | `tls.rs` | `--tls-cert`/`--tls-key`: loading the pair, reloading it when the files change |
 //! | `admission.rs` | who may open `/ws`: client address via trusted proxies, Origin, per-address cap |
 //! | `http.rs` | routes: `/ws`, `/healthz`, `/readyz`, `/metrics`, `/api/*`, `/` |
+//! | `upgrade.rs` | the WebSocket upgrade and the frame guard: every client frame budgeted, fragments per message bounded |
 //! | `session.rs` | one connection's loop and deadlines, request handling, clean-up |
 //! | `socket.rs` | one connection's WebSocket: reads, batched writes, pings, close handshake |
 //! | `outbox.rs` | the bounded outbound queue and close causes |
@@ -46,7 +48,7 @@
 //! | `bus/redis/keys.rs`, `scripts.rs` | the key layout, channel payloads, Lua scripts |
 //! | `auth.rs` | HS256 join and admin tokens |
 //! | `ice.rs` | `joined.ice_servers`: STUN, TURN with ephemeral credentials |
-//! | `ratelimit.rs` | per-connection token bucket and flood rule |
+//! | `ratelimit.rs` | per-connection and per-address token buckets, flood rule |
 //! | `metrics.rs` | counters and the Prometheus text |
 //! | `ids.rs` | `RoomId`, `PeerId`, `NodeId` |
 //!
