@@ -14,6 +14,29 @@ pub fn clustered(redis_url: String, id: &str) -> impl FnOnce(&mut signaling::Con
     }
 }
 
+/// What every response carrying the call page must say (lower-cased, as
+/// found in a lower-cased response head).
+pub const PAGE_SECURITY_HEADERS: &[&str] = &[
+    "content-security-policy: default-src 'self'; script-src 'self';",
+    "frame-ancestors 'none'",
+    "x-content-type-options: nosniff",
+    "referrer-policy: no-referrer",
+    "permissions-policy: camera=(self), microphone=(self)",
+    "x-frame-options: deny",
+];
+
+/// The peer ids `/api/rooms/{room}` on `addr` lists, sorted (empty on 404).
+pub async fn api_room(addr: SocketAddr, room: &str) -> Vec<String> {
+    let (status, body) = http_get(addr, &format!("/api/rooms/{room}")).await;
+    if status != 200 {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    let mut ids = crate::client::peer_ids(&v["peers"]);
+    ids.sort();
+    ids
+}
+
 /// Waits until `/api/rooms/{room}` on `addr` mentions `needle` (a peer id or
 /// name): a join on another instance reaches Redis just after its reply.
 pub async fn wait_listed(addr: SocketAddr, room: &str, needle: &str) {

@@ -287,6 +287,12 @@ pub fn conf_entries(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of `key` in `conf_entries`' output (the first, as coturn
+/// reads a single-valued option).
+pub fn conf_value<'a>(conf: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    conf.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
 /// Ranges the production config must deny as peers (checked offline by
 /// coturn_conf.rs against its lines, and live by coturn_prod.rs against
 /// coturn): loopback, private, link-local, CGNAT, multicast, reserved,

@@ -20,10 +20,6 @@ fn turn_conf(path: &str) -> Vec<(String, String)> {
     signaling_e2e::turn::conf_entries(&read(path))
 }
 
-fn turn_value<'a>(conf: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    conf.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
 fn ip_number(ip: IpAddr) -> (bool, u128) {
     match ip {
         IpAddr::V4(a) => (false, u32::from(a).into()),
@@ -101,12 +97,18 @@ fn turnserver_conf_is_safe_for_production() {
         !keys.contains("no-tls"),
         "{TURN_PROD}: the TLS listener is on"
     );
-    assert_eq!(turn_value(&conf, "tls-listening-port"), Some("5349"));
     assert_eq!(
-        turn_value(&conf, "cert"),
+        signaling_e2e::turn::conf_value(&conf, "tls-listening-port"),
+        Some("5349")
+    );
+    assert_eq!(
+        signaling_e2e::turn::conf_value(&conf, "cert"),
         Some("/etc/coturn/certs/cert.pem")
     );
-    assert_eq!(turn_value(&conf, "pkey"), Some("/etc/coturn/certs/key.pem"));
+    assert_eq!(
+        signaling_e2e::turn::conf_value(&conf, "pkey"),
+        Some("/etc/coturn/certs/key.pem")
+    );
     for needed in ["max-bps", "bps-capacity"] {
         assert!(keys.contains(needed), "{TURN_PROD} lacks {needed}");
     }
@@ -196,15 +198,24 @@ fn loopback_test_conf_is_test_only() {
     ] {
         assert!(keys.contains(needed), "{TURN_TEST} lacks {needed}");
     }
-    assert_eq!(turn_value(&conf, "allowed-peer-ip"), Some("127.0.0.1"));
-    assert_eq!(turn_value(&conf, "listening-ip"), Some("127.0.0.1"));
-    assert_eq!(turn_value(&conf, "relay-ip"), Some("127.0.0.1"));
+    assert_eq!(
+        signaling_e2e::turn::conf_value(&conf, "allowed-peer-ip"),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        signaling_e2e::turn::conf_value(&conf, "listening-ip"),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        signaling_e2e::turn::conf_value(&conf, "relay-ip"),
+        Some("127.0.0.1")
+    );
     // Outside Linux's ephemeral range (32768-60999).
-    let min: u16 = turn_value(&conf, "min-port")
+    let min: u16 = signaling_e2e::turn::conf_value(&conf, "min-port")
         .expect("min-port")
         .parse()
         .expect("port");
-    let max: u16 = turn_value(&conf, "max-port")
+    let max: u16 = signaling_e2e::turn::conf_value(&conf, "max-port")
         .expect("max-port")
         .parse()
         .expect("port");

@@ -338,19 +338,7 @@ fn dockerfile_env(instrs: &[(String, String)]) -> BTreeMap<String, String> {
 /// The active `key[=value]` lines of a coturn config (the checks of the
 /// configs themselves, against a real coturn, are in `coturn_conf.rs`).
 fn turn_conf(path: &str) -> Vec<(String, String)> {
-    read(path)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap_or((l, ""));
-            (k.trim().to_string(), v.trim().to_string())
-        })
-        .collect()
-}
-
-fn turn_value<'a>(conf: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    conf.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    signaling_e2e::turn::conf_entries(&read(path))
 }
 
 // ---------------------------------------------------------------------------
@@ -985,7 +973,7 @@ fn coturn_service_runs_the_production_conf() {
 
     // The listener and exactly the relay range are published.
     let published = ports(coturn);
-    let listen = turn_value(&conf, "listening-port").unwrap_or("3478");
+    let listen = signaling_e2e::turn::conf_value(&conf, "listening-port").unwrap_or("3478");
     for proto in ["udp", "tcp"] {
         assert!(
             published
@@ -994,11 +982,11 @@ fn coturn_service_runs_the_production_conf() {
             "coturn publishes {listen}/{proto}: {published:?}"
         );
     }
-    let min: u16 = turn_value(&conf, "min-port")
+    let min: u16 = signaling_e2e::turn::conf_value(&conf, "min-port")
         .expect("min-port")
         .parse()
         .expect("min-port");
-    let max: u16 = turn_value(&conf, "max-port")
+    let max: u16 = signaling_e2e::turn::conf_value(&conf, "max-port")
         .expect("max-port")
         .parse()
         .expect("max-port");
@@ -1017,7 +1005,7 @@ fn coturn_service_runs_the_production_conf() {
     );
 
     // The TLS listener: published, with the certificate mounted.
-    let tls = turn_value(&conf, "tls-listening-port").unwrap_or("5349");
+    let tls = signaling_e2e::turn::conf_value(&conf, "tls-listening-port").unwrap_or("5349");
     assert!(
         published
             .iter()
@@ -1074,7 +1062,7 @@ fn coturn_service_runs_the_production_conf() {
                 .and_then(|u| u.rsplit(':').next())
                 .unwrap_or("");
             let want = if url.starts_with("turns:") {
-                turn_value(&conf, "tls-listening-port").unwrap_or("5349")
+                signaling_e2e::turn::conf_value(&conf, "tls-listening-port").unwrap_or("5349")
             } else {
                 listen
             };

@@ -206,14 +206,7 @@ async fn the_call_page_carries_security_headers() {
             .next()
             .unwrap_or("")
             .to_ascii_lowercase();
-        for needed in [
-            "content-security-policy: default-src 'self'; script-src 'self';",
-            "frame-ancestors 'none'",
-            "x-content-type-options: nosniff",
-            "referrer-policy: no-referrer",
-            "permissions-policy: camera=(self), microphone=(self)",
-            "x-frame-options: deny",
-        ] {
+        for needed in signaling_e2e::server::PAGE_SECURITY_HEADERS {
             assert!(head.contains(needed), "{path} lacks {needed}:\n{head}");
         }
     }

@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 use signaling_e2e::client::{Client, http_get, peer_ids};
 use signaling_e2e::redis::Redis;
-use signaling_e2e::server::{ServerProcess, TestServer, clustered};
+use signaling_e2e::server::{ServerProcess, TestServer, api_room, clustered};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -279,18 +279,6 @@ async fn an_empty_cluster_lists_no_rooms() {
     n.stop().await;
 }
 
-/// Sorted peer ids of a room as `/api/rooms/{r}` on `addr` lists them.
-async fn api_room(addr: SocketAddr, r: &str) -> Vec<String> {
-    let (status, body) = http_get(addr, &format!("/api/rooms/{r}")).await;
-    if status != 200 {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let mut ids = peer_ids(&v["peers"]);
-    ids.sort();
-    ids
-}
-
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -312,28 +300,30 @@ const QUEUE_CAP: usize = 1024 * 1024;
 /// Offers sent during the stall: 48 MB of them, 47 times the cap.
 const OFFERS: usize = 800;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_redis_bounds_the_queue_refuses_relays_and_loses_no_presence() {
-    let redis = Redis::start();
-    let cap = QUEUE_CAP.to_string();
-    // The sender's node is a process of its own, so that its memory can be read.
+/// Two nodes on `redis` for a stall: `a` (node `{tag}-a`) the real binary
+/// as a child, so that its memory can be read, with the write-queue cap
+/// [`QUEUE_CAP`] and a message rate of `rate`; `b` in-process. Both wait 60 s
+/// before finding each other lost, so a slow run cannot turn the stall into
+/// a node-lost.
+async fn stall_pair(redis: &Redis, tag: &str, rate: u32) -> (ServerProcess, TestServer) {
+    let (cap, rate) = (QUEUE_CAP.to_string(), rate.to_string());
     let a = ServerProcess::start(&[
         "--redis-url",
         &redis.url(),
         "--node-id",
-        "stall-a",
+        &format!("{tag}-a"),
         "--redis-queue-bytes",
         &cap,
         "--rate",
-        "10000",
+        &rate,
         "--rate-burst",
-        "10000",
+        &rate,
         "--node-timeout",
         "60s",
     ])
     .await;
     let b = TestServer::start(|c| {
-        clustered(redis.url(), "stall-b")(c);
+        clustered(redis.url(), &format!("{tag}-b"))(c);
         c.node_timeout = Duration::from_secs(60);
     })
     .await;
@@ -343,6 +333,13 @@ async fn a_stalled_redis_bounds_the_queue_refuses_relays_and_loses_no_presence()
         })
         .await;
     }
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_bounds_the_queue_refuses_relays_and_loses_no_presence() {
+    let redis = Redis::start();
+    let (a, b) = stall_pair(&redis, "stall", 10_000).await;
     let r = room("stall");
     let mut s = Client::connect(&a.ws(), "sender@a").await;
     s.join(&r).await;
@@ -519,33 +516,7 @@ const UPDATES: usize = 30_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_during_a_stall_are_bounded_and_the_last_one_wins() {
     let redis = Redis::start();
-    let cap = QUEUE_CAP.to_string();
-    let a = ServerProcess::start(&[
-        "--redis-url",
-        &redis.url(),
-        "--node-id",
-        "upd-a",
-        "--redis-queue-bytes",
-        &cap,
-        "--rate",
-        "100000",
-        "--rate-burst",
-        "100000",
-        "--node-timeout",
-        "60s",
-    ])
-    .await;
-    let b = TestServer::start(|c| {
-        clustered(redis.url(), "upd-b")(c);
-        c.node_timeout = Duration::from_secs(60);
-    })
-    .await;
-    for addr in [a.addr, b.addr] {
-        eventually("ready", Duration::from_secs(10), 200, async || {
-            http_get(addr, "/readyz").await.0
-        })
-        .await;
-    }
+    let (a, b) = stall_pair(&redis, "upd", 100_000).await;
     let r = room("upd");
     let mut u = Client::connect(&a.ws(), "updater@a").await;
     u.join(&r).await;

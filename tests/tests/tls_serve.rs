@@ -116,14 +116,7 @@ async fn https_serves_the_page_and_wss_relays_an_offer() {
         body.contains("<html") || body.contains("<!doctype"),
         "{body}"
     );
-    for needed in [
-        "content-security-policy: default-src 'self'; script-src 'self';",
-        "frame-ancestors 'none'",
-        "x-content-type-options: nosniff",
-        "referrer-policy: no-referrer",
-        "permissions-policy: camera=(self), microphone=(self)",
-        "x-frame-options: deny",
-    ] {
+    for needed in signaling_e2e::server::PAGE_SECURITY_HEADERS {
         assert!(head.contains(needed), "/ lacks {needed}:\n{head}");
     }
     assert_eq!(

@@ -2,13 +2,13 @@
 //! ports, signaling instances (in-process or as child processes), and a small
 //! WebSocket client.
 
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use signaling_e2e::client::{Client, WAIT, http_get, peer_ids};
 pub use signaling_e2e::redis::{Redis, free_port};
+pub use signaling_e2e::server::api_room;
 
 /// An in-process instance of the cluster.
 pub struct Node {
@@ -112,16 +112,4 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-/// Room API view of a node: the peer ids it lists (empty on 404).
-pub async fn api_room(addr: std::net::SocketAddr, room: &str) -> Vec<String> {
-    let (status, body) = http_get(addr, &format!("/api/rooms/{room}")).await;
-    if status != 200 {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let mut ids = peer_ids(&v["peers"]);
-    ids.sort();
-    ids
 }
