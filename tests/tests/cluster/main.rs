@@ -692,6 +692,9 @@ async fn a_node_lists_its_own_changes_as_soon_as_it_has_confirmed_them() {
     b.join(&bulk).await;
     let mut c = Client::connect(&n2.ws(), "c@2").await;
     join_seeing(&mut c, &bulk, &[&b.peer_id]).await;
+    // b's node hears of c through Redis, after c's own `joined`.
+    let pj = b.expect("peer-joined").await;
+    assert_eq!(pj["peer"]["peer_id"], c.peer_id.as_str());
     let to = c.peer_id.clone();
     // c reads all along, or it would be closed as a slow reader.
     let received = tokio::spawn(async move {
