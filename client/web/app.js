@@ -478,6 +478,11 @@ async function stopSharing() {
 }
 
 $("copy").onclick = async () => {
+  // A link without a token admits nobody to a secured room, and ours must
+  // not be shared: it is this person's identity.
+  if (state.token) {
+    return status(`This room is secured: each guest needs an invite link of their own (the operator makes one with: signaling token --room ${state.room} --name NAME).`);
+  }
   const url = `${location.origin}${location.pathname}?room=${encodeURIComponent(state.room)}`;
   try { await navigator.clipboard.writeText(url); status("Invite link copied"); } catch { status(url); }
 };

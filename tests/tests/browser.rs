@@ -648,6 +648,15 @@ async fn invite_links_with_a_token_join_a_secured_server_and_the_token_leaves_th
             "no token back in the address after joining: {url}"
         );
     }
+    // "Copy invite link" shares neither alice's token nor a link that
+    // would admit nobody: it says how guests are invited.
+    eval(&alice, "document.getElementById('copy').click()").await;
+    until(
+        &alice,
+        "the copy button explains secured invites",
+        "document.getElementById('status').textContent.includes('signaling token --room')",
+    )
+    .await;
 
     // Dropped and back: the resume carries the token, so the server lets it in.
     let id = eval(&alice, "document.body.dataset.peerId").await;
