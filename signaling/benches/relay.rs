@@ -94,9 +94,14 @@ fn relaying(c: &mut Criterion) {
                 return;
             };
             if let Request::Relay { kind, to, payload } = env.request {
-                let _ = pair
-                    .hub
-                    .relay(from, kind, to.as_deref(), payload.get(), Instant::now());
+                let _ = pair.hub.relay(
+                    from,
+                    kind,
+                    to.as_deref(),
+                    payload.get(),
+                    Instant::now(),
+                    env.id,
+                );
             }
             black_box(inbox.ctl().pop());
         })
@@ -111,9 +116,14 @@ fn relaying(c: &mut Criterion) {
                 return;
             };
             if let Request::Relay { kind, to, payload } = env.request {
-                let _ = big
-                    .hub
-                    .relay(from, kind, to.as_deref(), payload.get(), Instant::now());
+                let _ = big.hub.relay(
+                    from,
+                    kind,
+                    to.as_deref(),
+                    payload.get(),
+                    Instant::now(),
+                    env.id,
+                );
             }
             for (_, o) in &big.members[1..] {
                 black_box(o.ctl().pop());

@@ -281,7 +281,9 @@ impl Session {
                     }
                 }));
             }
-            Request::Relay { kind, to, payload } => self.relay(kind, to.as_deref(), payload, now),
+            Request::Relay { kind, to, payload } => {
+                self.relay(kind, to.as_deref(), payload, now, reference)
+            }
             Request::Update { meta } => self.update(meta),
             Request::Leave => self.leave(reference),
         };
@@ -386,6 +388,7 @@ impl Session {
         to: Option<&str>,
         payload: &RawValue,
         now: Instant,
+        reference: Option<&RawValue>,
     ) -> Result<(), Refusal> {
         let from = self.joined()?;
         if kind == RelayKind::Message && payload.get().len() > self.app.config.limits.max_data_bytes
@@ -394,7 +397,7 @@ impl Session {
         }
         self.app
             .hub
-            .relay(from, kind, to, payload.get(), now)
+            .relay(from, kind, to, payload.get(), now, reference)
             .map(drop)
     }
 

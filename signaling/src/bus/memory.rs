@@ -39,6 +39,7 @@ impl Bus for MemoryBus {
         _room: &RoomId,
         _to: &PeerId,
         _text: Utf8Bytes,
+        _undelivered: super::Undelivered,
     ) -> Result<(), BusError> {
         Ok(())
     }

@@ -99,6 +99,11 @@ pub enum BusError {
     Backlogged,
 }
 
+/// What the engine calls if a relay it accepted could not be delivered
+/// after all, so its sender hears of it (the protocol's `unavailable`).
+/// It must not block: it is called from the engine's write task.
+pub type Undelivered = Box<dyn FnOnce() + Send>;
+
 /// Traffic for this node from the others, about one room.
 #[derive(Debug, Clone)]
 pub enum Inbound {
@@ -145,13 +150,17 @@ pub trait Bus: Send + Sync + 'static {
     fn unwatch(&self, room: &RoomId);
 
     /// Sends an encoded frame to a peer held by `node`. Never waits; an
-    /// `Err` means it was not queued (nothing will be sent).
+    /// `Err` means it was not queued (nothing will be sent). Once queued, it
+    /// is delivered, or `undelivered` is called (at most once, from the
+    /// engine's own task) when the engine gives up on it: `node` could not
+    /// be reached for a while. Either way it is never delivered twice.
     fn send_direct(
         &self,
         node: &NodeId,
         room: &RoomId,
         to: &PeerId,
         text: Utf8Bytes,
+        undelivered: Undelivered,
     ) -> Result<(), BusError>;
 
     /// Sends an encoded frame to the room's members on other nodes. Never

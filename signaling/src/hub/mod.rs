@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::info;
 
-use crate::bus::{Bus, PeerInfo, PresenceEvent};
+use crate::bus::{Bus, PeerInfo, PresenceEvent, Undelivered};
 use crate::ice::IceConfig;
 use crate::ids::{NodeId, PeerId, RoomId, random_hex, unix_ms};
 use crate::metrics::Metrics;
@@ -241,7 +241,10 @@ impl Hub {
     }
 
     /// Relays a message from `from` to `to`, or to every other member when
-    /// `to` is `None`. Returns how many members it reached.
+    /// `to` is `None`. Returns how many members it reached. A message for a
+    /// peer on another instance that the bus accepts but cannot deliver
+    /// after all gets its sender a late `error` (`unavailable`, with
+    /// `reference` as its `ref`).
     pub fn relay(
         &self,
         from: &Membership,
@@ -249,6 +252,7 @@ impl Hub {
         to: Option<&str>,
         payload: &str,
         read_at: Instant,
+        reference: Option<&RawValue>,
     ) -> Result<u64, Refusal> {
         let frame = Frame::relayed(reply::relayed(kind, from.peer.as_str(), payload), read_at);
         let mut room = self
@@ -274,8 +278,9 @@ impl Hub {
                 if let Route::Remote(node) = route {
                     // Queued in order behind this sender's earlier messages.
                     let to = member.info.id.clone();
+                    let undelivered = self.undelivered(&room, &from.peer, reference);
                     self.bus
-                        .send_direct(&node, &from.room, &to, frame.text.clone())
+                        .send_direct(&node, &from.room, &to, frame.text.clone(), undelivered)
                         .map_err(|_| {
                             refuse(
                                 ErrorCode::Unavailable,
@@ -308,6 +313,35 @@ impl Hub {
         drop(room);
         self.metrics.relayed(kind, reached);
         Ok(reached)
+    }
+
+    /// What tells `sender` that a relay the bus took could not be delivered
+    /// after all (the peer's instance stayed unreachable): the `error` it
+    /// would have got at once had the bus known, on the connection it sent
+    /// from.
+    fn undelivered(
+        &self,
+        room: &Room,
+        sender: &PeerId,
+        reference: Option<&RawValue>,
+    ) -> Undelivered {
+        let outbox = room.members.get(sender).and_then(|m| match &m.presence {
+            Presence::Connected { outbox, .. } => Some(outbox.clone()),
+            _ => None,
+        });
+        let reference: Option<Box<RawValue>> = reference.map(|r| r.to_owned());
+        let metrics = self.metrics.clone();
+        Box::new(move || {
+            let Some(outbox) = outbox else {
+                return;
+            };
+            metrics.error(ErrorCode::Unavailable);
+            outbox.push(Frame::reply(reply::error(
+                reference.as_deref(),
+                ErrorCode::Unavailable,
+                "the peer's instance could not be reached: message not delivered",
+            )));
+        })
     }
 
     /// Replaces a member's `meta`; the others get `peer-updated`.

@@ -42,6 +42,9 @@ pub async fn run(shared: Arc<Shared>, mut subs: mpsc::UnboundedReceiver<SubCmd>)
             Err(e) => {
                 if shared.ready.load(Ordering::Acquire) {
                     warn!(error = %e, "lost redis: serving local rooms, reconnecting");
+                    // A blip after a good session: retry soon, not after
+                    // the backoff a past outage grew.
+                    backoff = BACKOFF_MIN;
                 } else {
                     debug!(error = %e, "redis still unreachable");
                 }
@@ -62,9 +65,6 @@ pub async fn run(shared: Arc<Shared>, mut subs: mpsc::UnboundedReceiver<SubCmd>)
             }
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
-        if shared.ready.load(Ordering::Acquire) {
-            backoff = BACKOFF_MIN;
-        }
     }
 }
 

@@ -39,11 +39,13 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
-use super::{Bus, BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, RoomSummary};
+use super::{
+    Bus, BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, RoomSummary, Undelivered,
+};
 use crate::ids::{NodeId, PeerId, RoomId};
 pub use keys::Keys;
 use keys::payload;
-use publisher::Op;
+use publisher::{Direct, Op};
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -266,10 +268,11 @@ fn answer_claim(shared: &Shared, from: &str, body: &str) {
         }
         None => payload::encode('N', shared.node.as_str(), &[id]),
     };
-    shared.enqueue(Op::Publish {
-        channel: shared.keys.node_channel(&NodeId::new(from)),
+    shared.enqueue(Op::Direct(Direct::new(
+        shared.keys.node_channel(&NodeId::new(from)),
         payload,
-    });
+        None,
+    )));
 }
 
 /// Completes one of our claims with the holder's answer.
@@ -392,12 +395,14 @@ impl Bus for RedisBus {
         room: &RoomId,
         to: &PeerId,
         text: Utf8Bytes,
+        undelivered: Undelivered,
     ) -> Result<(), BusError> {
         let body = [room.as_str(), " ", to.as_str(), "\n", text.as_str()];
-        self.shared.try_enqueue(Op::Publish {
-            channel: self.shared.keys.node_channel(node),
-            payload: payload::encode('D', self.shared.node.as_str(), &body),
-        })
+        self.shared.try_enqueue(Op::Direct(Direct::new(
+            self.shared.keys.node_channel(node),
+            payload::encode('D', self.shared.node.as_str(), &body),
+            Some(undelivered),
+        )))
     }
 
     fn broadcast(&self, room: &RoomId, text: Utf8Bytes) -> Result<(), BusError> {
@@ -429,10 +434,11 @@ impl Bus for RedisBus {
                 " ",
                 secret,
             ];
-            self.enqueue(Op::Publish {
-                channel: shared.keys.node_channel(node),
-                payload: payload::encode('C', shared.node.as_str(), &body),
-            });
+            self.enqueue(Op::Direct(Direct::new(
+                shared.keys.node_channel(node),
+                payload::encode('C', shared.node.as_str(), &body),
+                None,
+            )));
             match tokio::time::timeout(CLAIM_TIMEOUT, rx).await {
                 Ok(Ok(answer)) => Ok(answer),
                 _ => {

@@ -3,6 +3,14 @@
 //! a connection of its own (`resp.rs`), so each peer's events and each
 //! sender's messages keep their order, and a batch that fails on a lost
 //! connection is sent again once Redis is back.
+//!
+//! Traffic for a node's channel (direct relays, resume hand-overs) must reach
+//! that node even while its subscription is re-linking: Redis answers each
+//! PUBLISH with how many subscribers got it, and a 0 there means the node
+//! heard nothing. Such a message is held ([`Held`]) and sent again, along with
+//! everything queued after it for the same node, until the node hears it or
+//! [`HOLD`] passes; then its sender is told ([`Direct::undelivered`]). Only a
+//! 0 is sent again, so nothing arrives twice.
 
 use signaling_protocol::reply::LeaveReason;
 use std::collections::{HashMap, VecDeque};
@@ -10,11 +18,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tracing::{error, info, warn};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
 
 use super::keys::{Keys, payload};
 use super::{Shared, resp, scripts};
-use crate::bus::{PeerInfo, PresenceEvent};
+use crate::bus::{PeerInfo, PresenceEvent, Undelivered};
 use crate::ids::{NodeId, PeerId, RoomId, unix_ms};
 
 /// Most operations sent in one round trip.
@@ -22,13 +31,175 @@ const BATCH: usize = 512;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How long connecting, or the answers to one batch, may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a message for a node that hears nothing (its subscription is
+/// re-linking: a reconnect takes about 0.1-0.3 s) is held and sent again
+/// before its sender is told it was not delivered.
+pub const HOLD: Duration = Duration::from_secs(2);
+/// How often a held node is tried again, with the oldest message held for it.
+const RETRY: Duration = Duration::from_millis(100);
 
 pub enum Op {
     /// A change of one of this node's peers.
     Presence { room: RoomId, event: PresenceEvent },
-    /// A relayed message for another node or a room channel (or resume
-    /// traffic on a node channel).
+    /// A broadcast on a room channel. Best effort: its PUBLISH answers how
+    /// many nodes got it, and 0 is what a room with no member elsewhere
+    /// gives as well, so a node that missed it cannot be told apart.
     Publish { channel: String, payload: Vec<u8> },
+    /// Traffic for one node's channel, held while that node hears nothing.
+    Direct(Direct),
+}
+
+/// A message for one node's channel: a relay to one of its peers, or resume
+/// traffic (claims, hand-overs, refusals).
+pub struct Direct {
+    pub channel: String,
+    pub payload: Vec<u8>,
+    /// Tells the sender if the message is given up on (none for resume
+    /// traffic: its claimant times out on its own).
+    pub undelivered: Option<Undelivered>,
+    /// Since when it has been held.
+    held_since: Option<Instant>,
+    /// It is out as its channel's probe: the oldest message held for the
+    /// node, tried alone so a node that is gone is not sent everything again.
+    probe: bool,
+}
+
+impl Direct {
+    pub fn new(channel: String, payload: Vec<u8>, undelivered: Option<Undelivered>) -> Self {
+        Direct {
+            channel,
+            payload,
+            undelivered,
+            held_since: None,
+            probe: false,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        OP_OVERHEAD + self.channel.len() + self.payload.len()
+    }
+
+    /// Given up on: its sender hears of it.
+    fn give_up(self) {
+        if let Some(tell) = self.undelivered {
+            tell();
+        }
+    }
+}
+
+/// Messages for nodes that heard nothing, by channel, oldest first. While a
+/// channel has an entry every newer message for it waits behind, so no
+/// message overtakes a held one of the same sender (or of anyone else).
+#[derive(Default)]
+struct Held {
+    channels: HashMap<String, HeldChannel>,
+}
+
+struct HeldChannel {
+    ops: VecDeque<Direct>,
+    /// When to try again; `None` while the probe is out.
+    next_try: Option<Instant>,
+    /// The last probe was heard: everything held goes out at once.
+    heard: bool,
+}
+
+impl Held {
+    fn next_due(&self) -> Option<Instant> {
+        self.channels.values().filter_map(|c| c.next_try).min()
+    }
+
+    /// Holds `d` behind whatever its channel holds already.
+    fn push_back(&mut self, mut d: Direct, now: Instant) {
+        d.held_since.get_or_insert(now);
+        d.probe = false;
+        self.channels
+            .entry(d.channel.clone())
+            .or_insert_with(|| HeldChannel {
+                ops: VecDeque::new(),
+                next_try: Some(now + RETRY),
+                heard: false,
+            })
+            .ops
+            .push_back(d);
+    }
+
+    /// Puts the due messages first in `batch` (all of a channel whose probe
+    /// was heard, else its oldest as the probe) and holds the batch's newer
+    /// messages for held channels behind them. Gives up on what was held
+    /// past [`HOLD`] for a node still unheard, and returns its bytes.
+    fn compose(&mut self, batch: &mut Vec<Op>, now: Instant) -> usize {
+        if self.channels.is_empty() {
+            return 0;
+        }
+        let mut out = Vec::with_capacity(batch.len() + 1);
+        let mut freed = 0;
+        self.channels.retain(|_, ch| {
+            if ch.next_try.is_none_or(|t| t > now) {
+                return true;
+            }
+            if ch.heard {
+                out.extend(ch.ops.drain(..).map(Op::Direct));
+                return false;
+            }
+            while let Some(d) = ch.ops.pop_front() {
+                if d.held_since.is_some_and(|t| now < t + HOLD) {
+                    ch.ops.push_front(d);
+                    break;
+                }
+                freed += d.bytes();
+                d.give_up();
+            }
+            let Some(mut probe) = ch.ops.pop_front() else {
+                return false;
+            };
+            probe.probe = true;
+            out.push(Op::Direct(probe));
+            ch.next_try = None;
+            true
+        });
+        for op in batch.drain(..) {
+            match op {
+                Op::Direct(d) if !d.probe && self.channels.contains_key(&d.channel) => {
+                    self.push_back(d, now)
+                }
+                op => out.push(op),
+            }
+        }
+        *batch = out;
+        freed
+    }
+
+    /// Redis answered a message of the batch: `heard` if its node got it.
+    /// Returns it back if it is done with (heard, or overtaking a held one:
+    /// its node has it already, so it must not go again).
+    fn answered(&mut self, mut d: Direct, heard: bool, now: Instant) -> Option<Direct> {
+        let entry = self.channels.get_mut(&d.channel);
+        match (entry, std::mem::take(&mut d.probe)) {
+            (Some(ch), true) => {
+                if heard {
+                    ch.heard = true;
+                    ch.next_try = Some(now);
+                    if ch.ops.is_empty() {
+                        self.channels.remove(&d.channel);
+                    }
+                    return Some(d);
+                }
+                ch.next_try = Some(now + RETRY);
+                ch.ops.push_front(d);
+                None
+            }
+            (Some(_), false) if heard => {
+                // The node came back between two messages of one batch.
+                warn!(channel = %d.channel, "a relay reached its node ahead of an older held one");
+                Some(d)
+            }
+            (_, _) if heard => Some(d),
+            _ => {
+                self.push_back(d, now);
+                None
+            }
+        }
+    }
 }
 
 /// Roughly what an operation costs beyond its strings (the queue's slot,
@@ -42,6 +213,7 @@ impl Op {
         OP_OVERHEAD
             + match self {
                 Op::Publish { channel, payload } => channel.len() + payload.len(),
+                Op::Direct(d) => d.channel.len() + d.payload.len(),
                 Op::Presence { room, event } => {
                     room.as_str().len()
                         + match event {
@@ -97,7 +269,7 @@ fn presence_of(op: &Op) -> Option<(&RoomId, &PeerId, Option<&Arc<PeerInfo>>)> {
             }
             PresenceEvent::Left { peer, .. } => (room, peer, None),
         }),
-        Op::Publish { .. } => None,
+        Op::Publish { .. } | Op::Direct(_) => None,
     }
 }
 
@@ -271,13 +443,27 @@ impl QueueState {
 
 pub async fn run(shared: Arc<Shared>) {
     let mut batch: Vec<Op> = Vec::with_capacity(BATCH);
+    let mut held = Held::default();
     // Our own connection, and the link's connect it was made under.
     let mut conn: Option<(resp::Conn, u64)> = None;
     let mut next_connect = 1;
     loop {
-        shared.queue.take(&mut batch, BATCH).await;
-        // Every operation below it is in `batch` or already answered.
+        let due = held.next_due();
+        tokio::select! {
+            _ = shared.queue.take(&mut batch, BATCH) => {}
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
+        }
+        // Every operation below it is in `batch`, held, or already answered.
         let through = shared.queue.head();
+        let freed = held.compose(&mut batch, Instant::now());
+        if freed > 0 {
+            shared.queue.written(freed);
+        }
+        if batch.is_empty() {
+            // All of it waits behind held messages.
+            shared.queue.acknowledge(through);
+            continue;
+        }
         let (mut c, connect) = match conn.take() {
             Some(c) => c,
             None => {
@@ -309,12 +495,34 @@ pub async fn run(shared: Arc<Shared>) {
         let n = batch.len();
         let packed = pipe.get_packed_pipeline();
         match resp::within(TIMEOUT, exchange(&mut c, &packed, pipe.len())).await {
-            Ok(refused) => {
+            Ok(answers) => {
+                let now = Instant::now();
+                let mut refused: Option<(usize, String)> = None;
+                let mut bytes = 0;
+                for (op, answer) in batch.drain(..).zip(answers) {
+                    if let resp::Frame::Error(e) = &answer {
+                        refused.get_or_insert((0, e.clone())).0 += 1;
+                    }
+                    match (op, answer) {
+                        (Op::Direct(d), resp::Frame::Error(_)) => {
+                            bytes += d.bytes();
+                            d.give_up();
+                        }
+                        (Op::Direct(d), answer) => {
+                            let heard = !matches!(answer, resp::Frame::Integer(0));
+                            if !heard && !d.probe && d.held_since.is_none() {
+                                debug!(channel = %d.channel, "its node heard nothing: holding it");
+                            }
+                            if let Some(d) = held.answered(d, heard, now) {
+                                bytes += d.bytes();
+                            }
+                        }
+                        (op, _) => bytes += op.bytes(),
+                    }
+                }
                 if let Some((count, first)) = refused {
                     error!(refused = count, of = n, error = %first, "redis refused operations");
                 }
-                let bytes: usize = batch.iter().map(Op::bytes).sum();
-                batch.clear();
                 let left = shared.queue.written(bytes);
                 shared.queue.acknowledge(through);
                 if shared.refusing.load(Ordering::Relaxed) && left <= shared.config.queue_bytes / 2
@@ -337,27 +545,29 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Writes one pipelined batch of `commands` and reads their answers:
-/// how many Redis refused, and the first refusal.
+/// Writes one pipelined batch of `commands` and reads their answers, in
+/// order (one per operation).
 async fn exchange(
     conn: &mut resp::Conn,
     packed: &[u8],
     commands: usize,
-) -> Result<Option<(usize, String)>, resp::RespError> {
+) -> Result<Vec<resp::Frame>, resp::RespError> {
     conn.write(packed).await?;
-    let mut refused: Option<(usize, String)> = None;
+    let mut answers = Vec::with_capacity(commands);
     for _ in 0..commands {
-        if let resp::Frame::Error(e) = conn.read().await? {
-            refused.get_or_insert((0, e)).0 += 1;
-        }
+        answers.push(conn.read().await?);
     }
-    Ok(refused)
+    Ok(answers)
 }
 
 fn add(pipe: &mut redis::Pipeline, op: &Op, keys: &Keys, node: &NodeId, maxlen: usize) {
     match op {
         Op::Publish { channel, payload } => {
             pipe.publish(channel, payload.as_slice()).ignore();
+        }
+        // Its answer (how many subscribers got it) is read in `run`.
+        Op::Direct(d) => {
+            pipe.publish(&d.channel, d.payload.as_slice()).ignore();
         }
         Op::Presence { room, event } => match event {
             PresenceEvent::Joined(p) => {
@@ -473,8 +683,84 @@ mod tests {
                     PresenceEvent::Left { peer, .. } => format!("L {peer}"),
                 },
                 Op::Publish { channel, .. } => format!("P {channel}"),
+                Op::Direct(d) => format!("D {}", d.channel),
             })
             .collect()
+    }
+
+    fn direct(channel: &str, n: u8, told: &Arc<Mutex<Vec<u8>>>) -> Direct {
+        let told = told.clone();
+        Direct::new(
+            channel.into(),
+            vec![n],
+            Some(Box::new(move || {
+                told.lock().unwrap_or_else(|e| e.into_inner()).push(n)
+            })),
+        )
+    }
+
+    /// The payloads of a batch's node-channel messages, probes marked.
+    fn directs(batch: &[Op]) -> Vec<(u8, bool)> {
+        batch
+            .iter()
+            .filter_map(|op| match op {
+                Op::Direct(d) => Some((d.payload[0], d.probe)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_unheard_message_is_held_tried_alone_then_released_in_order_or_given_up() {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let mut held = Held::default();
+        let t0 = Instant::now();
+        // 1 for node x is unheard; 2 for x and 3 for y come next.
+        assert!(held.answered(direct("x", 1, &told), false, t0).is_none());
+        let mut batch = vec![
+            Op::Direct(direct("x", 2, &told)),
+            Op::Direct(direct("y", 3, &told)),
+        ];
+        assert_eq!(held.compose(&mut batch, t0), 0);
+        assert_eq!(directs(&batch), [(3, false)], "2 waits behind 1");
+        // Due: 1 goes alone, as the probe; 4 for x, queued since, waits.
+        let t1 = t0 + RETRY;
+        let mut batch = vec![Op::Direct(direct("x", 4, &told))];
+        held.compose(&mut batch, t1);
+        assert_eq!(directs(&batch), [(1, true)]);
+        let Some(Op::Direct(probe)) = batch.pop() else {
+            panic!("the probe");
+        };
+        // Unheard again: it keeps its place in front.
+        assert!(held.answered(probe, false, t1).is_none());
+        let t2 = t1 + RETRY;
+        let mut batch = Vec::new();
+        held.compose(&mut batch, t2);
+        let Some(Op::Direct(probe)) = batch.pop() else {
+            panic!("the probe again");
+        };
+        assert_eq!(probe.payload, [1]);
+        // Heard: the rest goes at once, in order.
+        assert!(held.answered(probe, true, t2).is_some());
+        let mut batch = Vec::new();
+        held.compose(&mut batch, t2);
+        assert_eq!(directs(&batch), [(2, false), (4, false)]);
+        for op in batch {
+            let Op::Direct(d) = op else { continue };
+            assert!(held.answered(d, true, t2).is_some());
+        }
+        assert!(held.channels.is_empty());
+        // A node that stays unheard: its messages are given up on after HOLD.
+        assert!(held.answered(direct("z", 5, &told), false, t2).is_none());
+        let mut batch = vec![Op::Direct(direct("z", 6, &told))];
+        held.compose(&mut batch, t2);
+        assert!(batch.is_empty());
+        let mut batch = Vec::new();
+        let freed = held.compose(&mut batch, t2 + HOLD);
+        assert_eq!(freed, 2 * (OP_OVERHEAD + 2));
+        assert!(batch.is_empty());
+        assert!(held.channels.is_empty());
+        assert_eq!(*told.lock().unwrap_or_else(|e| e.into_inner()), [5, 6]);
     }
 
     #[tokio::test]
