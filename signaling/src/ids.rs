@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -72,12 +73,36 @@ impl PeerId {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, on this machine's clock.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// How far the cluster's clock (Redis's `TIME`) is ahead of this machine's,
+/// in ms, as learned on the last heartbeat. One value per process: a
+/// process is one node, and nodes sharing a machine share its clock.
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Milliseconds since the Unix epoch on the cluster's clock: what every
+/// timestamp another node compares with (`joined_at`, stream `ts`) must
+/// use, so that one node's broken NTP cannot reorder or age its peers.
+/// Standalone (no Redis) it is this machine's clock.
+pub fn cluster_ms() -> u64 {
+    unix_ms().saturating_add_signed(CLOCK_OFFSET_MS.load(Ordering::Relaxed))
+}
+
+/// Learns the cluster clock from one reading of it, `cluster_now`, taken
+/// between the local readings `sent` and `received` (the midpoint is the
+/// best guess of when Redis read it).
+pub fn learn_cluster_clock(sent: u64, cluster_now: u64, received: u64) {
+    let local = sent / 2 + received / 2;
+    let offset = i64::try_from(cluster_now)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(i64::try_from(local).unwrap_or(i64::MAX));
+    CLOCK_OFFSET_MS.store(offset, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -97,5 +122,15 @@ mod tests {
         // Every nibble value shows up over enough bytes.
         let many = random_hex(512);
         assert!("0123456789abcdef".chars().all(|c| many.contains(c)));
+    }
+
+    #[test]
+    fn the_cluster_clock_follows_the_last_reading() {
+        let local = unix_ms();
+        learn_cluster_clock(local, local - 30_000, local);
+        let behind = cluster_ms();
+        learn_cluster_clock(local, local, local);
+        assert!(cluster_ms() >= local);
+        assert!((local - 30_000..local - 29_000).contains(&behind));
     }
 }

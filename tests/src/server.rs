@@ -106,11 +106,17 @@ impl TestServer {
 pub struct ServerProcess {
     pub addr: SocketAddr,
     child: std::process::Child,
+    log: std::path::PathBuf,
 }
 
 impl ServerProcess {
-    /// The binary, built first (debug profile, `CARGO_TARGET_DIR` honoured).
+    /// The binary: `$SIGNALING_BIN` if set (say another commit's build, to
+    /// see a test fail without a fix), else built first (debug profile,
+    /// `CARGO_TARGET_DIR` honoured).
     pub fn binary() -> std::path::PathBuf {
+        if let Some(bin) = std::env::var_os("SIGNALING_BIN") {
+            return bin.into();
+        }
         let root = crate::workspace_root();
         let status = std::process::Command::new(env!("CARGO"))
             .args(["build", "--quiet", "-p", "signaling", "--bin", "signaling"])
@@ -126,23 +132,72 @@ impl ServerProcess {
 
     /// Starts it on a free loopback port with `args` and waits for `/healthz`.
     pub async fn start(args: &[&str]) -> ServerProcess {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// As [`start`](Self::start), with `env` added to its environment (say
+    /// `LD_PRELOAD` and `FAKETIME` for a shifted clock). Its log (stdout and
+    /// stderr) is kept for [`log`](Self::log).
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let port = crate::redis::free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = std::env::temp_dir().join(format!("sig-proc-{}-{port}.log", std::process::id()));
+        let stdout = std::fs::File::create(&log).expect("a log file in the temp dir");
+        let stderr = stdout.try_clone().expect("the log file, twice");
         let child = std::process::Command::new(Self::binary())
             .arg("--listen")
             .arg(addr.to_string())
             .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("the server starts");
-        let p = ServerProcess { addr, child };
+        let p = ServerProcess { addr, child, log };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while http_get(addr, "/healthz").await.0 != 200 {
             assert!(std::time::Instant::now() < deadline, "{addr} never up");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         p
+    }
+
+    /// Waits until `/readyz` answers 200 (in a cluster: connected to Redis).
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while http_get(self.addr, "/readyz").await.0 != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never ready",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its exit status if it exits within `within`.
+    pub async fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: gone without a goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn ws(&self) -> String {
@@ -163,7 +218,7 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
+        let _ = std::fs::remove_file(&self.log);
     }
 }

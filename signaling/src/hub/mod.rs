@@ -26,7 +26,7 @@ use tracing::info;
 
 use crate::bus::{Bus, PeerInfo, PresenceEvent, Undelivered};
 use crate::ice::IceConfig;
-use crate::ids::{NodeId, PeerId, RoomId, random_hex, unix_ms};
+use crate::ids::{NodeId, PeerId, RoomId, cluster_ms, random_hex};
 use crate::metrics::Metrics;
 use crate::outbox::{CloseCause, Frame, Outbox};
 use room::{ConnId, Member, Presence, Room, Route, SyncState, Undeliverable};
@@ -212,7 +212,7 @@ impl Hub {
             self.node.clone(),
             std::mem::take(&mut req.name),
             std::mem::take(&mut req.meta),
-            unix_ms(),
+            cluster_ms(),
         ));
         let secret = random_hex(16);
         let _hold = self.ensure_view(&req.room).await;

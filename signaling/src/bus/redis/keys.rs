@@ -36,7 +36,13 @@ impl Keys {
         format!("{}:node:", self.prefix)
     }
 
-    /// ZSET node → last heartbeat (unix ms).
+    /// STRING: the token of the one running instance that is this node
+    /// (its lease, renewed on every heartbeat, see `liveness.rs`).
+    pub fn node_lease(&self, node: &NodeId) -> String {
+        format!("{}:node:{node}:lease", self.prefix)
+    }
+
+    /// ZSET node → last heartbeat (unix ms, Redis's clock).
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
     }

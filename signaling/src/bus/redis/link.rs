@@ -1,6 +1,8 @@
 //! The connections to Redis and what happens on every (re)connect.
 //!
-//! Order on each connect: subscribe to this node's channel and to every room
+//! Order on each connect: take (or keep) this node's lease, so that no
+//! second instance under the same node id touches what is the first's (see
+//! `liveness.rs`); subscribe to this node's channel and to every room
 //! the hub has members in; on the first connect of this process, announce the
 //! peers a previous run under the same node id left behind; re-assert this
 //! node's peers (Redis may have lost them); heartbeat; only then open the
@@ -22,7 +24,7 @@ use super::resp;
 use super::subscriber::{Push, Subscriber};
 use super::{Shared, SubCmd, liveness, parse_peer, publisher, read_room};
 use crate::bus::{Inbound, PresenceEvent};
-use crate::ids::{NodeId, PeerId, RoomId, unix_ms};
+use crate::ids::{NodeId, PeerId, RoomId};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -36,8 +38,10 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 pub async fn run(shared: Arc<Shared>, mut subs: mpsc::UnboundedReceiver<SubCmd>) {
     let mut backoff = BACKOFF_MIN;
     let mut first = true;
+    // When this process started waiting for another instance's lease.
+    let mut waiting = None;
     loop {
-        match session(&shared, &mut subs, &mut first).await {
+        match session(&shared, &mut subs, &mut first, &mut waiting).await {
             Ok(()) => return, // the bus is gone
             Err(e) => {
                 if shared.ready.load(Ordering::Acquire) {
@@ -73,6 +77,7 @@ async fn session(
     shared: &Arc<Shared>,
     subs: &mut mpsc::UnboundedReceiver<SubCmd>,
     first: &mut bool,
+    waiting: &mut Option<(Instant, Instant)>,
 ) -> redis::RedisResult<()> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -81,6 +86,9 @@ async fn session(
         .client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
+    // Before the node channel: a second instance must not take the first's
+    // directed messages and resume claims either.
+    liveness::take_lease(shared, &mut conn, *first, waiting).await?;
     let info = shared.client.get_connection_info();
     let mut sub = Subscriber::new(
         resp::within(
@@ -91,8 +99,10 @@ async fn session(
     );
     let node_channel = shared.keys.node_channel(&shared.node);
     subscribe_all(shared, &mut sub, &node_channel, vec![node_channel.clone()]).await?;
-    if std::mem::take(first) {
+    if *first {
         liveness::announce_dead(shared, &mut conn, &shared.node).await?;
+        // Only once it went through: a failure retries on the next connect.
+        *first = false;
     }
     let handler = shared.handler();
     if let Some(h) = &handler {
@@ -104,8 +114,8 @@ async fn session(
         subscribe_all(shared, &mut sub, &node_channel, rooms).await?;
         reassert(shared, &mut conn, h.local_peers()).await?;
     }
-    liveness::heartbeat(shared, &mut conn).await?;
-    let connected_ms = unix_ms();
+    // Redis's clock, as the other nodes' heartbeats are stamped.
+    let connected_ms = liveness::heartbeat(shared, &mut conn).await?;
     shared.set_conn(Some(conn.clone()));
     info!(node = %shared.node, "connected to redis");
     tokio::spawn(resync(shared.clone(), connected_ms));
@@ -219,15 +229,17 @@ async fn reassert(
 
 /// After a reconnect, brings each watched room's view in line with Redis,
 /// a few times over while the other nodes finish reconnecting too.
+/// `connected_ms` is Redis's time at the connect, to compare with the other
+/// nodes' heartbeats; the schedule runs on this machine's monotonic clock.
 async fn resync(shared: Arc<Shared>, connected_ms: u64) {
     let timeout = shared.config.node_timeout;
+    let connected = tokio::time::Instant::now();
     for at in [
         Duration::from_secs(1),
         Duration::from_secs(3),
         timeout + Duration::from_secs(1),
     ] {
-        let due = connected_ms + at.as_millis() as u64;
-        tokio::time::sleep(Duration::from_millis(due.saturating_sub(unix_ms()))).await;
+        tokio::time::sleep_until(connected + at).await;
         let (Some(mut conn), Some(handler)) = (shared.conn(), shared.handler()) else {
             return;
         };

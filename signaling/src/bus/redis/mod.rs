@@ -93,6 +93,8 @@ struct Shared {
     next_claim: AtomicU64,
     /// Relays have been refused since the queue last drained (for the log).
     refusing: AtomicBool,
+    /// This process's claim on the node id (`liveness.rs`).
+    lease: liveness::Lease,
 }
 
 impl Shared {
@@ -206,6 +208,7 @@ impl RedisBus {
             claims: DashMap::new(),
             next_claim: AtomicU64::new(1),
             refusing: AtomicBool::new(false),
+            lease: liveness::Lease::default(),
         });
         let (subs, subs_rx) = mpsc::unbounded_channel();
         tokio::spawn(publisher::run(shared.clone()));
@@ -459,6 +462,8 @@ impl Bus for RedisBus {
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            // The last write is out: a restart under this id need not wait.
+            liveness::release(&self.shared).await;
         }
         .boxed()
     }

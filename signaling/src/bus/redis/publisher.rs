@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 use super::keys::{Keys, payload};
 use super::{Shared, resp, scripts};
 use crate::bus::{PeerInfo, PresenceEvent, Undelivered};
-use crate::ids::{NodeId, PeerId, RoomId, unix_ms};
+use crate::ids::{NodeId, PeerId, RoomId, cluster_ms};
 
 /// Most operations sent in one round trip.
 const BATCH: usize = 512;
@@ -612,7 +612,7 @@ pub fn upsert(
         .arg(peer.node.as_str())
         .arg(&*peer.object)
         .arg(announce)
-        .arg(unix_ms())
+        .arg(cluster_ms())
         .arg(maxlen)
         .arg(event)
         .arg(if quiet_if_known { "1" } else { "0" })
@@ -647,7 +647,7 @@ pub fn remove(
         .arg(node.as_str())
         .arg(reason.as_str())
         .arg(announce)
-        .arg(unix_ms())
+        .arg(cluster_ms())
         .arg(maxlen)
         .arg(if only_if_present { "1" } else { "0" })
         .ignore();

@@ -64,3 +64,42 @@ if existed then
 end
 return 1
 "#;
+
+/// The node lease and heartbeat, on Redis's clock.
+/// KEYS: lease, nodes zset. ARGV: instance token, lease ms, node, heartbeat.
+/// Takes or renews the lease unless another instance holds it; with
+/// `heartbeat` = 1 and the lease ours, also stamps the node's heartbeat with
+/// Redis's `TIME`, so that every node's liveness is scored and judged on one
+/// clock. Returns `{now_ms, 1}` when the lease is ours, `{now_ms, 0,
+/// pttl_ms}` when another instance holds it (then nothing is written).
+pub const LEASE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return {now, 0, redis.call('PTTL', KEYS[1])}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[2], now, ARGV[3])
+end
+return {now, 1}
+"#;
+
+/// KEYS: nodes zset. ARGV: node timeout ms.
+/// The nodes whose last heartbeat is older than the timeout by Redis's
+/// clock (the same clock that stamped them).
+pub const STALE_NODES: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+"#;
+
+/// KEYS: lease. ARGV: instance token. Gives the lease up if it is ours
+/// (a clean shutdown), so a restart under the same node id need not wait.
+pub const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
