@@ -33,7 +33,13 @@ async fn main() {
     });
     if let Err(e) = server.serve().await {
         tracing::error!("server failed: {e}");
-        std::process::exit(1);
+        // A node id another instance is using is a configuration error, as
+        // a refused start is.
+        std::process::exit(if e.kind() == std::io::ErrorKind::AddrInUse {
+            2
+        } else {
+            1
+        });
     }
 }
 

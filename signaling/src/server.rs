@@ -277,7 +277,16 @@ impl Server {
             stop_listening.clone(),
         ));
 
-        shutdown.cancelled().await;
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            // Nothing to drain: this process must not serve as this node.
+            e = app.hub.bus().fatal() => {
+                app.hub.close_all(CloseCause::Shutdown);
+                stop_listening.cancel();
+                let _ = tokio::time::timeout(FINAL_CLOSE_WAIT, http).await;
+                return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, e));
+            }
+        }
         let drain = app.config.drain_timeout;
         info!(clients = app.hub.open_connections(), timeout = ?drain, "draining");
         app.hub.start_drain(GOAWAY_RETRY_AFTER);

@@ -97,6 +97,10 @@ pub enum BusError {
     /// (`--redis-queue-bytes`): the relay was not queued.
     #[error("the write queue to the cluster is full")]
     Backlogged,
+    /// The engine cannot go on (another instance serves under this node
+    /// id): the server must stop.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 /// What the engine calls if a relay it accepted could not be delivered
@@ -208,5 +212,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Whether the engine can serve right now (for `/readyz`).
     fn is_ready(&self) -> bool {
         true
+    }
+
+    /// Resolves if the engine can never serve again; the server then stops
+    /// with this error. Pending for as long as all is well.
+    fn fatal(&self) -> BoxFuture<'_, BusError> {
+        futures_util::FutureExt::boxed(futures_util::future::pending())
     }
 }

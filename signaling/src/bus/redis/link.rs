@@ -43,6 +43,11 @@ pub async fn run(shared: Arc<Shared>, mut subs: mpsc::UnboundedReceiver<SubCmd>)
     loop {
         match session(&shared, &mut subs, &mut first, &mut waiting).await {
             Ok(()) => return, // the bus is gone
+            // Another instance is this node: nothing more of ours may reach Redis.
+            Err(_) if shared.lease.stopped.is_cancelled() => {
+                shared.set_conn(None);
+                return;
+            }
             Err(e) => {
                 if shared.ready.load(Ordering::Acquire) {
                     warn!(error = %e, "lost redis: serving local rooms, reconnecting");

@@ -42,6 +42,10 @@ const LEASE_GRACE: Duration = Duration::from_secs(2);
 /// This process's claim on its node id.
 pub struct Lease {
     token: String,
+    /// Set once this process must stop serving as the node (another
+    /// instance is it): the server stops with this error.
+    pub fatal: std::sync::OnceLock<LeaseError>,
+    pub stopped: tokio_util::sync::CancellationToken,
     /// Given up at a clean shutdown: heartbeats must not take it back.
     released: AtomicBool,
 }
@@ -50,6 +54,8 @@ impl Default for Lease {
     fn default() -> Self {
         Lease {
             token: random_hex(16),
+            fatal: std::sync::OnceLock::new(),
+            stopped: tokio_util::sync::CancellationToken::new(),
             released: AtomicBool::new(false),
         }
     }
@@ -77,10 +83,14 @@ pub fn lease_time(node_timeout: Duration) -> Duration {
     (node_timeout / 2).max(Duration::from_secs(3))
 }
 
-/// Stops the process: it must not serve as a node another instance is.
-fn refuse(e: LeaseError) -> ! {
+/// This process must not serve as a node another instance is: the link
+/// stops for good and the server stops with `e` (`Bus::fatal`).
+fn refuse(shared: &Shared, e: LeaseError) -> redis::RedisError {
     error!("{e}");
-    std::process::exit(2)
+    let message = e.to_string();
+    let _ = shared.lease.fatal.set(e);
+    shared.lease.stopped.cancel();
+    redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::AddrInUse, message))
 }
 
 enum LeaseState {
@@ -137,9 +147,14 @@ pub async fn take_lease(
                 }
                 return Ok(());
             }
-            LeaseState::Held(_) if !first => refuse(LeaseError::Lost {
-                node: shared.node.clone(),
-            }),
+            LeaseState::Held(_) if !first => {
+                return Err(refuse(
+                    shared,
+                    LeaseError::Lost {
+                        node: shared.node.clone(),
+                    },
+                ));
+            }
             LeaseState::Held(left) => {
                 let now = Instant::now();
                 let (since, until) = *waiting.get_or_insert_with(|| {
@@ -152,10 +167,13 @@ pub async fn take_lease(
                     (now, now + left + LEASE_GRACE)
                 });
                 if now >= until {
-                    refuse(LeaseError::InUse {
-                        node: shared.node.clone(),
-                        waited: now - since,
-                    });
+                    return Err(refuse(
+                        shared,
+                        LeaseError::InUse {
+                            node: shared.node.clone(),
+                            waited: now - since,
+                        },
+                    ));
                 }
                 tokio::time::sleep(LEASE_POLL).await;
             }
@@ -174,9 +192,12 @@ pub async fn heartbeat(
     }
     match lease(shared, conn, true).await? {
         (LeaseState::Ours, now) => Ok(now),
-        (LeaseState::Held(_), _) => refuse(LeaseError::Lost {
-            node: shared.node.clone(),
-        }),
+        (LeaseState::Held(_), _) => Err(refuse(
+            shared,
+            LeaseError::Lost {
+                node: shared.node.clone(),
+            },
+        )),
     }
 }
 

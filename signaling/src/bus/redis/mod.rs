@@ -528,4 +528,19 @@ impl Bus for RedisBus {
     fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)
     }
+
+    fn fatal(&self) -> BoxFuture<'_, BusError> {
+        async move {
+            self.shared.lease.stopped.cancelled().await;
+            BusError::Fatal(
+                self.shared
+                    .lease
+                    .fatal
+                    .get()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            )
+        }
+        .boxed()
+    }
 }
