@@ -1,5 +1,6 @@
 //! turn-config/: the coturn configurations.
 
+use signaling_e2e::turn::conf_value;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -97,18 +98,12 @@ fn turnserver_conf_is_safe_for_production() {
         !keys.contains("no-tls"),
         "{TURN_PROD}: the TLS listener is on"
     );
+    assert_eq!(conf_value(&conf, "tls-listening-port"), Some("5349"));
     assert_eq!(
-        signaling_e2e::turn::conf_value(&conf, "tls-listening-port"),
-        Some("5349")
-    );
-    assert_eq!(
-        signaling_e2e::turn::conf_value(&conf, "cert"),
+        conf_value(&conf, "cert"),
         Some("/etc/coturn/certs/cert.pem")
     );
-    assert_eq!(
-        signaling_e2e::turn::conf_value(&conf, "pkey"),
-        Some("/etc/coturn/certs/key.pem")
-    );
+    assert_eq!(conf_value(&conf, "pkey"), Some("/etc/coturn/certs/key.pem"));
     for needed in ["max-bps", "bps-capacity"] {
         assert!(keys.contains(needed), "{TURN_PROD} lacks {needed}");
     }
@@ -198,24 +193,15 @@ fn loopback_test_conf_is_test_only() {
     ] {
         assert!(keys.contains(needed), "{TURN_TEST} lacks {needed}");
     }
-    assert_eq!(
-        signaling_e2e::turn::conf_value(&conf, "allowed-peer-ip"),
-        Some("127.0.0.1")
-    );
-    assert_eq!(
-        signaling_e2e::turn::conf_value(&conf, "listening-ip"),
-        Some("127.0.0.1")
-    );
-    assert_eq!(
-        signaling_e2e::turn::conf_value(&conf, "relay-ip"),
-        Some("127.0.0.1")
-    );
+    assert_eq!(conf_value(&conf, "allowed-peer-ip"), Some("127.0.0.1"));
+    assert_eq!(conf_value(&conf, "listening-ip"), Some("127.0.0.1"));
+    assert_eq!(conf_value(&conf, "relay-ip"), Some("127.0.0.1"));
     // Outside Linux's ephemeral range (32768-60999).
-    let min: u16 = signaling_e2e::turn::conf_value(&conf, "min-port")
+    let min: u16 = conf_value(&conf, "min-port")
         .expect("min-port")
         .parse()
         .expect("port");
-    let max: u16 = signaling_e2e::turn::conf_value(&conf, "max-port")
+    let max: u16 = conf_value(&conf, "max-port")
         .expect("max-port")
         .parse()
         .expect("port");

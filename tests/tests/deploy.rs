@@ -11,6 +11,7 @@
 use clap::{CommandFactory, Parser};
 use serde_yaml_ng::{Mapping, Value};
 use signaling::Config;
+use signaling_e2e::turn::conf_value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
@@ -973,7 +974,7 @@ fn coturn_service_runs_the_production_conf() {
 
     // The listener and exactly the relay range are published.
     let published = ports(coturn);
-    let listen = signaling_e2e::turn::conf_value(&conf, "listening-port").unwrap_or("3478");
+    let listen = conf_value(&conf, "listening-port").unwrap_or("3478");
     for proto in ["udp", "tcp"] {
         assert!(
             published
@@ -982,11 +983,11 @@ fn coturn_service_runs_the_production_conf() {
             "coturn publishes {listen}/{proto}: {published:?}"
         );
     }
-    let min: u16 = signaling_e2e::turn::conf_value(&conf, "min-port")
+    let min: u16 = conf_value(&conf, "min-port")
         .expect("min-port")
         .parse()
         .expect("min-port");
-    let max: u16 = signaling_e2e::turn::conf_value(&conf, "max-port")
+    let max: u16 = conf_value(&conf, "max-port")
         .expect("max-port")
         .parse()
         .expect("max-port");
@@ -1005,7 +1006,7 @@ fn coturn_service_runs_the_production_conf() {
     );
 
     // The TLS listener: published, with the certificate mounted.
-    let tls = signaling_e2e::turn::conf_value(&conf, "tls-listening-port").unwrap_or("5349");
+    let tls = conf_value(&conf, "tls-listening-port").unwrap_or("5349");
     assert!(
         published
             .iter()
@@ -1062,7 +1063,7 @@ fn coturn_service_runs_the_production_conf() {
                 .and_then(|u| u.rsplit(':').next())
                 .unwrap_or("");
             let want = if url.starts_with("turns:") {
-                signaling_e2e::turn::conf_value(&conf, "tls-listening-port").unwrap_or("5349")
+                conf_value(&conf, "tls-listening-port").unwrap_or("5349")
             } else {
                 listen
             };

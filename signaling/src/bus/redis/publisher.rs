@@ -213,7 +213,7 @@ impl Op {
         OP_OVERHEAD
             + match self {
                 Op::Publish { channel, payload } => channel.len() + payload.len(),
-                Op::Direct(d) => d.channel.len() + d.payload.len(),
+                Op::Direct(d) => return d.bytes(),
                 Op::Presence { room, event } => {
                     room.as_str().len()
                         + match event {
@@ -336,24 +336,26 @@ impl Queue {
                 }
             }
         }
-        self.bytes.fetch_add(n, Ordering::AcqRel);
-        st.push_back(op);
-        drop(st);
-        self.more.notify_one();
+        self.admit(st, op, n);
     }
 
     /// Queues a relay if it fits under `cap`; gives it back if not.
     pub fn push_within(&self, op: Op, cap: usize) -> Result<(), Op> {
         let n = op.bytes();
-        let mut st = self.lock();
+        let st = self.lock();
         if self.bytes() + n > cap {
             return Err(op);
         }
+        self.admit(st, op, n);
+        Ok(())
+    }
+
+    /// Appends `op` (of `n` bytes) under the lock `st`, and wakes the writer.
+    fn admit(&self, mut st: MutexGuard<'_, QueueState>, op: Op, n: usize) {
         self.bytes.fetch_add(n, Ordering::AcqRel);
         st.push_back(op);
         drop(st);
         self.more.notify_one();
-        Ok(())
     }
 
     /// Moves up to `max` operations into `batch`, waiting for one if the
