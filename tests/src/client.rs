@@ -95,9 +95,12 @@ impl Client {
             .unwrap_or_else(|e| panic!("{}: send: {e}", self.label));
     }
 
+    /// The next text message within `within` (pings and pongs do not count,
+    /// nor restart the wait).
     pub async fn next(&mut self, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
-            match tokio::time::timeout(within, self.ws.next()).await {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
                     return Some(serde_json::from_str(t.as_str()).expect("json"));
                 }

@@ -12,6 +12,12 @@ pub mod turn;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A room name of its own for one test: `tag` plus random characters, so
+/// tests that share a server or a Redis never meet in a room.
+pub fn room(tag: &str) -> String {
+    format!("{tag}-{}", signaling::ids::random_hex(6))
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -75,7 +75,14 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts it again (after `kill`), on the same port, empty.
+    /// Writes its data to disk now (`SAVE`): the next [`restart`](Self::restart)
+    /// comes back with this older data, as a restore from a snapshot does.
+    pub fn snapshot(&self) {
+        assert_eq!(self.cmd(&["SAVE"]).as_deref(), Some("+OK"), "SAVE");
+    }
+
+    /// Starts it again (after `kill`), on the same port: empty, or with
+    /// the data of the last [`snapshot`](Self::snapshot) if one was taken.
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])

@@ -162,6 +162,16 @@ impl ServerProcess {
         p
     }
 
+    /// An instance of the cluster on `redis_url` as node `id` (with `extra`
+    /// arguments), once it is connected to Redis.
+    pub async fn node(redis_url: &str, id: &str, extra: &[&str]) -> ServerProcess {
+        let mut args = vec!["--redis-url", redis_url, "--node-id", id];
+        args.extend_from_slice(extra);
+        let p = Self::start(&args).await;
+        p.wait_ready(Duration::from_secs(10)).await;
+        p
+    }
+
     /// Waits until `/readyz` answers 200 (in a cluster: connected to Redis).
     pub async fn wait_ready(&self, within: Duration) {
         let deadline = std::time::Instant::now() + within;
@@ -192,6 +202,15 @@ impl ServerProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// SIGTERM: a clean shutdown (`goaway` to every client, then a drain).
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
     }
 
     /// SIGKILL: gone without a goodbye.

@@ -4,6 +4,7 @@
 use serde_json::json;
 use signaling_client::{Client, ClientConfig, ClientError, Event, Events, JoinOptions};
 use signaling_e2e::proxy::Proxy;
+use signaling_e2e::room;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -35,10 +36,6 @@ async fn silence(events: &mut Events, d: Duration) {
     if let Ok(Some(e)) = tokio::time::timeout(d, events.recv()).await {
         panic!("expected no event, got {e:?}");
     }
-}
-
-fn room(tag: &str) -> String {
-    format!("cli-{tag}-{}", signaling::ids::random_hex(6))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

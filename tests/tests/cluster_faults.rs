@@ -7,16 +7,13 @@
 use serde_json::json;
 use signaling_e2e::client::{Client, peer_ids};
 use signaling_e2e::redis::Redis;
+use signaling_e2e::room;
 use signaling_e2e::server::{ServerProcess, api_room, wait_listed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 /// The default `--node-timeout`.
 const NODE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn room(tag: &str) -> String {
-    format!("faults-{tag}-{}", std::process::id())
-}
 
 /// An instance of the cluster on `redis` as node `id`.
 async fn node(redis: &Redis, id: &str) -> ServerProcess {

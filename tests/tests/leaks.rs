@@ -9,6 +9,7 @@
 use serde_json::{Value, json};
 use signaling_e2e::client::{Client, http_get, peer_ids};
 use signaling_e2e::redis::Redis;
+use signaling_e2e::room;
 use signaling_e2e::server::{ServerProcess, TestServer, api_room, clustered};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,10 +18,6 @@ use std::time::{Duration, Instant};
 const FAKE_RESUMES: usize = 200;
 /// The reconnect grace in these tests: short, so honest resumes come late.
 const GRACE: Duration = Duration::from_millis(300);
-
-fn room(tag: &str) -> String {
-    format!("lk-{tag}-{}", signaling::ids::random_hex(6))
-}
 
 /// Limits that let one connection send its requests as fast as the test
 /// can: the leak is per request, whatever the rate.

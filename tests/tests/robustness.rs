@@ -5,14 +5,11 @@
 
 use serde_json::json;
 use signaling_e2e::client::{Client, http_get, http_get_with, peer_ids};
+use signaling_e2e::room;
 use signaling_e2e::server::TestServer;
 use std::time::Duration;
 
 type Server = TestServer;
-
-fn room(tag: &str) -> String {
-    format!("rb-{tag}-{}", signaling::ids::random_hex(6))
-}
 
 /// Joins `a` then `b` to one room; `a` has seen `b` arrive.
 async fn pair(s: &Server, r: &str) -> (Client, Client) {

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use signaling_e2e::proxy::Proxy;
+use signaling_e2e::room;
 use signaling_peer::{Peer, PeerEvent, PeerOptions};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,10 +16,6 @@ async fn server(
 ) -> (std::net::SocketAddr, signaling::ShutdownHandle) {
     let s = signaling_e2e::server::TestServer::start(tweak).await;
     (s.addr, s.handle.clone())
-}
-
-fn room(tag: &str) -> String {
-    format!("rtc-{tag}-{}", signaling::ids::random_hex(6))
 }
 
 /// Waits until data channels to all of `peers` are open; returns the times.

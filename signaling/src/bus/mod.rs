@@ -119,6 +119,16 @@ pub enum Inbound {
     Direct { to: PeerId, text: Utf8Bytes },
 }
 
+/// Which other nodes a resync may believe Redis about (see
+/// [`InboundHandler::resync`]).
+#[derive(Debug, Default)]
+pub struct SettledNodes {
+    /// Nodes that have re-asserted their peers since this node reconnected.
+    pub settled: HashSet<NodeId>,
+    /// A whole node timeout has passed since: a node not settled is dead.
+    pub timed_out: bool,
+}
+
 /// What the engine calls back into: the node (the hub). Calls never block.
 pub trait InboundHandler: Send + Sync {
     /// Delivers traffic from another node.
@@ -127,11 +137,18 @@ pub trait InboundHandler: Send + Sync {
     fn watched_rooms(&self) -> Vec<RoomId>;
     /// This node's own peers, to re-assert after the engine lost its state.
     fn local_peers(&self) -> Vec<(RoomId, Arc<PeerInfo>)>;
-    /// After a reconnect: the room as the cluster now knows it. Remote members
-    /// missing from `snapshot` are dropped only if their node is in `settled`
-    /// (it has re-asserted its peers since), so that a node still reconnecting
-    /// does not look as if its peers left.
-    fn resync(&self, room: &RoomId, snapshot: Vec<Arc<PeerInfo>>, settled: &HashSet<NodeId>);
+    /// Calls `f` with the peer's record if `peer` is one of this node's own
+    /// (connected, or held for a resume), while nothing can remove it: what
+    /// `f` queues is ordered before the peer's own leave, if one follows.
+    fn with_local(&self, room: &RoomId, peer: &PeerId, f: &mut dyn FnMut(&Arc<PeerInfo>));
+    /// After a reconnect: the room as the cluster now knows it, to bring the
+    /// view of other nodes' members in line with. What Redis holds of a node
+    /// is trusted only once that node has re-asserted its own peers since
+    /// (`nodes.settled`): before that, a node still reconnecting would look
+    /// as if its peers left, and data Redis restored from an older snapshot
+    /// would bring back peers that left. Once `nodes.timed_out`, a node not
+    /// settled is dead, and its members are dropped as `node-lost`.
+    fn resync(&self, room: &RoomId, snapshot: Vec<Arc<PeerInfo>>, nodes: &SettledNodes);
     /// Another node asks for a peer of ours to resume there: if `secret` is
     /// its resume secret, the peer is removed here without a word and handed over.
     fn hand_over(&self, room: &RoomId, peer: &PeerId, secret: &str) -> Option<Handoff>;

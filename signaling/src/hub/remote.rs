@@ -8,7 +8,7 @@
 
 use dashmap::mapref::entry::Entry;
 use signaling_protocol::reply::{self, LeaveReason};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, warn};
@@ -16,8 +16,8 @@ use tracing::{debug, warn};
 use super::resume::constant_time_eq;
 use super::room::{Member, Presence, Room, SyncState};
 use super::{Hub, JoinHold};
-use crate::bus::{Handoff, Inbound, InboundHandler, PeerInfo, PresenceEvent};
-use crate::ids::{NodeId, PeerId, RoomId};
+use crate::bus::{Handoff, Inbound, InboundHandler, PeerInfo, PresenceEvent, SettledNodes};
+use crate::ids::{PeerId, RoomId};
 use crate::outbox::CloseCause;
 use crate::outbox::Frame;
 
@@ -196,7 +196,16 @@ impl InboundHandler for Hub {
         out
     }
 
-    fn resync(&self, room_id: &RoomId, snapshot: Vec<Arc<PeerInfo>>, settled: &HashSet<NodeId>) {
+    fn with_local(&self, room_id: &RoomId, peer: &PeerId, f: &mut dyn FnMut(&Arc<PeerInfo>)) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        if let Some(m) = room.members.get(peer).filter(|m| m.presence.is_local()) {
+            f(&m.info);
+        }
+    }
+
+    fn resync(&self, room_id: &RoomId, snapshot: Vec<Arc<PeerInfo>>, nodes: &SettledNodes) {
         let Some(mut room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -205,22 +214,25 @@ impl InboundHandler for Hub {
         }
         let known: HashMap<PeerId, Arc<PeerInfo>> = snapshot
             .into_iter()
-            .filter(|p| p.node != self.node)
+            .filter(|p| p.node != self.node && nodes.settled.contains(&p.node))
             .map(|p| (p.id.clone(), p))
             .collect();
-        let gone: Vec<PeerId> = room
+        let gone: Vec<(PeerId, LeaveReason)> = room
             .members
             .values()
-            .filter(|m| match &m.presence {
-                Presence::Remote { node } => {
-                    !known.contains_key(&m.info.id) && settled.contains(node)
+            .filter(|m| !known.contains_key(&m.info.id))
+            .filter_map(|m| match &m.presence {
+                Presence::Remote { node } if nodes.settled.contains(node) => {
+                    Some((m.info.id.clone(), LeaveReason::Disconnected))
                 }
-                _ => false,
+                Presence::Remote { .. } if nodes.timed_out => {
+                    Some((m.info.id.clone(), LeaveReason::NodeLost))
+                }
+                _ => None,
             })
-            .map(|m| m.info.id.clone())
             .collect();
-        for peer in gone {
-            self.remove_remote(&mut room, &peer, LeaveReason::Disconnected);
+        for (peer, reason) in gone {
+            self.remove_remote(&mut room, &peer, reason);
         }
         for info in known.into_values() {
             self.upsert_remote(&mut room, info);

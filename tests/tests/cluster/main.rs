@@ -4,6 +4,7 @@
 mod support;
 
 use serde_json::json;
+use signaling_e2e::room;
 use std::time::{Duration, Instant};
 use support::{Client, Node, Proc, Redis, api_room, peer_ids};
 
@@ -20,10 +21,6 @@ async fn join_seeing(who: &mut Client, r: &str, others: &[&str]) -> Vec<String> 
         }
     }
     listed
-}
-
-fn room(tag: &str) -> String {
-    format!("cl-{tag}-{}", signaling::ids::random_hex(6))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,11 @@ impl Keys {
         format!("{}:room:{room}", self.prefix)
     }
 
+    /// `room` of room R is this + R (for the scripts).
+    pub fn room_prefix(&self) -> String {
+        format!("{}:room:", self.prefix)
+    }
+
     /// SET of the rooms that have members.
     pub fn rooms(&self) -> String {
         format!("{}:rooms", self.prefix)

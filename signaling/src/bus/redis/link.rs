@@ -9,10 +9,8 @@
 //! queue, so what waited during the outage is written after the re-assertion.
 //! A resync then brings every room's view in line with Redis.
 
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, AsyncConnectionConfig};
 use signaling_protocol::reply::LeaveReason;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,8 +20,8 @@ use tracing::{debug, info, warn};
 use super::keys::payload;
 use super::resp;
 use super::subscriber::{Push, Subscriber};
-use super::{Shared, SubCmd, liveness, parse_peer, publisher, read_room};
-use crate::bus::{Inbound, PresenceEvent};
+use super::{Shared, SubCmd, liveness, parse_peer, read_room, repair};
+use crate::bus::{Inbound, PresenceEvent, SettledNodes};
 use crate::ids::{NodeId, PeerId, RoomId};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -117,7 +115,7 @@ async fn session(
             .map(|room| shared.keys.room_channel(room))
             .collect();
         subscribe_all(shared, &mut sub, &node_channel, rooms).await?;
-        reassert(shared, &mut conn, h.local_peers()).await?;
+        repair::reassert(shared, &mut conn, h.local_peers()).await?;
     }
     // Redis's clock, as the other nodes' heartbeats are stamped.
     let connected_ms = liveness::heartbeat(shared, &mut conn).await?;
@@ -128,6 +126,9 @@ async fn session(
     let connected = Instant::now();
     let mut last_probe = Instant::now();
     let reaping = Arc::new(AtomicBool::new(false));
+    let verifying = Arc::new(AtomicBool::new(false));
+    let verify_every = repair::verify_every(shared.config.node_timeout);
+    let mut last_verify = Instant::now();
     let mut tick = tokio::time::interval(HEARTBEAT);
     loop {
         tokio::select! {
@@ -156,6 +157,18 @@ async fn session(
                 let _: () = conn.publish(&node_channel, payload::encode('P', shared.node.as_str(), &[])).await?;
                 if last_probe.elapsed() > PROBE_DEADLINE {
                     return Err(dropped_error());
+                }
+                if last_verify.elapsed() >= verify_every && !verifying.swap(true, Ordering::AcqRel) {
+                    last_verify = Instant::now();
+                    let (shared, verifying, mut conn) = (shared.clone(), verifying.clone(), conn.clone());
+                    tokio::spawn(async move {
+                        if let Some(h) = shared.handler() {
+                            if let Err(e) = repair::verify(&shared, &mut conn, h.as_ref()).await {
+                                debug!(error = %e, "verifying this node's peers in redis failed");
+                            }
+                        }
+                        verifying.store(false, Ordering::Release);
+                    });
                 }
                 if connected.elapsed() >= shared.config.node_timeout
                     && !reaping.swap(true, Ordering::AcqRel)
@@ -207,48 +220,28 @@ fn dropped_error() -> redis::RedisError {
     ))
 }
 
-/// Writes this node's peers back (quietly where Redis still has them).
-async fn reassert(
-    shared: &Shared,
-    conn: &mut MultiplexedConnection,
-    peers: Vec<(RoomId, Arc<crate::bus::PeerInfo>)>,
-) -> redis::RedisResult<()> {
-    if peers.is_empty() {
-        return Ok(());
-    }
-    let mut pipe = redis::pipe();
-    for (room, p) in &peers {
-        publisher::upsert(
-            &mut pipe,
-            &shared.keys,
-            room,
-            p,
-            'J',
-            "peer-joined",
-            true,
-            shared.config.stream_maxlen,
-        );
-    }
-    pipe.query_async::<()>(conn).await
-}
-
 /// After a reconnect, brings each watched room's view in line with Redis,
-/// a few times over while the other nodes finish reconnecting too.
-/// `connected_ms` is Redis's time at the connect, to compare with the other
-/// nodes' heartbeats; the schedule runs on this machine's monotonic clock.
+/// a few times over while the other nodes finish reconnecting too, the last
+/// time once a whole node timeout has passed: a node that has not
+/// re-asserted its peers by then is dead (it died while Redis was away, say,
+/// and Redis came back without its heartbeat), and its members go as
+/// `node-lost`. `connected_ms` is Redis's time at the connect, to compare
+/// with the other nodes' heartbeats; the schedule runs on this machine's
+/// monotonic clock.
 async fn resync(shared: Arc<Shared>, connected_ms: u64) {
     let timeout = shared.config.node_timeout;
     let connected = tokio::time::Instant::now();
-    for at in [
-        Duration::from_secs(1),
-        Duration::from_secs(3),
-        timeout + Duration::from_secs(1),
-    ] {
+    let passes = [Duration::from_secs(1), Duration::from_secs(3)]
+        .into_iter()
+        .filter(|at| *at < timeout)
+        .chain([timeout]);
+    for at in passes {
         tokio::time::sleep_until(connected + at).await;
         let (Some(mut conn), Some(handler)) = (shared.conn(), shared.handler()) else {
             return;
         };
-        // Nodes that heartbeated since we reconnected have re-asserted their peers.
+        // Nodes that heartbeated since we reconnected have re-asserted their
+        // peers (each does so before its first heartbeat on a connect).
         let settled: Vec<String> = match conn
             .zrangebyscore(shared.keys.nodes(), connected_ms, "+inf")
             .await
@@ -256,10 +249,13 @@ async fn resync(shared: Arc<Shared>, connected_ms: u64) {
             Ok(s) => s,
             Err(_) => return,
         };
-        let settled: HashSet<NodeId> = settled.into_iter().map(NodeId::new).collect();
+        let nodes = SettledNodes {
+            settled: settled.into_iter().map(NodeId::new).collect(),
+            timed_out: at >= timeout,
+        };
         for room in handler.watched_rooms() {
             match read_room(&mut conn, &shared.keys, &room).await {
-                Ok(peers) => handler.resync(&room, peers, &settled),
+                Ok(peers) => handler.resync(&room, peers, &nodes),
                 Err(_) => return,
             }
         }

@@ -12,6 +12,9 @@
 //!   working and the queue keeps what must be published.
 //! - `liveness.rs` heartbeats this node and lets exactly one survivor announce a
 //!   dead node's peers as `node-lost`.
+//! - `repair.rs` makes Redis's record of this node's peers what the node
+//!   holds: on every connect, and periodically while connected, since Redis
+//!   can lose data (or bring older data back) without anyone reconnecting.
 //! - The two hot paths, the queue's writes and the subscription's reads, own
 //!   their sockets (`resp.rs`, `subscriber.rs`) instead of going through
 //!   redis-rs's driver tasks; queries, heartbeats and re-assertion use redis-rs.
@@ -20,6 +23,7 @@ mod keys;
 mod link;
 mod liveness;
 mod publisher;
+mod repair;
 mod resp;
 mod scripts;
 mod subscriber;
@@ -95,6 +99,8 @@ struct Shared {
     refusing: AtomicBool,
     /// This process's claim on the node id (`liveness.rs`).
     lease: liveness::Lease,
+    /// Peers lately resumed on other nodes, which now record them.
+    handed_over: repair::HandedOver,
 }
 
 impl Shared {
@@ -209,6 +215,7 @@ impl RedisBus {
             next_claim: AtomicU64::new(1),
             refusing: AtomicBool::new(false),
             lease: liveness::Lease::default(),
+            handed_over: repair::HandedOver::default(),
         });
         let (subs, subs_rx) = mpsc::unbounded_channel();
         tokio::spawn(publisher::run(shared.clone()));
@@ -257,6 +264,9 @@ fn answer_claim(shared: &Shared, from: &str, body: &str) {
         .and_then(|h| h.hand_over(&RoomId::new(room), &PeerId::new(peer), secret));
     let payload = match handoff {
         Some(h) => {
+            shared
+                .handed_over
+                .record(&RoomId::new(room), &PeerId::new(peer));
             let mut json = String::from("{\"peer\":");
             json.push_str(&h.info.object);
             json.push_str(",\"queued\":[");

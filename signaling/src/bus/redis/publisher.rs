@@ -47,6 +47,10 @@ pub enum Op {
     Publish { channel: String, payload: Vec<u8> },
     /// Traffic for one node's channel, held while that node hears nothing.
     Direct(Direct),
+    /// One of this node's peers as it is now, found missing from Redis
+    /// (anti-entropy, `repair.rs`): written back and announced only if
+    /// Redis does not record it so already.
+    Reassert { room: RoomId, info: Arc<PeerInfo> },
 }
 
 /// A message for one node's channel: a relay to one of its peers, or resume
@@ -214,6 +218,7 @@ impl Op {
             + match self {
                 Op::Publish { channel, payload } => channel.len() + payload.len(),
                 Op::Direct(d) => return d.bytes(),
+                Op::Reassert { room, info } => room.as_str().len() + info.object.len(),
                 Op::Presence { room, event } => {
                     room.as_str().len()
                         + match event {
@@ -248,6 +253,9 @@ pub struct Queue {
     /// answered by Redis ([`Queue::written_through`]).
     done: AtomicU64,
     done_changed: Notify,
+    /// The peers whose presence changes were in a batch that failed: it
+    /// goes out again once Redis is back, and may or may not have landed.
+    unsure: Mutex<Vec<PeerKey>>,
 }
 
 #[derive(Default)]
@@ -269,9 +277,12 @@ fn presence_of(op: &Op) -> Option<(&RoomId, &PeerId, Option<&Arc<PeerInfo>>)> {
             }
             PresenceEvent::Left { peer, .. } => (room, peer, None),
         }),
-        Op::Publish { .. } | Op::Direct(_) => None,
+        Op::Publish { .. } | Op::Direct(_) | Op::Reassert { .. } => None,
     }
 }
+
+/// A room and one of its peers.
+pub type PeerKey = (RoomId, PeerId);
 
 impl Queue {
     /// Bytes queued or being written.
@@ -306,6 +317,24 @@ impl Queue {
             }
         };
         tokio::time::timeout(within, wait).await.is_ok()
+    }
+
+    /// The peers with a presence change still to be written (queued, or in
+    /// a batch that failed and goes again): what Redis records of them is
+    /// about to change, so a re-assertion leaves them to the queue.
+    pub fn pending_peers(&self) -> std::collections::HashSet<PeerKey> {
+        let mut keys: std::collections::HashSet<PeerKey> = self
+            .unsure
+            .lock()
+            .map(|u| u.iter().cloned().collect())
+            .unwrap_or_default();
+        let st = self.lock();
+        for op in &st.ops {
+            if let Some((room, peer, _)) = presence_of(op) {
+                keys.insert((room.clone(), peer.clone()));
+            }
+        }
+        keys
     }
 
     /// Everything below sequence number `through` has been answered.
@@ -466,7 +495,10 @@ pub async fn run(shared: Arc<Shared>) {
             shared.queue.acknowledge(through);
             continue;
         }
-        let (mut c, connect) = match conn.take() {
+        // A connection made before the link's latest connect is to a Redis
+        // that went away (or restarted): writing on it would only fail.
+        let current = shared.connects.load(Ordering::Acquire);
+        let (mut c, connect) = match conn.take().filter(|(_, at)| *at == current) {
             Some(c) => c,
             None => {
                 // Only once the link has (re)connected and re-asserted this
@@ -525,6 +557,9 @@ pub async fn run(shared: Arc<Shared>) {
                 if let Some((count, first)) = refused {
                     error!(refused = count, of = n, error = %first, "redis refused operations");
                 }
+                if let Ok(mut unsure) = shared.queue.unsure.lock() {
+                    unsure.clear();
+                }
                 let left = shared.queue.written(bytes);
                 shared.queue.acknowledge(through);
                 if shared.refusing.load(Ordering::Relaxed) && left <= shared.config.queue_bytes / 2
@@ -536,6 +571,15 @@ pub async fn run(shared: Arc<Shared>) {
             }
             Err(error) => {
                 warn!(%error, pending = batch.len(), "redis write failed: retrying when it is back");
+                if let Ok(mut unsure) = shared.queue.unsure.lock() {
+                    unsure.clear();
+                    unsure.extend(
+                        batch
+                            .iter()
+                            .filter_map(presence_of)
+                            .map(|(room, peer, _)| (room.clone(), peer.clone())),
+                    );
+                }
                 // Whatever the batch did is unknown, and Redis may have
                 // restarted empty: the link reconnects and re-asserts this
                 // node's peers before the batch goes again, as after any outage.
@@ -570,6 +614,9 @@ fn add(pipe: &mut redis::Pipeline, op: &Op, keys: &Keys, node: &NodeId, maxlen: 
         // Its answer (how many subscribers got it) is read in `run`.
         Op::Direct(d) => {
             pipe.publish(&d.channel, d.payload.as_slice()).ignore();
+        }
+        Op::Reassert { room, info } => {
+            upsert(pipe, keys, room, info, 'J', "peer-joined", true, maxlen)
         }
         Op::Presence { room, event } => match event {
             PresenceEvent::Joined(p) => {
@@ -686,6 +733,7 @@ mod tests {
                 },
                 Op::Publish { channel, .. } => format!("P {channel}"),
                 Op::Direct(d) => format!("D {}", d.channel),
+                Op::Reassert { info, .. } => format!("R {}", info.id),
             })
             .collect()
     }

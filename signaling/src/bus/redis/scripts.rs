@@ -7,13 +7,19 @@
 /// quiet_if_known, node-peers key prefix.
 /// `event` is `peer-joined`, `peer-updated` or `peer-moved`. With
 /// `quiet_if_known` = 1 (a node re-asserting its peers after an outage) a
-/// peer already recorded is neither announced nor streamed again. A peer that
-/// moved leaves its old node's index, so that node's death cannot take it.
+/// peer recorded exactly so is neither announced nor streamed again; one
+/// recorded differently (Redis came back with older data) is rewritten and
+/// streamed as `peer-updated`. A peer that moved leaves its old node's
+/// index, so that node's death cannot take it.
 pub const UPSERT: &str = r#"
 local prev = redis.call('HGET', KEYS[1], ARGV[2])
+local event = ARGV[8]
 if prev and ARGV[9] == '1' then
-  redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
-  return 0
+  if prev == ARGV[3] .. '\n' .. ARGV[4] then
+    redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+    return 0
+  end
+  event = 'peer-updated'
 end
 if prev then
   local old = string.match(prev, '^[^\n]*')
@@ -31,7 +37,7 @@ if opened then
     'event', 'room-opened', 'room', ARGV[1], 'ts', ARGV[6])
 end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
-  'event', ARGV[8], 'room', ARGV[1], 'peer_id', ARGV[2], 'node', ARGV[3],
+  'event', event, 'room', ARGV[1], 'peer_id', ARGV[2], 'node', ARGV[3],
   'peer', ARGV[4], 'ts', ARGV[6])
 return 1
 "#;
@@ -102,4 +108,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"#;
+
+/// Anti-entropy: which of this node's peers Redis no longer records
+/// (`FLUSHALL`, eviction, a restore), without waiting for a reconnect.
+/// KEYS: node peers index. ARGV: node, room-key prefix, then pairs of
+/// room and peer id. Returns the 1-based pair numbers missing from their
+/// room hash; a peer recorded under another node (it moved) is not this
+/// node's to restore. A peer recorded under this node but missing from
+/// the index (evicted alone) goes back into the index.
+pub const VERIFY: &str = r#"
+local missing = {}
+local own = ARGV[1] .. '\n'
+for i = 3, #ARGV, 2 do
+  local cur = redis.call('HGET', ARGV[2] .. ARGV[i], ARGV[i + 1])
+  if not cur then
+    missing[#missing + 1] = (i - 1) / 2
+  elseif string.sub(cur, 1, #own) == own then
+    redis.call('HSETNX', KEYS[1], ARGV[i + 1], ARGV[i])
+  end
+end
+return missing
 "#;
