@@ -103,6 +103,18 @@ pub enum BusError {
     Fatal(String),
 }
 
+/// The cluster's answer when a new peer asks for a slot in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The slot is the peer's: the join goes ahead.
+    Granted,
+    /// The room is at its cap across the cluster: the join is refused.
+    Full,
+    /// The cluster could not be asked in time (Redis slow or away): the
+    /// join goes on this node's own view of the room alone.
+    Unconfirmed,
+}
+
 /// What the engine calls if a relay it accepted could not be delivered
 /// after all, so its sender hears of it (the protocol's `unavailable`).
 /// It must not block: it is called from the engine's write task.
@@ -206,6 +218,26 @@ pub trait Bus: Send + Sync + 'static {
     /// other nodes. Never waits: events are applied (or queued) in call order,
     /// which is the order each peer's events must keep.
     fn publish(&self, room: &RoomId, event: PresenceEvent);
+
+    /// Takes a slot in `room` for the new peer `peer`, if the room has fewer
+    /// than `cap` members across the cluster. Slots are taken in the same
+    /// order as this node's other changes, so the join that follows
+    /// ([`Bus::publish`]) takes the slot's place. A slot granted (or
+    /// unconfirmed) to a join that does not complete must be given back with
+    /// [`Bus::unreserve`]. The default, for a node on its own, grants every
+    /// slot: its own view of the room is the whole room, and the hub checks
+    /// that already.
+    fn reserve(&self, room: &RoomId, peer: &PeerId, cap: usize) -> BoxFuture<'_, Reservation> {
+        let _ = (room, peer, cap);
+        futures_util::FutureExt::boxed(futures_util::future::ready(Reservation::Granted))
+    }
+
+    /// Gives back the slot [`Bus::reserve`] took for `peer`, whose join did
+    /// not complete. Never waits; nobody is told, since nobody was told of
+    /// the slot.
+    fn unreserve(&self, room: &RoomId, peer: &PeerId) {
+        let _ = (room, peer);
+    }
 
     /// Every room with members, across the cluster.
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BusError>>;

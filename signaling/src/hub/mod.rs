@@ -8,7 +8,10 @@
 //! happened. Nothing here waits while holding a lock: outbox pushes and bus
 //! sends only queue, and presence changes go to the bus after the lock is
 //! released. Members held by other nodes are part of the room too
-//! ([`room::Presence::Remote`]); `remote.rs` keeps them in step.
+//! ([`room::Presence::Remote`]); `remote.rs` keeps them in step. The one
+//! wait in a join, for the cluster to grant the new peer a slot in the room
+//! ([`Bus::reserve`]), happens between two holds of the room's lock, never
+//! under one.
 
 mod remote;
 mod resume;
@@ -24,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::info;
 
-use crate::bus::{Bus, PeerInfo, PresenceEvent, Undelivered};
+use crate::bus::{Bus, PeerInfo, PresenceEvent, Reservation, Undelivered};
 use crate::ice::IceConfig;
 use crate::ids::{NodeId, PeerId, RoomId, cluster_ms, random_hex};
 use crate::metrics::Metrics;
@@ -73,6 +76,33 @@ impl Drop for JoinHold<'_> {
             r.joining = r.joining.saturating_sub(1);
         }
         self.hub.forget_if_unused(&self.room);
+    }
+}
+
+/// A new peer's slot in a room across the cluster ([`Bus::reserve`]),
+/// taken before the peer is let in. Dropped before [`Slot::filled`],
+/// however the join ended (refused here after all, or abandoned while the
+/// cluster was asked), it gives the slot back, so no failed join keeps a
+/// place in a full room.
+struct Slot<'a> {
+    bus: &'a dyn Bus,
+    room: RoomId,
+    peer: PeerId,
+    held: bool,
+}
+
+impl Slot<'_> {
+    /// The peer is in: its published join takes the slot's place.
+    fn filled(mut self) {
+        self.held = false;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.bus.unreserve(&self.room, &self.peer);
+        }
     }
 }
 
@@ -216,10 +246,28 @@ impl Hub {
         ));
         let secret = random_hex(16);
         let _hold = self.ensure_view(&req.room).await;
+        let cap = self.limits.max_room_peers;
+        let full = || refuse(ErrorCode::RoomFull, "the room is full");
+        // Full as this node sees it: no need to ask the cluster.
+        if self.room_held(&req.room)?.members.len() >= cap {
+            return Err(full());
+        }
+        // This node's view lags the others' joins: only the cluster's own
+        // count, taken atomically, keeps racing joins under the cap.
+        let mut slot = Slot {
+            bus: &*self.bus,
+            room: req.room.clone(),
+            peer: peer.clone(),
+            held: true,
+        };
+        if self.bus.reserve(&req.room, &peer, cap).await == Reservation::Full {
+            slot.held = false; // refused: nothing was recorded
+            return Err(full());
+        }
         {
             let mut room = self.room_held(&req.room)?;
-            if room.members.len() >= self.limits.max_room_peers {
-                return Err(refuse(ErrorCode::RoomFull, "the room is full"));
+            if room.members.len() >= cap {
+                return Err(full());
             }
             req.welcome(&room, &peer, &secret);
             room.notify_others(&peer, &Frame::reply(reply::peer_joined(&info.object)));
@@ -232,6 +280,7 @@ impl Hub {
                 },
             );
         }
+        slot.filled();
         self.metrics.peer_joined();
         self.bus.publish(&req.room, PresenceEvent::Joined(info));
         Ok(Membership {

@@ -44,7 +44,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
 use super::{
-    Bus, BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, RoomSummary, Undelivered,
+    Bus, BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, Reservation, RoomSummary,
+    Undelivered,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
 pub use keys::Keys;
@@ -188,6 +189,9 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a presence query waits for this node's own writes.
 const READ_YOUR_WRITES: Duration = Duration::from_secs(1);
+/// How long a join waits for Redis to grant its slot in the room before
+/// going ahead on this node's view alone (Redis stalled).
+const RESERVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for the queue to drain.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -376,6 +380,34 @@ impl Bus for RedisBus {
         });
     }
 
+    fn reserve(&self, room: &RoomId, peer: &PeerId, cap: usize) -> BoxFuture<'_, Reservation> {
+        // While Redis is away a join would only wait for the timeout.
+        if !self.is_ready() {
+            return futures_util::future::ready(Reservation::Unconfirmed).boxed();
+        }
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Op::Reserve {
+            room: room.clone(),
+            peer: peer.clone(),
+            cap,
+            answer: Some(tx),
+        });
+        async move {
+            match tokio::time::timeout(RESERVE_TIMEOUT, rx).await {
+                Ok(Ok(answer)) => answer,
+                _ => Reservation::Unconfirmed,
+            }
+        }
+        .boxed()
+    }
+
+    fn unreserve(&self, room: &RoomId, peer: &PeerId) {
+        self.enqueue(Op::Unreserve {
+            room: room.clone(),
+            peer: peer.clone(),
+        });
+    }
+
     fn watch(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>> {
         let channel = self.shared.keys.room_channel(room);
         let room = room.clone();
@@ -552,5 +584,34 @@ impl Bus for RedisBus {
             )
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_in_a_room_hash_is_not_read_as_a_peer() {
+        let object = PeerInfo::new(
+            PeerId::new("p1"),
+            NodeId::new("a"),
+            "Ada".into(),
+            "{}".into(),
+            7,
+        )
+        .object;
+        let hash = HashMap::from([
+            ("p1".to_string(), format!("a\n{object}")),
+            // What RESERVE writes: the node and a newline, no object.
+            ("p2".to_string(), "b\n".to_string()),
+        ]);
+        let peers = parse_room(hash);
+        let ids: Vec<(&str, &str)> = peers
+            .iter()
+            .map(|p| (p.id.as_str(), p.node.as_str()))
+            .collect();
+        assert_eq!(ids, [("p1", "a")]);
+        assert!(parse_peer("b", "").is_none());
     }
 }

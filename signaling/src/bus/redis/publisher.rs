@@ -17,13 +17,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::keys::{Keys, payload};
 use super::{Shared, resp, scripts};
-use crate::bus::{PeerInfo, PresenceEvent, Undelivered};
+use crate::bus::{PeerInfo, PresenceEvent, Reservation, Undelivered};
 use crate::ids::{NodeId, PeerId, RoomId, cluster_ms};
 
 /// Most operations sent in one round trip.
@@ -51,6 +51,18 @@ pub enum Op {
     /// (anti-entropy, `repair.rs`): written back and announced only if
     /// Redis does not record it so already.
     Reassert { room: RoomId, info: Arc<PeerInfo> },
+    /// A slot in a room for a join of ours, granted or refused by Redis
+    /// (`scripts::RESERVE`). In the queue with presence, so the join queued
+    /// after it replaces the reservation. `answer` is taken by the first
+    /// answer; a batch that is sent again does not answer twice.
+    Reserve {
+        room: RoomId,
+        peer: PeerId,
+        cap: usize,
+        answer: Option<oneshot::Sender<Reservation>>,
+    },
+    /// Gives a reserved slot back: its join did not complete.
+    Unreserve { room: RoomId, peer: PeerId },
 }
 
 /// A message for one node's channel: a relay to one of its peers, or resume
@@ -219,6 +231,9 @@ impl Op {
                 Op::Publish { channel, payload } => channel.len() + payload.len(),
                 Op::Direct(d) => return d.bytes(),
                 Op::Reassert { room, info } => room.as_str().len() + info.object.len(),
+                Op::Reserve { room, peer, .. } | Op::Unreserve { room, peer } => {
+                    room.as_str().len() + peer.as_str().len()
+                }
                 Op::Presence { room, event } => {
                     room.as_str().len()
                         + match event {
@@ -229,6 +244,17 @@ impl Op {
                         }
                 }
             }
+    }
+
+    /// Tells a reservation's joiner what became of it, if nobody has yet.
+    fn answer(&mut self, reservation: Reservation) {
+        if let Op::Reserve { answer, .. } = self {
+            if let Some(tx) = answer.take() {
+                // The joiner may have stopped waiting: what it queued
+                // behind this (its join, or the slot given back) settles it.
+                let _ = tx.send(reservation);
+            }
+        }
     }
 }
 
@@ -277,7 +303,11 @@ fn presence_of(op: &Op) -> Option<(&RoomId, &PeerId, Option<&Arc<PeerInfo>>)> {
             }
             PresenceEvent::Left { peer, .. } => (room, peer, None),
         }),
-        Op::Publish { .. } | Op::Direct(_) | Op::Reassert { .. } => None,
+        Op::Publish { .. }
+        | Op::Direct(_)
+        | Op::Reassert { .. }
+        | Op::Reserve { .. }
+        | Op::Unreserve { .. } => None,
     }
 }
 
@@ -551,6 +581,14 @@ pub async fn run(shared: Arc<Shared>) {
                                 bytes += d.bytes();
                             }
                         }
+                        (mut op @ Op::Reserve { .. }, answer) => {
+                            bytes += op.bytes();
+                            op.answer(match answer {
+                                resp::Frame::Integer(1) => Reservation::Granted,
+                                resp::Frame::Integer(0) => Reservation::Full,
+                                _ => Reservation::Unconfirmed,
+                            });
+                        }
                         (op, _) => bytes += op.bytes(),
                     }
                 }
@@ -579,6 +617,12 @@ pub async fn run(shared: Arc<Shared>) {
                             .filter_map(presence_of)
                             .map(|(room, peer, _)| (room.clone(), peer.clone())),
                     );
+                }
+                // Joins waiting on a reservation go ahead on this node's view
+                // rather than wait for the reconnect; the reservations stay
+                // in the batch, ahead of those joins' own writes.
+                for op in &mut batch {
+                    op.answer(Reservation::Unconfirmed);
                 }
                 // Whatever the batch did is unknown, and Redis may have
                 // restarted empty: the link reconnects and re-asserts this
@@ -617,6 +661,35 @@ fn add(pipe: &mut redis::Pipeline, op: &Op, keys: &Keys, node: &NodeId, maxlen: 
         }
         Op::Reassert { room, info } => {
             upsert(pipe, keys, room, info, 'J', "peer-joined", true, maxlen)
+        }
+        Op::Reserve {
+            room, peer, cap, ..
+        } => {
+            pipe.cmd("EVAL")
+                .arg(scripts::RESERVE)
+                .arg(2)
+                .arg(keys.room(room))
+                .arg(keys.node_peers(node))
+                .arg(peer.as_str())
+                .arg(node.as_str())
+                .arg(room.as_str())
+                .arg(*cap)
+                .ignore();
+        }
+        Op::Unreserve { room, peer } => {
+            pipe.cmd("EVAL")
+                .arg(scripts::UNRESERVE)
+                .arg(4)
+                .arg(keys.room(room))
+                .arg(keys.rooms())
+                .arg(keys.node_peers(node))
+                .arg(keys.stream())
+                .arg(room.as_str())
+                .arg(peer.as_str())
+                .arg(node.as_str())
+                .arg(cluster_ms())
+                .arg(maxlen)
+                .ignore();
         }
         Op::Presence { room, event } => match event {
             PresenceEvent::Joined(p) => {
@@ -733,7 +806,9 @@ mod tests {
                 },
                 Op::Publish { channel, .. } => format!("P {channel}"),
                 Op::Direct(d) => format!("D {}", d.channel),
-                Op::Reassert { info, .. } => format!("R {}", info.id),
+                Op::Reassert { info, .. } => format!("A {}", info.id),
+                Op::Reserve { peer, .. } => format!("R {peer}"),
+                Op::Unreserve { peer, .. } => format!("X {peer}"),
             })
             .collect()
     }
@@ -811,6 +886,53 @@ mod tests {
         assert!(batch.is_empty());
         assert!(held.channels.is_empty());
         assert_eq!(*told.lock().unwrap_or_else(|e| e.into_inner()), [5, 6]);
+    }
+
+    fn reserve(peer: &str) -> (Op, oneshot::Receiver<Reservation>) {
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Reserve {
+            room: RoomId::new("r"),
+            peer: PeerId::new(peer),
+            cap: 50,
+            answer: Some(tx),
+        };
+        (op, rx)
+    }
+
+    #[tokio::test]
+    async fn reservations_are_queued_past_the_cap_in_order_and_answered_once() {
+        let q = Queue::default();
+        q.push(update("a", 1), usize::MAX);
+        let (r, mut answer) = reserve("b");
+        let reserve_bytes = r.bytes();
+        assert_eq!(reserve_bytes, OP_OVERHEAD + "r".len() + "b".len());
+        // Past the cap (0), as presence is: a join must not be refused
+        // because relays filled the queue.
+        q.push(r, 0);
+        q.push(update("a", 2), 0);
+        q.push(
+            Op::Unreserve {
+                room: RoomId::new("r"),
+                peer: PeerId::new("b"),
+            },
+            0,
+        );
+        let mut batch = Vec::new();
+        q.take(&mut batch, BATCH).await;
+        // a's second update merged into its first; the reservation kept
+        // its place ahead of what followed it.
+        assert_eq!(describe(&batch), [r#"U a {"n":2}"#, "R b", "X b"]);
+        let bytes: usize = batch.iter().map(Op::bytes).sum();
+        assert_eq!(q.bytes(), bytes);
+        // A failed batch answers (the join goes on), and the batch sent
+        // again does not answer a second time.
+        batch[1].answer(Reservation::Unconfirmed);
+        batch[1].answer(Reservation::Full);
+        assert_eq!(answer.try_recv().ok(), Some(Reservation::Unconfirmed));
+        // A joiner that stopped waiting is no trouble.
+        let (mut r, answer) = reserve("c");
+        drop(answer);
+        r.answer(Reservation::Granted);
     }
 
     #[tokio::test]

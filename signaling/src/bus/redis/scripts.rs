@@ -11,9 +11,16 @@
 /// recorded differently (Redis came back with older data) is rewritten and
 /// streamed as `peer-updated`. A peer that moved leaves its old node's
 /// index, so that node's death cannot take it.
+/// A reservation ([`RESERVE`]) in the peer's place is not a known peer: it
+/// is replaced and announced. The room is opened (streamed `room-opened`)
+/// when it enters the rooms set, not when its hash appears, which a
+/// reservation does first.
 pub const UPSERT: &str = r#"
 local prev = redis.call('HGET', KEYS[1], ARGV[2])
 local event = ARGV[8]
+if prev and string.sub(prev, -1) == '\n' then
+  prev = false
+end
 if prev and ARGV[9] == '1' then
   if prev == ARGV[3] .. '\n' .. ARGV[4] then
     redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
@@ -27,9 +34,8 @@ if prev then
     redis.call('HDEL', ARGV[10] .. old .. ':peers', ARGV[2])
   end
 end
-local opened = redis.call('EXISTS', KEYS[1]) == 0
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3] .. '\n' .. ARGV[4])
-redis.call('SADD', KEYS[2], ARGV[1])
+local opened = redis.call('SADD', KEYS[2], ARGV[1]) == 1
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 redis.call('PUBLISH', KEYS[4], ARGV[5])
 if opened then
@@ -46,7 +52,9 @@ return 1
 /// ARGV: room, peer, node, reason, payload, ts, maxlen, only_if_present.
 /// With `only_if_present` = 1 (announcing a dead node's peers) a peer that is
 /// already gone is not announced again, so two announcers cannot duplicate.
-/// A peer that another node holds now (it moved) is left alone.
+/// A peer that another node holds now (it moved) is left alone. A
+/// reservation in the peer's place (its join never completed) is removed
+/// without a word: nobody was ever told of it.
 pub const REMOVE: &str = r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
@@ -54,7 +62,13 @@ if cur and string.match(cur, '^[^\n]*') ~= ARGV[3] then
   return 0
 end
 local existed = redis.call('HDEL', KEYS[1], ARGV[2]) == 1
-if not existed and ARGV[8] == '1' then
+local reserved = cur and string.sub(cur, -1) == '\n'
+if reserved or (not existed and ARGV[8] == '1') then
+  if reserved and redis.call('EXISTS', KEYS[1]) == 0
+    and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
+      'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[6])
+  end
   return 0
 end
 redis.call('PUBLISH', KEYS[4], ARGV[5])
@@ -62,11 +76,52 @@ if existed then
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
     'event', 'peer-left', 'room', ARGV[1], 'peer_id', ARGV[2], 'node', ARGV[3],
     'reason', ARGV[4], 'ts', ARGV[6])
-  if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('SREM', KEYS[2], ARGV[1])
+  if redis.call('EXISTS', KEYS[1]) == 0
+    and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
       'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[6])
   end
+end
+return 1
+"#;
+
+/// KEYS: room hash, node peers. ARGV: peer, node, room, cap.
+/// Takes a slot in the room for a join of `node`'s, if the room has one:
+/// returns 1 and records a reservation (`<node>` and a newline, no peer
+/// object) in the peer's place, or 0 if `cap` entries (peers and other
+/// reservations) are there already. A peer already there keeps its entry
+/// (and its slot). Nothing is announced: the join's
+/// [`UPSERT`], queued after it, replaces the reservation and announces the
+/// peer; a join that fails after all gives it back ([`UNRESERVE`]). The
+/// node's index lists it, so that the node's death clears it too
+/// ([`REMOVE`] takes it away silently).
+pub const RESERVE: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return 1
+end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\n')
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"#;
+
+/// KEYS: room hash, rooms set, node peers, stream. ARGV: room, peer, node,
+/// ts, maxlen.
+/// Gives back a slot [`RESERVE`] took for a join that did not complete:
+/// only a reservation of `node`'s is removed, never a peer, and nothing is
+/// announced. A room it leaves empty is closed (if a member had opened it).
+pub const UNRESERVE: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] .. '\n' then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 0
+  and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',
+    'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[4])
 end
 return 1
 "#;
