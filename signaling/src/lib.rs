@@ -42,9 +42,10 @@
 //! | `bus/mod.rs` | the engine boundary: the `Bus` and `InboundHandler` traits, value types |
 //! | `bus/memory.rs` | the in-memory engine |
 //! | `bus/redis/mod.rs` | the Redis engine: the `Bus` implementation, resume hand-over |
-//! | `bus/redis/link.rs` | connections, reconnect, re-assert, resync, pub/sub dispatch |
+//! | `bus/redis/link.rs` | connections, reconnect, resync, pub/sub dispatch |
+//! | `bus/redis/repair.rs` | Redis's record of this node's peers made what it holds (on connect, and periodically) |
 //! | `bus/redis/publisher.rs` | the ordered, pipelined write queue |
-//! | `bus/redis/liveness.rs` | heartbeats and announcing dead nodes |
+//! | `bus/redis/liveness.rs` | the node lease, heartbeats and announcing dead nodes |
 //! | `bus/redis/keys.rs`, `scripts.rs` | the key layout, channel payloads, Lua scripts |
 //! | `auth.rs` | HS256 join and admin tokens |
 //! | `ice.rs` | `joined.ice_servers`: STUN, TURN with ephemeral credentials |

@@ -267,3 +267,50 @@ async fn relays_to_an_instance_that_died_are_refused_to_their_sender() {
     assert_eq!(refused, (0..SENT).collect::<Vec<_>>(), "each one, in order");
     ra.stop().await;
 }
+
+/// The sender's own connection drops right after it sent offers to a peer
+/// whose instance died, and it resumes within the grace: the late `error`s
+/// (`unavailable`) reach it on the connection it resumed on, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_reaches_a_sender_that_resumed_meanwhile() {
+    let redis = Redis::start();
+    let ra = signaling_e2e::server::ServerProcess::node(&redis.url(), "sa", &[]).await;
+    let rb = signaling_e2e::server::ServerProcess::node(&redis.url(), "sb", &[]).await;
+    let room = signaling_e2e::room("rf-resumed");
+    let mut a = signaling_e2e::client::Client::connect(&ra.ws(), "a@sa").await;
+    a.join(&room).await;
+    let mut b = signaling_e2e::client::Client::connect(&rb.ws(), "b@sb").await;
+    b.join(&room).await;
+    assert_eq!(
+        a.expect("peer-joined").await["peer"]["peer_id"],
+        b.peer_id.as_str()
+    );
+    drop(rb); // SIGKILL: b stays listed until the node timeout
+    const SENT: u64 = 5;
+    for n in 0..SENT {
+        a.send(json!({"type":"offer","id":n,"to":b.peer_id,"sdp":"x"}))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (token, peer) = (a.resume.clone(), a.peer_id.clone());
+    a.drop_tcp();
+    let mut a = signaling_e2e::client::Client::connect(&ra.ws(), "a again").await;
+    let j = a.join_with(&room, json!({"resume": token})).await;
+    assert_eq!(j["peer_id"], peer.as_str(), "resumed as itself: {j}");
+    let mut refused = Vec::new();
+    let until = Instant::now() + SETTLE;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match a.next(left).await {
+            Some(v) if v["type"] == "error" => {
+                assert_eq!(v["code"], "unavailable", "{v}");
+                refused.push(v["ref"].as_u64().expect("ref"));
+            }
+            Some(_) => {}
+            None => break,
+        }
+        if refused.len() as u64 == SENT {
+            break;
+        }
+    }
+    assert_eq!(refused, (0..SENT).collect::<Vec<_>>(), "each one, in order");
+}

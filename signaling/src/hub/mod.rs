@@ -295,7 +295,7 @@ impl Hub {
     /// after all gets its sender a late `error` (`unavailable`, with
     /// `reference` as its `ref`).
     pub fn relay(
-        &self,
+        self: &Arc<Self>,
         from: &Membership,
         kind: RelayKind,
         to: Option<&str>,
@@ -327,7 +327,7 @@ impl Hub {
                 if let Route::Remote(node) = route {
                     // Queued in order behind this sender's earlier messages.
                     let to = member.info.id.clone();
-                    let undelivered = self.undelivered(&room, &from.peer, reference);
+                    let undelivered = self.undelivered(&from.room, &from.peer, reference);
                     self.bus
                         .send_direct(&node, &from.room, &to, frame.text.clone(), undelivered)
                         .map_err(|_| {
@@ -366,30 +366,38 @@ impl Hub {
 
     /// What tells `sender` that a relay the bus took could not be delivered
     /// after all (the peer's instance stayed unreachable): the `error` it
-    /// would have got at once had the bus known, on the connection it sent
-    /// from.
+    /// would have got at once had the bus known. It goes to the sender as it
+    /// is when the bus gives up, seconds later: on the connection it resumed
+    /// on since, or into its resume queue while it is away.
     fn undelivered(
-        &self,
-        room: &Room,
+        self: &Arc<Self>,
+        room: &RoomId,
         sender: &PeerId,
         reference: Option<&RawValue>,
     ) -> Undelivered {
-        let outbox = room.members.get(sender).and_then(|m| match &m.presence {
-            Presence::Connected { outbox, .. } => Some(outbox.clone()),
-            _ => None,
-        });
+        let hub = Arc::downgrade(self);
+        let (room, sender) = (room.clone(), sender.clone());
         let reference: Option<Box<RawValue>> = reference.map(|r| r.to_owned());
-        let metrics = self.metrics.clone();
         Box::new(move || {
-            let Some(outbox) = outbox else {
+            let Some(hub) = hub.upgrade() else {
                 return;
             };
-            metrics.error(ErrorCode::Unavailable);
-            outbox.push(Frame::reply(reply::error(
+            hub.metrics.error(ErrorCode::Unavailable);
+            let frame = Frame::reply(reply::error(
                 reference.as_deref(),
                 ErrorCode::Unavailable,
                 "the peer's instance could not be reached: message not delivered",
-            )));
+            ));
+            let Some(mut room) = hub.rooms.get_mut(&room) else {
+                return;
+            };
+            // A sender that left (or resumed on another instance) is not here
+            // to be told.
+            if let Some(m) = room.members.get_mut(&sender) {
+                if m.presence.is_local() {
+                    let _ = m.relay(&frame, hub.limits.resume_queue);
+                }
+            }
         })
     }
 
