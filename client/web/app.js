@@ -1,4 +1,4 @@
-// A video call over the signaling server (PROTOCOL.md v1): a full mesh of up
+// A video call over the signaling server (protocol v1, docs/protocol.md): a full mesh of up
 // to 6 people, with the protocol's negotiation convention (the newcomer
 // offers; later renegotiations use perfect negotiation, the lower peer_id
 // being polite), trickle ICE, ICE restarts, and resume after a dropped

@@ -2,7 +2,7 @@
 //! (`webrtc` 0.17) and `signaling-client`.
 //!
 //! It joins a room and connects to every other member with one
-//! `RTCPeerConnection` and one data channel each, following PROTOCOL.md's
+//! `RTCPeerConnection` and one data channel each, following the protocol's
 //! negotiation convention: the newcomer offers to everyone listed in
 //! `joined.peers`; later renegotiations (an ICE restart) use perfect
 //! negotiation with the lower `peer_id` polite: the impolite side ignores a

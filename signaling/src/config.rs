@@ -214,7 +214,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// The limits of PROTOCOL.md's table, and the server's own bounds.
+/// The limits of the protocol (`docs/protocol.md`, section 2.2), and the
+/// server's own bounds.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Limits {
     /// Longest room name, in characters.

@@ -1,7 +1,6 @@
 //! A WebRTC signaling server: peers meet in rooms, swap SDP offers/answers
 //! and ICE candidates through it, and always know who else is in the room.
-//! The wire protocol is `shared/PROTOCOL.md` (v1); what this server adds to
-//! it is in `docs/protocol-additions.md`.
+//! The wire protocol (v1) is specified in `docs/protocol.md`.
 //!
 //! # Architecture
 //!

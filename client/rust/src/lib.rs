@@ -1,4 +1,4 @@
-//! An async client of signaling protocol v1 (`shared/PROTOCOL.md`) for Rust
+//! An async client of signaling protocol v1 (`docs/protocol.md`) for Rust
 //! peers: headless WebRTC peers, bots, and other people's tests.
 //!
 //! It joins a room, turns what the server sends into typed [`Event`]s, sends
@@ -12,7 +12,7 @@
 //! # async fn run() -> Result<(), signaling_client::ClientError> {
 //! let (client, mut events) = Client::connect(ClientConfig::new("ws://127.0.0.1:8080/ws")).await?;
 //! let joined = client.join("lobby", JoinOptions::default()).await?;
-//! // The newcomer offers to everyone already there (PROTOCOL.md's convention).
+//! // The newcomer offers to everyone already there (the protocol's negotiation convention).
 //! for peer in &joined.peers {
 //!     client.offer(&peer.peer_id, "v=0\r\n...")?;
 //! }

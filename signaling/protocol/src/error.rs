@@ -1,4 +1,4 @@
-//! The error codes of PROTOCOL.md.
+//! The error codes of the protocol (`docs/protocol.md`, section 6).
 
 /// An `error.code` value. The list is closed: clients switch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,7 +10,7 @@
 //! and number parsers, by a visitor that looks at every string, number and
 //! member name and keeps nothing.
 //!
-//! Also refused, though PROTOCOL.md's JSON would allow them:
+//! Also refused, though plain JSON would allow them:
 //! - a member name repeated in one object. I-JSON forbids it, parsers
 //!   disagree on which copy wins (JavaScript and `serde_json::Value` keep the
 //!   last, derived serde structs such as [`IceCandidate`](crate::messages::IceCandidate)

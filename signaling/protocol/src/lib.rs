@@ -1,4 +1,4 @@
-//! The wire format of signaling protocol v1 (`shared/PROTOCOL.md`), and the only
+//! The wire format of signaling protocol v1 (`docs/protocol.md`), and the only
 //! place that knows its JSON shape.
 //!
 //! - [`request`] decodes what a client sends into a borrowed [`Request`]: one
