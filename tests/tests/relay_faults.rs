@@ -211,6 +211,27 @@ async fn relays_survive_a_restart_of_redis() {
     check("a restart of redis", &o);
 }
 
+/// The `ref`s of the `unavailable` errors `a` gets within [`SETTLE`], until
+/// there are `sent` of them.
+async fn refusals(a: &mut signaling_e2e::client::Client, sent: u64) -> Vec<u64> {
+    let mut refused = Vec::new();
+    let until = Instant::now() + SETTLE;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match a.next(left).await {
+            Some(v) if v["type"] == "error" => {
+                assert_eq!(v["code"], "unavailable", "{v}");
+                refused.push(v["ref"].as_u64().expect("ref"));
+            }
+            Some(_) => {}
+            None => break,
+        }
+        if refused.len() as u64 == sent {
+            break;
+        }
+    }
+    refused
+}
+
 /// The receiving instance dies without a goodbye: until the node timeout
 /// its peer is still listed, and every offer sent to it meanwhile gets its
 /// sender `error` (`unavailable`, with the offer's `id` as `ref`) instead
@@ -245,21 +266,7 @@ async fn relays_to_an_instance_that_died_are_refused_to_their_sender() {
             .await;
         tokio::time::sleep(PACE).await;
     }
-    let mut refused = Vec::new();
-    let until = Instant::now() + SETTLE;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        match a.next(left).await {
-            Some(v) if v["type"] == "error" => {
-                assert_eq!(v["code"], "unavailable", "{v}");
-                refused.push(v["ref"].as_u64().expect("ref"));
-            }
-            Some(_) => {}
-            None => break,
-        }
-        if refused.len() as u64 == SENT {
-            break;
-        }
-    }
+    let refused = refusals(&mut a, SENT).await;
     eprintln!(
         "{} of {SENT} offers to a dead instance refused",
         refused.len()
@@ -297,20 +304,6 @@ async fn a_refusal_reaches_a_sender_that_resumed_meanwhile() {
     let mut a = signaling_e2e::client::Client::connect(&ra.ws(), "a again").await;
     let j = a.join_with(&room, json!({"resume": token})).await;
     assert_eq!(j["peer_id"], peer.as_str(), "resumed as itself: {j}");
-    let mut refused = Vec::new();
-    let until = Instant::now() + SETTLE;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        match a.next(left).await {
-            Some(v) if v["type"] == "error" => {
-                assert_eq!(v["code"], "unavailable", "{v}");
-                refused.push(v["ref"].as_u64().expect("ref"));
-            }
-            Some(_) => {}
-            None => break,
-        }
-        if refused.len() as u64 == SENT {
-            break;
-        }
-    }
+    let refused = refusals(&mut a, SENT).await;
     assert_eq!(refused, (0..SENT).collect::<Vec<_>>(), "each one, in order");
 }
