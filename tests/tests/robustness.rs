@@ -253,11 +253,13 @@ async fn stream_control_frames(
 ) -> (Option<u16>, std::time::Duration) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
+    // Before the handshake: the server's deadline starts when it accepts,
+    // which is before the client sees the handshake's answer.
+    let started = std::time::Instant::now();
     let (ws, _) = tokio_tungstenite::connect_async(s.ws())
         .await
         .expect("connect");
     let (mut tx, mut rx) = ws.split();
-    let started = std::time::Instant::now();
     let sending = tokio::spawn(async move {
         // Bounded: 200,000 frames at most, in bursts of 100.
         for _ in 0..2_000 {
