@@ -78,7 +78,9 @@ async fn offers_across(fault: Fault, faults: Vec<Duration>) -> Outcome {
     let to = b.peer_id.clone();
     let receiver = tokio::spawn(async move {
         let mut got = Vec::new();
-        let deadline = tokio::time::Instant::now() + PACE * OFFERS as u32 + SETTLE;
+        // Past the sender's own settling time: an offer held and delivered
+        // late on a loaded machine must not be counted as lost.
+        let deadline = tokio::time::Instant::now() + PACE * OFFERS as u32 + 2 * SETTLE;
         while got.len() < OFFERS {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let Some(v) = b.next(left).await else {
