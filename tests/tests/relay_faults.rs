@@ -45,6 +45,13 @@ enum Fault {
     /// redis-server killed and started again (empty): every connection of
     /// both nodes drops.
     RestartRedis,
+    /// redis-server stopped (SIGSTOP) for 2.3 s: longer than the sender's
+    /// queue waits for the answers to a batch (2 s), so it sends the batch
+    /// again on a new connection, while Redis, once it runs again, still
+    /// carries out what the old connection had sent. The receiver's
+    /// subscription mostly outlives it (its heartbeat, sent up to 1 s into
+    /// the stall, waits 2 s).
+    StallRedis,
 }
 
 /// What the run came to.
@@ -110,6 +117,12 @@ async fn offers_across(fault: Fault, faults: Vec<Duration>) -> Outcome {
                     Fault::RestartRedis => {
                         redis.kill();
                         redis.restart();
+                        kills += 1;
+                    }
+                    Fault::StallRedis => {
+                        redis.stop();
+                        std::thread::sleep(Duration::from_millis(2300));
+                        redis.cont();
                         kills += 1;
                     }
                 }
@@ -213,6 +226,17 @@ async fn relays_survive_a_restart_of_redis() {
     check("a restart of redis", &o);
 }
 
+/// Redis stalls for longer than the sender's queue waits for an answer: the
+/// batch it waited for goes again on a new connection, and what the old one
+/// had sent is carried out too once Redis runs again. Each offer still
+/// arrives once (before: the one in flight arrived twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_arrive_once_when_a_stalled_batch_is_sent_again() {
+    let faults = vec![Duration::from_millis(500), Duration::from_millis(3300)];
+    let o = offers_across(Fault::StallRedis, faults).await;
+    check("redis stalled twice for 2.3 s", &o);
+}
+
 /// The `ref`s of the `unavailable` errors `a` gets within [`SETTLE`], until
 /// there are `sent` of them.
 async fn refusals(a: &mut signaling_e2e::client::Client, sent: u64) -> Vec<u64> {
@@ -308,4 +332,209 @@ async fn a_refusal_reaches_a_sender_that_resumed_meanwhile() {
     assert_eq!(j["peer_id"], peer.as_str(), "resumed as itself: {j}");
     let refused = refusals(&mut a, SENT).await;
     assert_eq!(refused, (0..SENT).collect::<Vec<_>>(), "each one, in order");
+}
+
+/// A peer on another instance waits for its resume with a full queue: each
+/// offer past the queue's room gets its sender `unavailable`, with its `ref`,
+/// and the resumed peer gets the ones that fit (before: the rest vanished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_past_a_held_peers_full_queue_are_refused_across_instances() {
+    const QUEUE: u64 = 4;
+    const SENT: u64 = 10;
+    let redis = Redis::start();
+    let small_queue = |id: &'static str| {
+        let url = redis.url();
+        move |c: &mut signaling::Config| {
+            clustered(url, id)(c);
+            c.limits.resume_queue = QUEUE as usize;
+        }
+    };
+    let ra = TestServer::start(small_queue("qa")).await;
+    let rb = TestServer::start(small_queue("qb")).await;
+    wait_ready(&ra).await;
+    wait_ready(&rb).await;
+    let room = signaling_e2e::room("rf-full");
+    let mut a = ra.client("a@qa").await;
+    a.join(&room).await;
+    let mut b = rb.client("b@qb").await;
+    b.join(&room).await;
+    assert_eq!(
+        a.expect("peer-joined").await["peer"]["peer_id"],
+        b.peer_id.as_str()
+    );
+    let (token, to) = (b.resume.clone(), b.peer_id.clone());
+    b.drop_tcp();
+    // Until qb has noticed, an offer would go to the dead connection.
+    wait_held(&rb).await;
+    for n in 0..SENT {
+        a.send(json!({"type":"offer","id":n,"to":to,"sdp":n.to_string()}))
+            .await;
+    }
+    let refused = refusals(&mut a, SENT - QUEUE).await;
+    assert_eq!(
+        refused,
+        (QUEUE..SENT).collect::<Vec<_>>(),
+        "each one past the queue, in order"
+    );
+    let mut b = rb.client("b again").await;
+    let j = b.join_with(&room, json!({"resume": token})).await;
+    assert_eq!(j["peer_id"], to.as_str(), "resumed: {j}");
+    for n in 0..QUEUE {
+        assert_eq!(b.expect("offer").await["sdp"], n.to_string());
+    }
+    b.expect_silence(Duration::from_millis(500)).await;
+    ra.stop().await;
+    rb.stop().await;
+}
+
+/// Waits until `server` holds a peer for a resume (its connection's loss
+/// noticed): the only one in these tests.
+async fn wait_held(server: &TestServer) {
+    let deadline = Instant::now() + WAIT;
+    while server.metric("signaling_peers_held ").await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} never held the peer",
+            server.addr
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A receiver moves between two instances by resuming, six times, while a
+/// member on a third sends it offers as fast as it can (about 1,000/s). Offers that reach the old
+/// instance after the hand-over, before the sender's instance learns of the
+/// move, get their sender `unavailable` (before: they vanished). The sender
+/// pauses around each drop itself, so that none is lost in the dropped
+/// socket (a loss the protocol allows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_to_a_peer_moving_between_instances_arrive_or_are_refused() {
+    const MOVES: usize = 6;
+    let redis = Redis::start();
+    let fast = |id: &'static str| {
+        let url = redis.url();
+        move |c: &mut signaling::Config| {
+            clustered(url, id)(c);
+            c.limits.rate = 5000.0;
+            c.limits.rate_burst = 5000.0;
+            c.limits.resume_queue = 8192;
+        }
+    };
+    let ra = TestServer::start(fast("ma")).await;
+    let rb = TestServer::start(fast("mb")).await;
+    let rc = TestServer::start(fast("mc")).await;
+    for s in [&ra, &rb, &rc] {
+        wait_ready(s).await;
+    }
+    let room = signaling_e2e::room("rf-move");
+    let mut a = ra.client("a@ma").await;
+    a.join(&room).await;
+    let mut b = rb.client("b@mb").await;
+    b.join(&room).await;
+    assert_eq!(
+        a.expect("peer-joined").await["peer"]["peer_id"],
+        b.peer_id.as_str()
+    );
+    let to = b.peer_id.clone();
+    let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (paused, stop, to) = (paused.clone(), stop.clone(), to.clone());
+        tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut refused = Vec::new();
+            let mut sent = 0u64;
+            let mut note = |v: Value| {
+                if v["type"] == "error" {
+                    assert_eq!(v["code"], "unavailable", "{v}");
+                    refused.push(v["ref"].as_u64().expect("ref"));
+                }
+            };
+            while !stop.load(Relaxed) {
+                if !paused.load(Relaxed) {
+                    for _ in 0..2 {
+                        a.send(json!({"type":"offer","id":sent,"to":to,"sdp":sent.to_string()}))
+                            .await;
+                        sent += 1;
+                    }
+                }
+                if let Some(v) = a.next(Duration::from_millis(1)).await {
+                    note(v);
+                }
+            }
+            let until = Instant::now() + SETTLE;
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                match a.next(left).await {
+                    Some(v) => note(v),
+                    None => break,
+                }
+            }
+            (sent, refused)
+        })
+    };
+    let mut delivered = Vec::new();
+    let mut take = |v: Value| {
+        if v["type"] == "offer" {
+            delivered.push(
+                v["sdp"]
+                    .as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .expect("n"),
+            );
+        }
+    };
+    let nodes = [&rb, &rc];
+    for m in 0..MOVES {
+        // Listen a while, then drop with nothing in flight to the socket.
+        let until = Instant::now() + Duration::from_millis(300);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match b.next(left).await {
+                Some(v) => take(v),
+                None => break,
+            }
+        }
+        paused.store(true, std::sync::atomic::Ordering::Relaxed);
+        while let Some(v) = b.next(Duration::from_millis(150)).await {
+            take(v);
+        }
+        let token = b.resume.clone();
+        b.drop_tcp();
+        wait_held(nodes[m % 2]).await;
+        paused.store(false, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Resume on the other instance while the offers keep coming.
+        b = nodes[(m + 1) % 2].client("b moved").await;
+        let j = b.join_with(&room, json!({"resume": token})).await;
+        assert_eq!(j["peer_id"], to.as_str(), "resumed: {j}");
+    }
+    let until = Instant::now() + Duration::from_millis(300);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match b.next(left).await {
+            Some(v) => take(v),
+            None => break,
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while let Some(v) = b.next(SETTLE).await {
+        take(v);
+    }
+    let (sent, refused) = sender.await.expect("sender");
+    let got: HashSet<u64> = delivered.iter().copied().collect();
+    let no: HashSet<u64> = refused.iter().copied().collect();
+    let lost: Vec<u64> = (0..sent)
+        .filter(|n| !got.contains(n) && !no.contains(n))
+        .collect();
+    eprintln!(
+        "{MOVES} moves: {sent} offers, {} delivered, {} refused, {} lost silently {lost:?}",
+        delivered.len(),
+        refused.len(),
+        lost.len()
+    );
+    assert_eq!(got.len(), delivered.len(), "an offer arrived twice");
+    assert!(
+        delivered.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {delivered:?}"
+    );
+    assert!(got.is_disjoint(&no), "refused yet delivered");
+    assert!(lost.is_empty(), "offers lost without an error: {lost:?}");
 }

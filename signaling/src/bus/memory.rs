@@ -38,6 +38,8 @@ impl Bus for MemoryBus {
         _node: &NodeId,
         _room: &RoomId,
         _to: &PeerId,
+        _from: &PeerId,
+        _reference: Option<&serde_json::value::RawValue>,
         _text: Utf8Bytes,
         _undelivered: super::Undelivered,
     ) -> Result<(), BusError> {

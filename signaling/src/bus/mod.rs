@@ -16,6 +16,7 @@ pub mod redis;
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::future::BoxFuture;
+use serde_json::value::RawValue;
 use signaling_protocol::reply::{self, LeaveReason};
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
@@ -127,8 +128,29 @@ pub enum Inbound {
     Presence(PresenceEvent),
     /// A message broadcast by a peer of another node: the encoded frame.
     Broadcast { from_node: NodeId, text: Utf8Bytes },
-    /// A message for one of this node's peers: the encoded frame.
-    Direct { to: PeerId, text: Utf8Bytes },
+    /// A message for one of this node's peers: the encoded frame. If the
+    /// peer is not here to take it (it left, moved on, or waits for a resume
+    /// with a full queue), its `origin` is told through [`Bus::refuse`].
+    Direct {
+        to: PeerId,
+        text: Utf8Bytes,
+        origin: Option<Origin>,
+    },
+    /// A direct message of our peer `sender` that the receiving node could
+    /// not deliver: the sender gets `unavailable`, with `reference` as `ref`.
+    Refused {
+        sender: PeerId,
+        reference: Option<Box<RawValue>>,
+    },
+}
+
+/// Who sent a direct message from another node: its node, its peer, and the
+/// `id` of its request.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub node: NodeId,
+    pub peer: PeerId,
+    pub reference: Option<Box<RawValue>>,
 }
 
 /// Which other nodes a resync may believe Redis about (see
@@ -187,14 +209,26 @@ pub trait Bus: Send + Sync + 'static {
     /// is delivered, or `undelivered` is called (at most once, from the
     /// engine's own task) when the engine gives up on it: `node` could not
     /// be reached for a while. Either way it is never delivered twice.
+    /// `from` and `reference` (its request's `id`) say who sent it, so the
+    /// receiving node can refuse it ([`Bus::refuse`]) if the peer is not
+    /// there to take it after all.
+    #[allow(clippy::too_many_arguments)]
     fn send_direct(
         &self,
         node: &NodeId,
         room: &RoomId,
         to: &PeerId,
+        from: &PeerId,
+        reference: Option<&RawValue>,
         text: Utf8Bytes,
         undelivered: Undelivered,
     ) -> Result<(), BusError>;
+
+    /// Tells the sender of a direct message from another node that it could
+    /// not be delivered here ([`Inbound::Refused`] on its node). Never waits.
+    fn refuse(&self, room: &RoomId, origin: &Origin) {
+        let _ = (room, origin);
+    }
 
     /// Sends an encoded frame to the room's members on other nodes. Never
     /// waits; an `Err` means it was not queued.

@@ -329,7 +329,15 @@ impl Hub {
                     let to = member.info.id.clone();
                     let undelivered = self.undelivered(&from.room, &from.peer, reference);
                     self.bus
-                        .send_direct(&node, &from.room, &to, frame.text.clone(), undelivered)
+                        .send_direct(
+                            &node,
+                            &from.room,
+                            &to,
+                            &from.peer,
+                            reference,
+                            frame.text.clone(),
+                            undelivered,
+                        )
                         .map_err(|_| {
                             refuse(
                                 ErrorCode::Unavailable,
@@ -382,23 +390,35 @@ impl Hub {
             let Some(hub) = hub.upgrade() else {
                 return;
             };
-            hub.metrics.error(ErrorCode::Unavailable);
-            let frame = Frame::reply(reply::error(
-                reference.as_deref(),
-                ErrorCode::Unavailable,
-                "the peer's instance could not be reached: message not delivered",
-            ));
-            let Some(mut room) = hub.rooms.get_mut(&room) else {
-                return;
-            };
-            // A sender that left (or resumed on another instance) is not here
-            // to be told.
-            if let Some(m) = room.members.get_mut(&sender) {
-                if m.presence.is_local() {
-                    let _ = m.relay(&frame, hub.limits.resume_queue);
-                }
+            if let Some(mut room) = hub.rooms.get_mut(&room) {
+                hub.tell_undelivered(
+                    &mut room,
+                    &sender,
+                    reference.as_deref(),
+                    "the peer's instance could not be reached: message not delivered",
+                );
             }
         })
+    }
+
+    /// Gives `sender` a late `error` (`unavailable`) for a relay of its that
+    /// was not delivered, on the connection it has now (or into its resume
+    /// queue while it is away). A sender that left, or resumed on another
+    /// instance, is not here to be told.
+    fn tell_undelivered(
+        &self,
+        room: &mut Room,
+        sender: &PeerId,
+        reference: Option<&RawValue>,
+        why: &str,
+    ) {
+        self.metrics.error(ErrorCode::Unavailable);
+        let frame = Frame::reply(reply::error(reference, ErrorCode::Unavailable, why));
+        if let Some(m) = room.members.get_mut(sender) {
+            if m.presence.is_local() {
+                let _ = m.relay(&frame, self.limits.resume_queue);
+            }
+        }
     }
 
     /// Replaces a member's `meta`; the others get `peer-updated`.

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use super::resume::constant_time_eq;
 use super::room::{Member, Presence, Room, SyncState};
 use super::{Hub, JoinHold};
-use crate::bus::{Handoff, Inbound, InboundHandler, PeerInfo, PresenceEvent, SettledNodes};
+use crate::bus::{Handoff, Inbound, InboundHandler, Origin, PeerInfo, PresenceEvent, SettledNodes};
 use crate::ids::{PeerId, RoomId};
 use crate::outbox::CloseCause;
 use crate::outbox::Frame;
@@ -118,20 +118,38 @@ impl Hub {
                     }
                 }
             }
-            Inbound::Direct { to, text } => {
+            Inbound::Direct { to, text, origin } => {
                 let frame = Frame {
                     text,
                     relayed_at: Some(Instant::now()),
                 };
-                match room.members.get_mut(&to) {
+                let delivered = match room.members.get_mut(&to) {
                     Some(m) if m.presence.is_local() => {
-                        if m.relay(&frame, self.limits.resume_queue).is_err() {
-                            debug!(room = %room_id, peer = %to, "resume queue full: message dropped");
-                        }
+                        m.relay(&frame, self.limits.resume_queue).is_ok()
                     }
-                    _ => debug!(room = %room_id, peer = %to, "direct message for a peer not here"),
+                    // It left, or moved on before its sender's node knew.
+                    _ => false,
+                };
+                if !delivered {
+                    self.refuse_direct(room_id, &to, origin.as_ref());
                 }
             }
+            Inbound::Refused { sender, reference } => self.tell_undelivered(
+                room,
+                &sender,
+                reference.as_deref(),
+                "the peer was no longer on its instance, or its message queue was full: message not delivered",
+            ),
+        }
+    }
+
+    /// A direct message from another node that this one cannot deliver
+    /// (its peer is not here, or waits for a resume with a full queue): its
+    /// sender is told, through its own node.
+    fn refuse_direct(&self, room: &RoomId, to: &PeerId, origin: Option<&Origin>) {
+        debug!(%room, peer = %to, "direct message not delivered: its sender is told");
+        if let Some(origin) = origin {
+            self.bus.refuse(room, origin);
         }
     }
 
@@ -173,6 +191,9 @@ impl Hub {
 impl InboundHandler for Hub {
     fn deliver(&self, room_id: &RoomId, msg: Inbound) {
         let Some(mut room) = self.rooms.get_mut(room_id) else {
+            if let Inbound::Direct { to, origin, .. } = &msg {
+                self.refuse_direct(room_id, to, origin.as_ref());
+            }
             return;
         };
         if let SyncState::Pending { buffered, .. } = &mut room.sync {

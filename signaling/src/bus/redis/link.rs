@@ -10,6 +10,7 @@
 //! A resync then brings every room's view in line with Redis.
 
 use redis::{AsyncCommands, AsyncConnectionConfig};
+use serde_json::value::RawValue;
 use signaling_protocol::reply::LeaveReason;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,9 +20,10 @@ use tracing::{debug, info, warn};
 
 use super::keys::payload;
 use super::resp;
+use super::sequence::{GAP, Stamp};
 use super::subscriber::{Push, Subscriber};
 use super::{Shared, SubCmd, liveness, parse_peer, read_room, repair};
-use crate::bus::{Inbound, PresenceEvent, SettledNodes};
+use crate::bus::{Inbound, InboundHandler, Origin, PresenceEvent, SettledNodes};
 use crate::ids::{NodeId, PeerId, RoomId};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -280,18 +282,10 @@ fn dispatch(shared: &Shared, node_channel: &str, channel: &[u8], payload: &[u8])
             b'H' | b'N' => return super::complete_claim(shared, kind, node, body),
             _ => {}
         }
-        if kind == b'D' {
-            if let Some((head, frame)) = body.split_once('\n') {
-                if let Some((room, to)) = head.split_once(' ') {
-                    handler.deliver(
-                        &RoomId::new(room),
-                        Inbound::Direct {
-                            to: PeerId::new(to),
-                            text: frame.to_owned().into(),
-                        },
-                    );
-                }
-            }
+        match kind {
+            b'D' => direct(shared, &*handler, node, body),
+            b'R' => refused(&*handler, body),
+            _ => {}
         }
         return;
     }
@@ -329,4 +323,98 @@ fn dispatch(shared: &Shared, node_channel: &str, channel: &[u8], payload: &[u8])
         _ => return,
     };
     handler.deliver(&room, inbound);
+}
+
+/// A direct message for one of our peers: passed on once and in order with
+/// the others from its node (`sequence.rs`).
+fn direct(shared: &Shared, handler: &dyn InboundHandler, head: &str, body: &str) {
+    let Some((route, frame)) = body.split_once('\n') else {
+        return;
+    };
+    let Some((room, to)) = route.split_once(' ') else {
+        return;
+    };
+    let head = payload::direct_head(head);
+    let origin = head.sender.as_ref().map(|s| Origin {
+        node: NodeId::new(head.node),
+        peer: PeerId::new(s.peer),
+        reference: s
+            .reference
+            .and_then(|r| RawValue::from_string(r.to_owned()).ok()),
+    });
+    let relay = (
+        RoomId::new(room),
+        Inbound::Direct {
+            to: PeerId::new(to),
+            text: frame.to_owned().into(),
+            origin,
+        },
+    );
+    let Some(stamp) = head.sender.and_then(|s| Stamp::parse(s.stamp)) else {
+        // From an older node: as it comes.
+        let (room, msg) = relay;
+        return handler.deliver(&room, msg);
+    };
+    // Delivered under the lock, so the timer's releases (`expire_gaps`) and
+    // ours cannot interleave out of order.
+    let Ok(mut incoming) = shared.incoming.lock() else {
+        return;
+    };
+    for (room, msg) in incoming.accept(
+        head.node,
+        stamp,
+        relay,
+        tokio::time::Instant::now(),
+        relay_bytes,
+    ) {
+        handler.deliver(&room, msg);
+    }
+}
+
+/// What a waiting relay weighs, for the bound on what waits past a gap.
+fn relay_bytes((_, msg): &(RoomId, Inbound)) -> usize {
+    match msg {
+        Inbound::Direct { text, .. } => text.len() + 64,
+        _ => 64,
+    }
+}
+
+/// Passes on the relays that waited past a gap for too long: their node
+/// died with the missing ones held, say. Runs while the engine runs.
+pub async fn expire_gaps(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(GAP / 6);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(handler) = shared.handler() else {
+            continue;
+        };
+        let Ok(mut incoming) = shared.incoming.lock() else {
+            return;
+        };
+        if !incoming.waiting() {
+            continue;
+        }
+        for (room, msg) in incoming.expired(tokio::time::Instant::now(), relay_bytes) {
+            handler.deliver(&room, msg);
+        }
+    }
+}
+
+/// A direct message of one of our peers that its node could not deliver.
+fn refused(handler: &dyn InboundHandler, body: &str) {
+    let mut parts = body.splitn(3, ' ');
+    let (Some(room), Some(sender)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let reference = parts
+        .next()
+        .and_then(|r| RawValue::from_string(r.to_owned()).ok());
+    handler.deliver(
+        &RoomId::new(room),
+        Inbound::Refused {
+            sender: PeerId::new(sender),
+            reference,
+        },
+    );
 }

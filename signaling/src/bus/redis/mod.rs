@@ -26,6 +26,7 @@ mod publisher;
 mod repair;
 mod resp;
 mod scripts;
+mod sequence;
 mod subscriber;
 
 use axum::extract::ws::Utf8Bytes;
@@ -38,14 +39,14 @@ use serde_json::value::RawValue;
 use signaling_protocol::reply::push_str;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
 use super::{
-    Bus, BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, Reservation, RoomSummary,
-    Undelivered,
+    Bus, BusError, Handoff, InboundHandler, Origin, PeerInfo, PresenceEvent, Reservation,
+    RoomSummary, Undelivered,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
 pub use keys::Keys;
@@ -102,6 +103,9 @@ struct Shared {
     lease: liveness::Lease,
     /// Peers lately resumed on other nodes, which now record them.
     handed_over: repair::HandedOver,
+    /// Relays from other nodes, put back in order (`sequence.rs`), with the
+    /// room each is for.
+    incoming: Mutex<sequence::Incoming<(RoomId, super::Inbound)>>,
 }
 
 impl Shared {
@@ -220,10 +224,12 @@ impl RedisBus {
             refusing: AtomicBool::new(false),
             lease: liveness::Lease::default(),
             handed_over: repair::HandedOver::default(),
+            incoming: Mutex::default(),
         });
         let (subs, subs_rx) = mpsc::unbounded_channel();
         tokio::spawn(publisher::run(shared.clone()));
         tokio::spawn(link::run(shared.clone(), subs_rx));
+        tokio::spawn(link::expire_gaps(shared.clone()));
         Ok(RedisBus { shared, subs })
     }
 
@@ -439,15 +445,39 @@ impl Bus for RedisBus {
         node: &NodeId,
         room: &RoomId,
         to: &PeerId,
+        from: &PeerId,
+        reference: Option<&RawValue>,
         text: Utf8Bytes,
         undelivered: Undelivered,
     ) -> Result<(), BusError> {
-        let body = [room.as_str(), " ", to.as_str(), "\n", text.as_str()];
-        self.shared.try_enqueue(Op::Direct(Direct::new(
+        let (payload, stamp_at) = payload::encode_direct(
+            self.shared.node.as_str(),
+            from.as_str(),
+            reference.map(RawValue::get),
+            room.as_str(),
+            to.as_str(),
+            text.as_str(),
+        );
+        self.shared.try_enqueue(Op::Direct(Direct::relay(
             self.shared.keys.node_channel(node),
-            payload::encode('D', self.shared.node.as_str(), &body),
-            Some(undelivered),
+            payload,
+            stamp_at,
+            undelivered,
         )))
+    }
+
+    fn refuse(&self, room: &RoomId, origin: &Origin) {
+        let mut body = vec![room.as_str(), " ", origin.peer.as_str()];
+        if let Some(r) = &origin.reference {
+            body.extend([" ", r.get()]);
+        }
+        // Held and sent again like resume traffic while the sender's node
+        // re-links; nobody is told if it never hears it (it is gone).
+        self.enqueue(Op::Direct(Direct::new(
+            self.shared.keys.node_channel(&origin.node),
+            payload::encode('R', self.shared.node.as_str(), &body),
+            None,
+        )));
     }
 
     fn broadcast(&self, room: &RoomId, text: Utf8Bytes) -> Result<(), BusError> {

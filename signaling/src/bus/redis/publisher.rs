@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::keys::{Keys, payload};
+use super::sequence::{Outgoing, STAMP_LEN, Stamp};
 use super::{Shared, resp, scripts};
 use crate::bus::{PeerInfo, PresenceEvent, Reservation, Undelivered};
 use crate::ids::{NodeId, PeerId, RoomId, cluster_ms};
@@ -78,6 +79,10 @@ pub struct Direct {
     /// It is out as its channel's probe: the oldest message held for the
     /// node, tried alone so a node that is gone is not sent everything again.
     probe: bool,
+    /// A relay: where in `payload` its [`sequence::Stamp`] goes, written the
+    /// first time it is sent (and kept when it is sent again).
+    stamp_at: Option<usize>,
+    seq: Option<u64>,
 }
 
 impl Direct {
@@ -88,6 +93,22 @@ impl Direct {
             undelivered,
             held_since: None,
             probe: false,
+            stamp_at: None,
+            seq: None,
+        }
+    }
+
+    /// A relay, numbered in order with the others for its node: `payload`
+    /// has room for the stamp at `stamp_at`.
+    pub fn relay(
+        channel: String,
+        payload: Vec<u8>,
+        stamp_at: usize,
+        undelivered: Undelivered,
+    ) -> Self {
+        Direct {
+            stamp_at: Some(stamp_at),
+            ..Direct::new(channel, payload, Some(undelivered))
         }
     }
 
@@ -120,6 +141,16 @@ struct HeldChannel {
 }
 
 impl Held {
+    /// The lowest number of a relay held for `channel` (sent, unheard).
+    fn lowest_seq(&self, channel: &str) -> Option<u64> {
+        self.channels
+            .get(channel)?
+            .ops
+            .iter()
+            .filter_map(|d| d.seq)
+            .min()
+    }
+
     fn next_due(&self) -> Option<Instant> {
         self.channels.values().filter_map(|c| c.next_try).min()
     }
@@ -502,9 +533,36 @@ impl QueueState {
     }
 }
 
+/// Numbers the relays of `batch` that go out for the first time, and gives
+/// each the floor its node may count on: nothing below it will come any
+/// more (see `sequence.rs`). What may still come is what is held for the
+/// node, and the batch's own earlier relays to it (they may go unheard).
+fn stamp(batch: &mut [Op], held: &Held, numbers: &mut Outgoing, now: Instant) {
+    let mut first_in_batch: HashMap<&str, u64> = HashMap::new();
+    for op in batch.iter_mut() {
+        let Op::Direct(d) = op else { continue };
+        let Some(at) = d.stamp_at else { continue };
+        let seq = match d.seq {
+            Some(seq) => seq,
+            None => {
+                let (epoch, seq) = numbers.next(&d.channel, now);
+                let first = *first_in_batch.get(d.channel.as_str()).unwrap_or(&seq);
+                let floor = held.lowest_seq(&d.channel).unwrap_or(seq).min(first);
+                if let Some(slot) = d.payload.get_mut(at..at + STAMP_LEN) {
+                    Stamp { epoch, seq, floor }.write(slot);
+                }
+                d.seq = Some(seq);
+                seq
+            }
+        };
+        first_in_batch.entry(d.channel.as_str()).or_insert(seq);
+    }
+}
+
 pub async fn run(shared: Arc<Shared>) {
     let mut batch: Vec<Op> = Vec::with_capacity(BATCH);
     let mut held = Held::default();
+    let mut numbers = Outgoing::default();
     // Our own connection, and the link's connect it was made under.
     let mut conn: Option<(resp::Conn, u64)> = None;
     let mut next_connect = 1;
@@ -516,7 +574,9 @@ pub async fn run(shared: Arc<Shared>) {
         }
         // Every operation below it is in `batch`, held, or already answered.
         let through = shared.queue.head();
-        let freed = held.compose(&mut batch, Instant::now());
+        let now = Instant::now();
+        let freed = held.compose(&mut batch, now);
+        stamp(&mut batch, &held, &mut numbers, now);
         if freed > 0 {
             shared.queue.written(freed);
         }
@@ -833,6 +893,77 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A relay for `channel` as `send_direct` makes it.
+    fn relay(channel: &str, told: &Arc<Mutex<Vec<u8>>>) -> Direct {
+        let (payload, at) =
+            super::super::keys::payload::encode_direct("n", "p", None, "r", "q", "{}");
+        let told = told.clone();
+        Direct::relay(
+            channel.into(),
+            payload,
+            at,
+            Box::new(move || told.lock().unwrap_or_else(|e| e.into_inner()).push(0)),
+        )
+    }
+
+    /// The `(seq, floor)` of each relay in `batch`, from its payload.
+    fn stamps(batch: &[Op]) -> Vec<(u64, u64)> {
+        batch
+            .iter()
+            .filter_map(|op| match op {
+                Op::Direct(d) => {
+                    let at = d.stamp_at?;
+                    let text = std::str::from_utf8(&d.payload[at..at + STAMP_LEN]).ok()?;
+                    Stamp::parse(text).map(|s| (s.seq, s.floor))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn relays_are_numbered_once_with_the_floor_their_node_may_count_on() {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let mut held = Held::default();
+        let mut numbers = Outgoing::default();
+        let t0 = Instant::now();
+        let mut batch = vec![
+            Op::Direct(relay("x", &told)),
+            Op::Direct(relay("x", &told)),
+            Op::Direct(relay("y", &told)),
+        ];
+        held.compose(&mut batch, t0);
+        stamp(&mut batch, &held, &mut numbers, t0);
+        // 1 may go unheard while 2 is heard: 2's floor is 1's number.
+        assert_eq!(stamps(&batch), [(0, 0), (1, 0), (0, 0)]);
+        let mut answers = batch.into_iter();
+        let Some(Op::Direct(first)) = answers.next() else {
+            panic!("a relay");
+        };
+        assert!(held.answered(first, false, t0).is_none(), "held");
+        // Sent again as the probe: the same number, and the next new one
+        // (held behind it) gets none yet.
+        let t1 = t0 + RETRY;
+        let mut batch = vec![Op::Direct(relay("x", &told))];
+        held.compose(&mut batch, t1);
+        stamp(&mut batch, &held, &mut numbers, t1);
+        assert_eq!(stamps(&batch), [(0, 0)]);
+        let Some(Op::Direct(probe)) = batch.pop() else {
+            panic!("the probe");
+        };
+        assert!(held.answered(probe, false, t1).is_none());
+        // Given up on after HOLD: what goes next says nothing below it will come.
+        let mut batch = Vec::new();
+        held.compose(&mut batch, t0 + HOLD);
+        stamp(&mut batch, &held, &mut numbers, t0 + HOLD);
+        assert_eq!(stamps(&batch), [(2, 2)]);
+        assert_eq!(
+            told.lock().map(|t| t.len()).unwrap_or(0),
+            1,
+            "its sender told"
+        );
     }
 
     #[test]
