@@ -1,8 +1,10 @@
-//! Relays between two instances while the receiving instance's Redis
-//! subscription is reset (issue 12, item 6). The protocol promises that a
-//! relayed message is delivered once and in order, or its sender gets
-//! `error` (`unavailable`, with the request's `ref`): a reset must not make
-//! messages vanish. Real redis-server, real servers (in-process), loopback.
+//! Relays between instances under faults: the receiving instance's Redis
+//! subscription reset, Redis restarted or stalled, the receiving instance
+//! dead, the receiver moving between instances, its resume queue full. The
+//! protocol promises that a relayed message is delivered once and in order,
+//! or its sender gets `error` (`unavailable`, with the request's `ref`):
+//! no fault may make messages vanish or arrive twice. Real redis-server,
+//! real servers (in-process, or processes where one must die), loopback.
 
 use serde_json::{Value, json};
 use signaling_e2e::client::{WAIT, http_get};

@@ -556,10 +556,16 @@ impl Hub {
     /// Drops the room from this node (and stops watching it) once nothing
     /// here needs it: no local member and no join under way.
     fn forget_if_unused(&self, room: &RoomId) {
-        let unused = |_: &RoomId, r: &Room| !r.in_use() && matches!(r.sync, SyncState::Ready);
-        if self.rooms.remove_if(room, unused).is_some() {
-            self.bus.unwatch(room);
-        }
+        // The unwatch is queued while the room's entry is still locked: a
+        // join that opens the room again right after queues its watch
+        // behind it, not ahead (which would leave the new room unwatched).
+        self.rooms.remove_if(room, |_, r| {
+            let unused = !r.in_use() && matches!(r.sync, SyncState::Ready);
+            if unused {
+                self.bus.unwatch(room);
+            }
+            unused
+        });
     }
 
     /// Dropped peers waiting here for a resume.

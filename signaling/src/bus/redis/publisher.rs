@@ -236,8 +236,9 @@ impl Held {
                 None
             }
             (Some(_), false) if heard => {
-                // The node came back between two messages of one batch.
-                warn!(channel = %d.channel, "a relay reached its node ahead of an older held one");
+                // The node came back between two messages of one batch: it
+                // holds this one until the older one arrives (`sequence.rs`).
+                debug!(channel = %d.channel, "a relay reached its node ahead of an older held one");
                 Some(d)
             }
             (_, _) if heard => Some(d),
