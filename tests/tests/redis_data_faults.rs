@@ -351,3 +351,46 @@ async fn redis_back_with_older_data_brings_no_one_back() {
             .contains(&x2_id)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_evicted_soon_after_the_nodes_connect_loses_no_one() {
+    // The nodes' first seconds: each resyncs the rooms it watches 1 s, 3 s
+    // and a node timeout after its connect. A room hash evicted then, before
+    // the owner's verification writes its peer back (every 5 s), must not
+    // make a member hear that a connected peer left.
+    let redis = Redis::start();
+    let a = node(&redis, "a").await;
+    let b = node(&redis, "b").await;
+    let b_up = Instant::now();
+    let r = room("evicted-early");
+    let mut x = Client::connect(&a.ws(), "x").await;
+    x.join(&r).await;
+    wait_listed(b.addr, &r, &x.peer_id).await;
+    let mut y = Client::connect(&b.ws(), "y").await;
+    let j = y.join(&r).await;
+    assert_eq!(peer_ids(&j["peers"]), vec![x.peer_id.clone()], "{j}");
+    assert_eq!(describe(&x.expect("peer-joined").await).1, y.peer_id);
+    wait_listed(a.addr, &r, &y.peer_id).await;
+    let key = format!("sig:room:{r}");
+    assert_eq!(redis.cmd(&["DEL", &key]).as_deref(), Some(":1"));
+    let evicted = Instant::now();
+    // Within 3 s of b's connect: a resync pass of each node (1 s or 3 s)
+    // reads the room before a's verification (5 s) writes x back.
+    println!("evicted {} ms after b was up", b_up.elapsed().as_millis());
+    // Until both are written back (by a's and b's verification), and a
+    // second more, neither hears anything.
+    let (got_x, got_y) = tokio::join!(
+        heard(&mut x, NODE_TIMEOUT / 2 + Duration::from_secs(3)),
+        heard(&mut y, NODE_TIMEOUT / 2 + Duration::from_secs(3))
+    );
+    println!(
+        "listened {} ms after the eviction",
+        evicted.elapsed().as_millis()
+    );
+    assert!(got_x.is_empty(), "x heard {got_x:?}");
+    assert!(got_y.is_empty(), "y heard {got_y:?}");
+    assert_eq!(
+        sorted(redis.list(&["HKEYS", &key]).expect("HKEYS")),
+        sorted(vec![x.peer_id.clone(), y.peer_id.clone()])
+    );
+}

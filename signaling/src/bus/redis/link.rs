@@ -123,7 +123,16 @@ async fn session(
     let connected_ms = liveness::heartbeat(shared, &mut conn).await?;
     shared.set_conn(Some(conn.clone()));
     info!(node = %shared.node, "connected to redis");
-    tokio::spawn(resync(shared.clone(), connected_ms));
+    // Only the rooms the hub holds now can have missed anything while this
+    // node was away; a room watched from here on reads its snapshot under a
+    // live subscription, and must not be resynced: a peer of a settled node
+    // that Redis lost meanwhile (eviction, FLUSHALL) is not gone, and its
+    // node's verification writes it back.
+    let rooms = handler
+        .as_ref()
+        .map(|h| h.watched_rooms())
+        .unwrap_or_default();
+    tokio::spawn(resync(shared.clone(), connected_ms, rooms));
 
     let connected = Instant::now();
     let mut last_probe = Instant::now();
@@ -222,7 +231,8 @@ fn dropped_error() -> redis::RedisError {
     ))
 }
 
-/// After a reconnect, brings each watched room's view in line with Redis,
+/// After a reconnect, brings the view of each room watched at the connect
+/// (`rooms`) in line with Redis,
 /// a few times over while the other nodes finish reconnecting too, the last
 /// time once a whole node timeout has passed: a node that has not
 /// re-asserted its peers by then is dead (it died while Redis was away, say,
@@ -230,7 +240,10 @@ fn dropped_error() -> redis::RedisError {
 /// `node-lost`. `connected_ms` is Redis's time at the connect, to compare
 /// with the other nodes' heartbeats; the schedule runs on this machine's
 /// monotonic clock.
-async fn resync(shared: Arc<Shared>, connected_ms: u64) {
+async fn resync(shared: Arc<Shared>, connected_ms: u64, rooms: Vec<RoomId>) {
+    if rooms.is_empty() {
+        return;
+    }
     let timeout = shared.config.node_timeout;
     let connected = tokio::time::Instant::now();
     let passes = [Duration::from_secs(1), Duration::from_secs(3)]
@@ -255,9 +268,9 @@ async fn resync(shared: Arc<Shared>, connected_ms: u64) {
             settled: settled.into_iter().map(NodeId::new).collect(),
             timed_out: at >= timeout,
         };
-        for room in handler.watched_rooms() {
-            match read_room(&mut conn, &shared.keys, &room).await {
-                Ok(peers) => handler.resync(&room, peers, &nodes),
+        for room in &rooms {
+            match read_room(&mut conn, &shared.keys, room).await {
+                Ok(peers) => handler.resync(room, peers, &nodes),
                 Err(_) => return,
             }
         }
