@@ -394,3 +394,48 @@ async fn a_room_evicted_soon_after_the_nodes_connect_loses_no_one() {
         sorted(vec![x.peer_id.clone(), y.peer_id.clone()])
     );
 }
+
+/// A reconnect, then the room's hash evicted while the reconnected node
+/// resyncs (1 s, 3 s and a node timeout after its connect): the resync
+/// finds a connected peer of a settled node missing from the room's
+/// record, but its node's own index still lists it, so it is kept (and
+/// written back by its node) instead of announced gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_evicted_while_a_node_resyncs_after_a_reconnect_loses_no_one() {
+    let redis = Redis::start();
+    let a = node(&redis, "a").await;
+    let b = node(&redis, "b").await;
+    let r = room("evicted-resync");
+    let mut x = Client::connect(&a.ws(), "x").await;
+    x.join(&r).await;
+    wait_listed(b.addr, &r, &x.peer_id).await;
+    let mut y = Client::connect(&b.ws(), "y").await;
+    y.join(&r).await;
+    assert_eq!(describe(&x.expect("peer-joined").await).1, y.peer_id);
+    wait_listed(a.addr, &r, &y.peer_id).await;
+    // b's subscription drops (a network blip): b reconnects and resyncs.
+    let name = "sig:b:subscriber";
+    let old = redis.client_id(name).expect("b's subscriber");
+    assert_eq!(
+        redis.cmd(&["CLIENT", "KILL", "ID", &old]).as_deref(),
+        Some(":1")
+    );
+    let deadline = Instant::now() + RECONNECT;
+    while redis.client_id(name).is_none_or(|id| id == old) {
+        assert!(Instant::now() < deadline, "b never reconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let key = format!("sig:room:{r}");
+    assert_eq!(redis.cmd(&["DEL", &key]).as_deref(), Some(":1"));
+    // Past b's last resync pass and both nodes' verifications.
+    let (got_x, got_y) = tokio::join!(
+        heard(&mut x, NODE_TIMEOUT + Duration::from_secs(2)),
+        heard(&mut y, NODE_TIMEOUT + Duration::from_secs(2))
+    );
+    assert!(got_x.is_empty(), "x heard {got_x:?}");
+    assert!(got_y.is_empty(), "y heard {got_y:?}");
+    assert_eq!(
+        sorted(redis.list(&["HKEYS", &key]).expect("HKEYS")),
+        sorted(vec![x.peer_id.clone(), y.peer_id.clone()])
+    );
+}

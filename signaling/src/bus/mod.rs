@@ -182,7 +182,19 @@ pub trait InboundHandler: Send + Sync {
     /// as if its peers left, and data Redis restored from an older snapshot
     /// would bring back peers that left. Once `nodes.timed_out`, a node not
     /// settled is dead, and its members are dropped as `node-lost`.
-    fn resync(&self, room: &RoomId, snapshot: Vec<Arc<PeerInfo>>, nodes: &SettledNodes);
+    /// A member missing from the snapshot whose node still lists it in its
+    /// own index (`listed`) is kept: Redis lost the room's record (eviction),
+    /// not the peer, and its node writes it back.
+    fn resync(
+        &self,
+        room: &RoomId,
+        snapshot: Vec<Arc<PeerInfo>>,
+        nodes: &SettledNodes,
+        listed: &HashSet<PeerId>,
+    );
+    /// The room's members held by other nodes, as `(peer, node)`: what a
+    /// resync may drop.
+    fn remote_members(&self, room: &RoomId) -> Vec<(PeerId, NodeId)>;
     /// Another node asks for a peer of ours to resume there: if `secret` is
     /// its resume secret, the peer is removed here without a word and handed over.
     fn hand_over(&self, room: &RoomId, peer: &PeerId, secret: &str) -> Option<Handoff>;

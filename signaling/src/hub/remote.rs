@@ -8,7 +8,7 @@
 
 use dashmap::mapref::entry::Entry;
 use signaling_protocol::reply::{self, LeaveReason};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, warn};
@@ -17,7 +17,7 @@ use super::resume::constant_time_eq;
 use super::room::{Member, Presence, Room, SyncState};
 use super::{Hub, JoinHold};
 use crate::bus::{Handoff, Inbound, InboundHandler, Origin, PeerInfo, PresenceEvent, SettledNodes};
-use crate::ids::{PeerId, RoomId};
+use crate::ids::{NodeId, PeerId, RoomId};
 use crate::outbox::CloseCause;
 use crate::outbox::Frame;
 
@@ -226,7 +226,26 @@ impl InboundHandler for Hub {
         }
     }
 
-    fn resync(&self, room_id: &RoomId, snapshot: Vec<Arc<PeerInfo>>, nodes: &SettledNodes) {
+    fn remote_members(&self, room_id: &RoomId) -> Vec<(PeerId, NodeId)> {
+        let Some(room) = self.rooms.get(room_id) else {
+            return Vec::new();
+        };
+        room.members
+            .values()
+            .filter_map(|m| match &m.presence {
+                Presence::Remote { node } => Some((m.info.id.clone(), node.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn resync(
+        &self,
+        room_id: &RoomId,
+        snapshot: Vec<Arc<PeerInfo>>,
+        nodes: &SettledNodes,
+        listed: &HashSet<PeerId>,
+    ) {
         let Some(mut room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -243,9 +262,9 @@ impl InboundHandler for Hub {
             .values()
             .filter(|m| !known.contains_key(&m.info.id))
             .filter_map(|m| match &m.presence {
-                Presence::Remote { node } if nodes.settled.contains(node) => {
-                    Some((m.info.id.clone(), LeaveReason::Disconnected))
-                }
+                Presence::Remote { node } if nodes.settled.contains(node) => (!listed
+                    .contains(&m.info.id))
+                .then(|| (m.info.id.clone(), LeaveReason::Disconnected)),
                 Presence::Remote { .. } if nodes.timed_out => {
                     Some((m.info.id.clone(), LeaveReason::NodeLost))
                 }

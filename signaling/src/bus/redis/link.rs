@@ -9,9 +9,11 @@
 //! queue, so what waited during the outage is written after the re-assertion.
 //! A resync then brings every room's view in line with Redis.
 
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, AsyncConnectionConfig};
 use serde_json::value::RawValue;
 use signaling_protocol::reply::LeaveReason;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ use super::resp;
 use super::sequence::{GAP, Stamp};
 use super::subscriber::{Push, Subscriber};
 use super::{Shared, SubCmd, liveness, parse_peer, read_room, repair};
+use crate::bus::PeerInfo;
 use crate::bus::{Inbound, InboundHandler, Origin, PresenceEvent, SettledNodes};
 use crate::ids::{NodeId, PeerId, RoomId};
 
@@ -269,12 +272,52 @@ async fn resync(shared: Arc<Shared>, connected_ms: u64, rooms: Vec<RoomId>) {
             timed_out: at >= timeout,
         };
         for room in &rooms {
-            match read_room(&mut conn, &shared.keys, room).await {
-                Ok(peers) => handler.resync(room, peers, &nodes),
-                Err(_) => return,
-            }
+            let Ok(peers) = read_room(&mut conn, &shared.keys, room).await else {
+                return;
+            };
+            let Ok(listed) =
+                still_listed(&shared, &mut conn, handler.as_ref(), room, &peers, &nodes).await
+            else {
+                return;
+            };
+            handler.resync(room, peers, &nodes, &listed);
         }
     }
+}
+
+/// The members of `room` on settled nodes that the room's record in Redis
+/// lacks but their node's own index still lists under this room: the
+/// record was lost (an evicted hash), not the peers, who leave only with
+/// both entries removed.
+async fn still_listed(
+    shared: &Shared,
+    conn: &mut MultiplexedConnection,
+    handler: &dyn InboundHandler,
+    room: &RoomId,
+    snapshot: &[Arc<PeerInfo>],
+    nodes: &SettledNodes,
+) -> redis::RedisResult<HashSet<PeerId>> {
+    let recorded: HashSet<&PeerId> = snapshot.iter().map(|p| &p.id).collect();
+    let missing: Vec<(PeerId, NodeId)> = handler
+        .remote_members(room)
+        .into_iter()
+        .filter(|(peer, node)| !recorded.contains(peer) && nodes.settled.contains(node))
+        .collect();
+    if missing.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut pipe = redis::pipe();
+    for (peer, node) in &missing {
+        pipe.hget(shared.keys.node_peers(node), peer.as_str());
+    }
+    // The link's connection has a response timeout of its own.
+    let rooms: Vec<Option<String>> = pipe.query_async(conn).await?;
+    Ok(missing
+        .into_iter()
+        .zip(rooms)
+        .filter(|(_, r)| r.as_deref() == Some(room.as_str()))
+        .map(|((peer, _), _)| peer)
+        .collect())
 }
 
 /// Hands one pub/sub message to the hub. Never blocks.
