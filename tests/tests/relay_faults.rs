@@ -7,7 +7,7 @@
 //! real servers (in-process, or processes where one must die), loopback.
 
 use serde_json::{Value, json};
-use signaling_e2e::client::{WAIT, http_get};
+use signaling_e2e::client::{Client, WAIT, http_get};
 use signaling_e2e::redis::Redis;
 use signaling_e2e::server::{TestServer, clustered};
 use std::collections::HashSet;
@@ -37,6 +37,21 @@ fn kill_subscriber(redis: &Redis, node: &str) -> bool {
         Some(id) => redis.cmd(&["CLIENT", "KILL", "ID", &id]).as_deref() == Some(":1"),
         None => false,
     }
+}
+
+/// A member `a` through `a_ws` and `b` through `b_ws`, in a new room, once
+/// a's instance knows b: relays go through Redis only from then on.
+async fn pair(a_ws: &str, b_ws: &str, tag: &str) -> (String, Client, Client) {
+    let room = signaling_e2e::room(tag);
+    let mut a = Client::connect(a_ws, &format!("a@{tag}")).await;
+    a.join(&room).await;
+    let mut b = Client::connect(b_ws, &format!("b@{tag}")).await;
+    b.join(&room).await;
+    assert_eq!(
+        a.expect("peer-joined").await["peer"]["peer_id"],
+        b.peer_id.as_str()
+    );
+    (room, a, b)
 }
 
 /// What is done to Redis at each fault.
@@ -75,14 +90,7 @@ async fn offers_across(fault: Fault, faults: Vec<Duration>) -> Outcome {
     let rb = TestServer::start(clustered(url, "rb")).await;
     wait_ready(&ra).await;
     wait_ready(&rb).await;
-    let room = format!("rf-{}", signaling::ids::random_hex(6));
-    let mut a = ra.client("a@ra").await;
-    let mut b = rb.client("b@rb").await;
-    a.join(&room).await;
-    b.join(&room).await;
-    // a relays to b through Redis only once ra knows b.
-    let joined = a.expect("peer-joined").await;
-    assert_eq!(joined["peer"]["peer_id"], b.peer_id.as_str());
+    let (_room, mut a, mut b) = pair(&ra.ws(), &rb.ws(), "rf").await;
 
     let to = b.peer_id.clone();
     let receiver = tokio::spawn(async move {
@@ -241,7 +249,7 @@ async fn relays_arrive_once_when_a_stalled_batch_is_sent_again() {
 
 /// The `ref`s of the `unavailable` errors `a` gets within [`SETTLE`], until
 /// there are `sent` of them.
-async fn refusals(a: &mut signaling_e2e::client::Client, sent: u64) -> Vec<u64> {
+async fn refusals(a: &mut Client, sent: u64) -> Vec<u64> {
     let mut refused = Vec::new();
     let until = Instant::now() + SETTLE;
     while let Some(left) = until.checked_duration_since(Instant::now()) {
@@ -276,13 +284,7 @@ async fn relays_to_an_instance_that_died_are_refused_to_their_sender() {
         "db",
     ])
     .await;
-    let room = format!("rf-{}", signaling::ids::random_hex(6));
-    let mut a = ra.client("a@da").await;
-    a.join(&room).await;
-    let mut b = signaling_e2e::client::Client::connect(&rb.ws(), "b@db").await;
-    b.join(&room).await;
-    let joined = a.expect("peer-joined").await;
-    assert_eq!(joined["peer"]["peer_id"], b.peer_id.as_str());
+    let (_room, mut a, mut b) = pair(&ra.ws(), &rb.ws(), "rf-dead").await;
     a.send(json!({"type":"offer","id":"before","to":b.peer_id,"sdp":"x"}))
         .await;
     assert_eq!(b.expect("offer").await["sdp"], "x");
@@ -311,15 +313,7 @@ async fn a_refusal_reaches_a_sender_that_resumed_meanwhile() {
     let redis = Redis::start();
     let ra = signaling_e2e::server::ServerProcess::node(&redis.url(), "sa", &[]).await;
     let rb = signaling_e2e::server::ServerProcess::node(&redis.url(), "sb", &[]).await;
-    let room = signaling_e2e::room("rf-resumed");
-    let mut a = signaling_e2e::client::Client::connect(&ra.ws(), "a@sa").await;
-    a.join(&room).await;
-    let mut b = signaling_e2e::client::Client::connect(&rb.ws(), "b@sb").await;
-    b.join(&room).await;
-    assert_eq!(
-        a.expect("peer-joined").await["peer"]["peer_id"],
-        b.peer_id.as_str()
-    );
+    let (room, mut a, b) = pair(&ra.ws(), &rb.ws(), "rf-resumed").await;
     drop(rb); // SIGKILL: b stays listed until the node timeout
     const SENT: u64 = 5;
     for n in 0..SENT {
@@ -329,7 +323,7 @@ async fn a_refusal_reaches_a_sender_that_resumed_meanwhile() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (token, peer) = (a.resume.clone(), a.peer_id.clone());
     a.drop_tcp();
-    let mut a = signaling_e2e::client::Client::connect(&ra.ws(), "a again").await;
+    let mut a = Client::connect(&ra.ws(), "a again").await;
     let j = a.join_with(&room, json!({"resume": token})).await;
     assert_eq!(j["peer_id"], peer.as_str(), "resumed as itself: {j}");
     let refused = refusals(&mut a, SENT).await;
@@ -355,15 +349,7 @@ async fn relays_past_a_held_peers_full_queue_are_refused_across_instances() {
     let rb = TestServer::start(small_queue("qb")).await;
     wait_ready(&ra).await;
     wait_ready(&rb).await;
-    let room = signaling_e2e::room("rf-full");
-    let mut a = ra.client("a@qa").await;
-    a.join(&room).await;
-    let mut b = rb.client("b@qb").await;
-    b.join(&room).await;
-    assert_eq!(
-        a.expect("peer-joined").await["peer"]["peer_id"],
-        b.peer_id.as_str()
-    );
+    let (room, mut a, b) = pair(&ra.ws(), &rb.ws(), "rf-full").await;
     let (token, to) = (b.resume.clone(), b.peer_id.clone());
     b.drop_tcp();
     // Until qb has noticed, an offer would go to the dead connection.
@@ -428,15 +414,7 @@ async fn relays_to_a_peer_moving_between_instances_arrive_or_are_refused() {
     for s in [&ra, &rb, &rc] {
         wait_ready(s).await;
     }
-    let room = signaling_e2e::room("rf-move");
-    let mut a = ra.client("a@ma").await;
-    a.join(&room).await;
-    let mut b = rb.client("b@mb").await;
-    b.join(&room).await;
-    assert_eq!(
-        a.expect("peer-joined").await["peer"]["peer_id"],
-        b.peer_id.as_str()
-    );
+    let (room, mut a, mut b) = pair(&ra.ws(), &rb.ws(), "rf-move").await;
     let to = b.peer_id.clone();
     let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
