@@ -1,4 +1,5 @@
-//! Command-line flags and `SIGNALING_*` environment variables.
+//! Command-line flags and `SIGNALING_*` environment variables (a config
+//! file adds to them: `config_file.rs`).
 
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
@@ -14,7 +15,19 @@ use std::time::Duration;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "signaling", version)]
 pub struct Config {
-    /// Address to listen on for HTTP and WebSocket (`/ws`).
+    /// A TOML file of settings: the flags' long names as keys (`redis-url =
+    /// "redis://..."`, lists for the comma-separated ones). A flag, then its
+    /// environment variable, take precedence over the file.
+    #[arg(long, env = "SIGNALING_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Prints the effective configuration (as a file `--config` takes, each
+    /// value with where it came from, secrets redacted) and exits.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Address to listen on for HTTP and WebSocket (`/ws`). Without it (from
+    /// a flag, the environment or the file), `PORT`, if set, gives the port.
     #[arg(long, env = "SIGNALING_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
@@ -337,8 +350,11 @@ pub struct Limits {
 }
 
 impl Default for Config {
+    /// The built-in defaults: no environment variable and no file is read
+    /// (a developer's exported `SIGNALING_REDIS_URL` must not make every
+    /// single-node test clustered). [`crate::config_file::load`] reads them.
     fn default() -> Self {
-        Config::parse_from(["signaling"])
+        crate::config_file::defaults()
     }
 }
 
@@ -356,28 +372,15 @@ pub fn parse_period(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.
+/// Parses what `humantime` takes (`500ms`, `10s`, `2m`, `1h 30m`), or a
+/// bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 500ms, 10s, 2m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration (e.g. 500ms, 10s, 2m): {e}"))
 }
 
 #[cfg(test)]
@@ -401,7 +404,9 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5y").is_err());
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1").is_err());
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub mod admission;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod config_file;
 pub mod http;
 pub mod hub;
 pub mod ice;

@@ -1,10 +1,23 @@
-use clap::Parser;
 use signaling::config::{Command, Config, LogFormat, TokenArgs};
+use signaling::config_file::ConfigError;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() {
-    let mut config = Config::parse();
+    let loaded = match signaling::config_file::load() {
+        Ok(l) => l,
+        // --help, --version and bad flags: clap prints and exits itself.
+        Err(ConfigError::Args(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("signaling: {e}");
+            std::process::exit(2);
+        }
+    };
+    if loaded.config.print_config {
+        print!("{}", loaded.describe());
+        return;
+    }
+    let mut config = loaded.config;
     if let Some(Command::Token(args)) = config.command.take() {
         std::process::exit(print_invite(&mut config, &args));
     }

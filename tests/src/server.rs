@@ -141,12 +141,25 @@ impl ServerProcess {
     pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let port = crate::redis::free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let log = std::env::temp_dir().join(format!("sig-proc-{}-{port}.log", std::process::id()));
+        let listen = addr.to_string();
+        let args: Vec<&str> = ["--listen", listen.as_str()]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        Self::start_at(addr, &args, env).await
+    }
+
+    /// Starts it with `args` and `env` alone, which must make it listen on
+    /// `addr` (a config file, `PORT`), and waits for `/healthz` there.
+    pub async fn start_at(addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        let log = std::env::temp_dir().join(format!(
+            "sig-proc-{}-{}.log",
+            std::process::id(),
+            addr.port()
+        ));
         let stdout = std::fs::File::create(&log).expect("a log file in the temp dir");
         let stderr = stdout.try_clone().expect("the log file, twice");
         let child = std::process::Command::new(Self::binary())
-            .arg("--listen")
-            .arg(addr.to_string())
             .args(args)
             .envs(env.iter().copied())
             .stdout(stdout)
