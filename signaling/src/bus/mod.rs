@@ -144,14 +144,12 @@ pub enum Inbound {
     },
 }
 
-/// Who sent a direct message from another node: its node, its peer, and the
-/// `id` of its request.
+/// Who sent a direct message from another node (its node, its peer, the
+/// `id` of its request), in the engine's own terms: the hub only hands it
+/// back to [`Bus::refuse`]. Read only then, so a relay that is delivered
+/// costs one copy of it and nothing else.
 #[derive(Debug, Clone)]
-pub struct Origin {
-    pub node: NodeId,
-    pub peer: PeerId,
-    pub reference: Option<Box<RawValue>>,
-}
+pub struct Origin(pub Box<str>);
 
 /// Which other nodes a resync may believe Redis about (see
 /// [`InboundHandler::resync`]).

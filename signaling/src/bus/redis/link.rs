@@ -390,14 +390,9 @@ fn direct(shared: &Shared, handler: &dyn InboundHandler, head: &str, body: &str)
     let Some((room, to)) = route.split_once(' ') else {
         return;
     };
+    let raw = head;
     let head = payload::direct_head(head);
-    let origin = head.sender.as_ref().map(|s| Origin {
-        node: NodeId::new(head.node),
-        peer: PeerId::new(s.peer),
-        reference: s
-            .reference
-            .and_then(|r| RawValue::from_string(r.to_owned()).ok()),
-    });
+    let origin = head.sender.as_ref().map(|_| Origin(raw.into()));
     let relay = (
         RoomId::new(room),
         Inbound::Direct {

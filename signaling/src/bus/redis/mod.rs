@@ -467,14 +467,18 @@ impl Bus for RedisBus {
     }
 
     fn refuse(&self, room: &RoomId, origin: &Origin) {
-        let mut body = vec![room.as_str(), " ", origin.peer.as_str()];
-        if let Some(r) = &origin.reference {
-            body.extend([" ", r.get()]);
+        let head = payload::direct_head(&origin.0);
+        let Some(sender) = head.sender else {
+            return; // an older node's message: it cannot be told
+        };
+        let mut body = vec![room.as_str(), " ", sender.peer];
+        if let Some(r) = sender.reference {
+            body.extend([" ", r]);
         }
         // Held and sent again like resume traffic while the sender's node
         // re-links; nobody is told if it never hears it (it is gone).
         self.enqueue(Op::Direct(Direct::new(
-            self.shared.keys.node_channel(&origin.node),
+            self.shared.keys.node_channel(&NodeId::new(head.node)),
             payload::encode('R', self.shared.node.as_str(), &body),
             None,
         )));

@@ -13,6 +13,7 @@
 //! 0 is sent again, so nothing arrives twice.
 
 use signaling_protocol::reply::LeaveReason;
+use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -129,7 +130,7 @@ impl Direct {
 /// message overtakes a held one of the same sender (or of anyone else).
 #[derive(Default)]
 struct Held {
-    channels: HashMap<String, HeldChannel>,
+    channels: FxHashMap<String, HeldChannel>,
 }
 
 struct HeldChannel {
@@ -539,7 +540,7 @@ impl QueueState {
 /// more (see `sequence.rs`). What may still come is what is held for the
 /// node, and the batch's own earlier relays to it (they may go unheard).
 fn stamp(batch: &mut [Op], held: &Held, numbers: &mut Outgoing, now: Instant) {
-    let mut first_in_batch: HashMap<&str, u64> = HashMap::new();
+    let mut first_in_batch: FxHashMap<&str, u64> = FxHashMap::default();
     for op in batch.iter_mut() {
         let Op::Direct(d) = op else { continue };
         let Some(at) = d.stamp_at else { continue };
