@@ -52,8 +52,17 @@ pub struct Config {
     /// instance to a cluster: every instance on the same Redis and prefix
     /// shares rooms, presence and relay. Without it the instance stands alone.
     /// Its password never shows in `--help` or logs.
-    #[arg(long, env = "SIGNALING_REDIS_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SIGNALING_REDIS_URL",
+        hide_env_values = true,
+        conflicts_with = "redis_url_file"
+    )]
     pub redis_url: Option<String>,
+
+    /// Reads `--redis-url` (which may carry a password) from this file.
+    #[arg(long, env = "SIGNALING_REDIS_URL_FILE")]
+    pub redis_url_file: Option<PathBuf>,
 
     /// Bytes of relayed messages the Redis write queue may hold while Redis
     /// is slow or away; past it relays get `error` `unavailable` (presence

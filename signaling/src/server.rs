@@ -77,13 +77,16 @@ fn read_secret(path: &std::path::Path) -> Result<crate::config::Secret, StartErr
     Ok(secret.into())
 }
 
-/// Fills `auth_secret` and `turn_secret` from their `_FILE` forms.
+/// Fills `auth_secret`, `turn_secret` and `redis_url` from their `_FILE` forms.
 pub fn resolve_secrets(config: &mut Config) -> Result<(), StartError> {
     if let Some(p) = &config.auth_secret_file {
         config.auth_secret = Some(read_secret(p)?);
     }
     if let Some(p) = &config.turn_secret_file {
         config.turn_secret = Some(read_secret(p)?);
+    }
+    if let Some(p) = &config.redis_url_file {
+        config.redis_url = Some(read_secret(p)?.expose().to_owned());
     }
     Ok(())
 }
