@@ -277,7 +277,7 @@ impl Session {
             Request::Join(join) => {
                 return Some(Box::pin(async move {
                     if let Err(r) = self.join(join, reference).await {
-                        self.error(reference, r.code, r.message);
+                        self.error(reference, r.code, &r.message);
                     }
                 }));
             }
@@ -288,16 +288,15 @@ impl Session {
             Request::Leave => self.leave(reference),
         };
         if let Err(r) = result {
-            self.error(reference, r.code, r.message);
+            self.error(reference, r.code, &r.message);
         }
         None
     }
 
     fn joined(&self) -> Result<&Membership, Refusal> {
-        self.membership.as_ref().ok_or(Refusal {
-            code: ErrorCode::NotJoined,
-            message: "join a room first",
-        })
+        self.membership
+            .as_ref()
+            .ok_or_else(|| refusal(ErrorCode::NotJoined, "join a room first"))
     }
 
     async fn join(&mut self, join: Join<'_>, reference: Option<&RawValue>) -> Result<(), Refusal> {
@@ -321,20 +320,26 @@ impl Session {
         if !is_valid_room(&join.room, limits.max_room_len) {
             return Err(refusal(
                 ErrorCode::InvalidRoom,
-                "room names are 1 to 64 characters of A-Z a-z 0-9 _ . -",
+                format!(
+                    "room names are 1 to {} characters of A-Z a-z 0-9 _ . -",
+                    limits.max_room_len
+                ),
             ));
         }
         if let Some(name) = &join.name {
             if name.chars().count() > limits.max_name_chars || name.chars().any(char::is_control) {
                 return Err(refusal(
                     ErrorCode::BadMessage,
-                    "`name` must be at most 64 characters, without control characters",
+                    format!(
+                        "`name` must be at most {} characters, without control characters",
+                        limits.max_name_chars
+                    ),
                 ));
             }
         }
         let meta = match join.meta {
             Some(m) if m.get().len() > limits.max_meta_bytes => {
-                return Err(refusal(ErrorCode::TooLarge, "`meta` is larger than 1 KiB"));
+                return Err(too_large("meta", limits.max_meta_bytes));
             }
             Some(m) => m.get().to_owned(),
             None => "{}".to_owned(),
@@ -357,7 +362,11 @@ impl Session {
         let name = join
             .name
             .map(|n| n.into_owned())
-            .or_else(|| identity.clone())
+            .or_else(|| {
+                identity
+                    .as_deref()
+                    .map(|sub| name_from(sub, limits.max_name_chars))
+            })
             .unwrap_or_default();
         let room = RoomId::new(join.room.as_ref());
         let resuming = join.resume.is_some();
@@ -393,7 +402,7 @@ impl Session {
         let from = self.joined()?;
         if kind == RelayKind::Message && payload.get().len() > self.app.config.limits.max_data_bytes
         {
-            return Err(refusal(ErrorCode::TooLarge, "`data` is larger than 16 KiB"));
+            return Err(too_large("data", self.app.config.limits.max_data_bytes));
         }
         self.app
             .hub
@@ -404,7 +413,7 @@ impl Session {
     fn update(&mut self, meta: &RawValue) -> Result<(), Refusal> {
         let who = self.joined()?;
         if meta.get().len() > self.app.config.limits.max_meta_bytes {
-            return Err(refusal(ErrorCode::TooLarge, "`meta` is larger than 1 KiB"));
+            return Err(too_large("meta", self.app.config.limits.max_meta_bytes));
         }
         self.app.hub.update(who, meta.get().to_owned())
     }
@@ -427,8 +436,26 @@ impl Session {
     }
 }
 
-fn refusal(code: ErrorCode, message: &'static str) -> Refusal {
-    Refusal { code, message }
+/// A token's `sub` as the default display name: held to the rule a client's
+/// own `name` must meet (the backend that minted the token may use any
+/// string as `sub`): control characters dropped, cut to `max` characters.
+fn name_from(sub: &str, max: usize) -> String {
+    sub.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// `field` over its configured limit: the text says the limit in force.
+fn too_large(field: &str, limit: usize) -> Refusal {
+    refusal(
+        ErrorCode::TooLarge,
+        format!("`{field}` is larger than {limit} bytes"),
+    )
+}
+
+fn refusal(code: ErrorCode, message: impl Into<std::borrow::Cow<'static, str>>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
 }
 
 /// Whether reading failed because a frame was over the read limit.

@@ -266,6 +266,39 @@ async fn secrets_are_read_from_files() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A token's `sub` names the peer when the join gives no `name`, held to the
+/// rule for names: control characters go, and it is cut to 64 characters.
+#[tokio::test]
+async fn a_tokens_sub_becomes_a_valid_name() {
+    let secret = "a-secret-of-well-over-thirty-two-bytes-0123";
+    let server = TestServer::start(|c| c.auth_secret = Some(secret.into())).await;
+    let sub = format!("ada\n{}", "x".repeat(100));
+    let token = signaling::auth::Auth::new(secret).sign(&json!({
+        "sub": sub,
+        "room": "subs",
+        "exp": signaling::auth::now_unix() + 60,
+    }));
+    let mut c = server.client("c").await;
+    c.send(json!({"type": "join", "room": "subs", "token": token}))
+        .await;
+    c.expect("joined").await;
+    let token = signaling::auth::Auth::new(secret).sign(&json!({
+        "sub": "bo",
+        "room": "subs",
+        "exp": signaling::auth::now_unix() + 60,
+    }));
+    let mut d = server.client("d").await;
+    d.send(json!({"type": "join", "room": "subs", "token": token}))
+        .await;
+    let j = d.expect("joined").await;
+    assert_eq!(
+        j["peers"][0]["name"],
+        format!("ada{}", "x".repeat(61)),
+        "{j}"
+    );
+    server.stop().await;
+}
+
 /// Reads until the server closes `s` (or `within` passes): whether it did.
 async fn closed_by_server(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
     use tokio::io::AsyncReadExt;

@@ -54,11 +54,15 @@ pub struct Membership {
 #[error("{code}: {message}")]
 pub struct Refusal {
     pub code: ErrorCode,
-    pub message: &'static str,
+    /// Mostly fixed texts; some name a configured limit.
+    pub message: std::borrow::Cow<'static, str>,
 }
 
-fn refuse(code: ErrorCode, message: &'static str) -> Refusal {
-    Refusal { code, message }
+fn refuse(code: ErrorCode, message: impl Into<std::borrow::Cow<'static, str>>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
 }
 
 /// A join under way into `room`: while it lives the room stays (see

@@ -12,8 +12,8 @@
 //! [`HOLD`] passes; then its sender is told ([`Direct::undelivered`]). Only a
 //! 0 is sent again, so nothing arrives twice.
 
-use signaling_protocol::reply::LeaveReason;
 use rustc_hash::FxHashMap;
+use signaling_protocol::reply::LeaveReason;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
