@@ -250,3 +250,33 @@ async fn every_metric_the_dashboard_queries_is_exposed() {
     n1.stop().await;
     n2.stop().await;
 }
+
+/// Waits until `s`'s exposition has `line` (a whole sample line) in it.
+async fn wait_line(s: &TestServer, line: &str, why: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = s.scrape().await;
+        if text.lines().any(|l| l == line) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{why}: never {line:?} in {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_shows_as_disconnected_then_one_reconnect() {
+    let mut redis = Redis::start();
+    let n = TestServer::start(clustered(redis.url(), "metrics-outage")).await;
+    wait_line(&n, "signaling_bus_redis_connected 1", "connected at start").await;
+    wait_line(&n, "signaling_bus_reconnects_total 0", "no reconnect yet").await;
+    redis.kill();
+    let down = wait_line(&n, "signaling_bus_redis_connected 0", "Redis killed").await;
+    if let Err(e) = promtool_check(&down) {
+        panic!("promtool refused the exposition during the outage:\n{e}");
+    }
+    redis.restart();
+    wait_line(&n, "signaling_bus_redis_connected 1", "Redis back").await;
+    wait_line(&n, "signaling_bus_reconnects_total 1", "one reconnect").await;
+    n.stop().await;
+}
