@@ -31,6 +31,13 @@ pub struct Config {
     #[arg(long, env = "SIGNALING_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Address to serve `/metrics` on, on a listener of its own (plain
+    /// HTTP, nothing else served there), so it can stay on an internal
+    /// network while `--listen` faces clients. `/metrics` is then not served
+    /// on `--listen`. Without it, `/metrics` is served on `--listen`.
+    #[arg(long, env = "SIGNALING_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// A PEM certificate chain (the server's certificate first) to serve
     /// HTTPS and `wss://` on `--listen` instead of plain HTTP. Needs
     /// `--tls-key`. The files are watched: a renewed certificate is used for

@@ -19,6 +19,7 @@ use tracing::debug;
 use crate::admission;
 use crate::auth::now_unix;
 use crate::ids::RoomId;
+use crate::metrics::Format;
 use crate::server::App;
 use crate::session;
 use crate::upgrade::{FrameBudget, UpgradeRefused, WsUpgrade};
@@ -37,11 +38,18 @@ pub fn router(app: Arc<App>) -> Router {
             PERMISSIONS_POLICY,
         ))
         .service(ServeDir::new(&app.web_root).append_index_html_on_directories(true));
-    Router::new()
+    let router = Router::new()
         .route("/ws", get(ws))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    // With a metrics listener of its own, `/metrics` is only there: the
+    // main listener's `/metrics` falls through to the static files (404).
+    let router = if app.config.metrics_listen.is_none() {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router
         .route("/api/rooms", get(api_rooms))
         .route("/api/rooms/{room}", get(api_room))
         .fallback_service(web)
@@ -144,12 +152,20 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(app.hub.local_rooms()),
-    )
-        .into_response()
+/// The routes of `--metrics-listen`: `/metrics` alone.
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
+    let body = app
+        .metrics
+        .render(app.hub.local_rooms(), &app.hub.bus().stats(), format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 fn json(status: StatusCode, body: String) -> Response {

@@ -29,7 +29,7 @@
 //! | `accept.rs` | the accept loop: hyper per connection, header deadline, plain-HTTP caps |
 //! | `tls.rs` | `--tls-cert`/`--tls-key`: loading the pair, reloading it when the files change |
 //! | `admission.rs` | who may open `/ws`: client address via trusted proxies, Origin, per-address cap |
-//! | `http.rs` | routes: `/ws`, `/healthz`, `/readyz`, `/metrics`, `/api/*`, `/` |
+//! | `http.rs` | routes: `/ws`, `/healthz`, `/readyz`, `/metrics` (or on `--metrics-listen`), `/api/*`, `/` |
 //! | `upgrade.rs` | the WebSocket upgrade and the frame guard: every client frame budgeted, fragments per message bounded |
 //! | `session.rs` | one connection's loop and deadlines, request handling, clean-up |
 //! | `socket.rs` | one connection's WebSocket: reads, batched writes, pings, close handshake |
@@ -49,7 +49,7 @@
 //! | `auth.rs` | HS256 join and admin tokens |
 //! | `ice.rs` | `joined.ice_servers`: STUN, TURN with ephemeral credentials |
 //! | `ratelimit.rs` | per-connection and per-address token buckets, flood rule |
-//! | `metrics.rs` | counters and the Prometheus text |
+//! | `metrics.rs` | counters, gauges, histograms and their exposition (prometheus-client), `process_*` |
 //! | `ids.rs` | `RoomId`, `PeerId`, `NodeId` |
 //!
 //! The JSON shape of every message lives in the `signaling-protocol` crate.

@@ -94,6 +94,8 @@ pub fn resolve_secrets(config: &mut Config) -> Result<(), StartError> {
 /// A bound, not yet serving server.
 pub struct Server {
     listener: TcpListener,
+    /// `--metrics-listen`: `/metrics` on a listener of its own.
+    metrics_listener: Option<TcpListener>,
     app: Arc<App>,
     /// `--tls-cert` / `--tls-key`, loaded: HTTPS instead of plain HTTP.
     tls: Option<crate::tls::Tls>,
@@ -132,6 +134,10 @@ pub async fn bind(mut config: Config) -> Result<Server, StartError> {
         addr: config.listen,
         source,
     })?;
+    let metrics_listener = config
+        .metrics_listen
+        .map(|addr| listen(addr).map_err(|source| StartError::Bind { addr, source }))
+        .transpose()?;
     let node = NodeId::new(config.node_id.clone().unwrap_or_else(|| random_hex(4)));
     let metrics = Arc::new(Metrics::default());
     let bus: Arc<dyn Bus> = match &config.redis_url {
@@ -174,6 +180,7 @@ pub async fn bind(mut config: Config) -> Result<Server, StartError> {
     });
     Ok(Server {
         listener,
+        metrics_listener,
         app,
         tls,
         shutdown: CancellationToken::new(),
@@ -213,6 +220,15 @@ impl Server {
             .unwrap_or_else(|_| self.app.config.listen)
     }
 
+    /// Where `/metrics` is served: the `--metrics-listen` listener, else
+    /// the main one.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        match &self.metrics_listener {
+            Some(l) => l.local_addr().unwrap_or_else(|_| self.local_addr()),
+            None => self.local_addr(),
+        }
+    }
+
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shutdown.clone())
     }
@@ -227,6 +243,7 @@ impl Server {
     pub async fn serve(self) -> std::io::Result<()> {
         let Server {
             listener,
+            metrics_listener,
             app,
             tls,
             shutdown,
@@ -279,6 +296,19 @@ impl Server {
             acceptor,
             stop_listening.clone(),
         ));
+
+        if let Some(listener) = metrics_listener {
+            info!(addr = %listener.local_addr()?, "metrics on their own listener (plain HTTP): /metrics");
+            // Stopped with the main listener, at the very end, so the drain
+            // can be watched.
+            tokio::spawn(crate::accept::serve(
+                listener,
+                crate::http::metrics_router(app.clone()),
+                crate::accept::HttpLimits::from_config(&app.config),
+                None,
+                stop_listening.clone(),
+            ));
+        }
 
         tokio::select! {
             _ = shutdown.cancelled() => {}

@@ -56,6 +56,8 @@ pub async fn wait_listed(addr: SocketAddr, room: &str, needle: &str) {
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served: `addr`, or the `--metrics-listen` one.
+    pub metrics: SocketAddr,
     pub handle: signaling::ShutdownHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -71,9 +73,15 @@ impl TestServer {
         tweak(&mut cfg);
         let server = signaling::bind(cfg).await.expect("bind");
         let addr = server.local_addr();
+        let metrics = server.metrics_addr();
         let handle = server.shutdown_handle();
         let task = tokio::spawn(server.serve());
-        TestServer { addr, handle, task }
+        TestServer {
+            addr,
+            metrics,
+            handle,
+            task,
+        }
     }
 
     pub fn ws(&self) -> String {
@@ -86,12 +94,15 @@ impl TestServer {
 
     /// The value of the first `/metrics` line starting with `line_start`.
     pub async fn metric(&self, line_start: &str) -> u64 {
-        let (_, body) = http_get(self.addr, "/metrics").await;
-        body.lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        let (_, body) = http_get(self.metrics, "/metrics").await;
+        crate::metrics::value(&body, line_start).unwrap_or(0)
+    }
+
+    /// The whole `/metrics` exposition (the Prometheus text format).
+    pub async fn scrape(&self) -> String {
+        let (status, body) = http_get(self.metrics, "/metrics").await;
+        assert_eq!(status, 200, "/metrics on {}: {body}", self.metrics);
+        body
     }
 
     /// Shuts down (drain included) and waits for the server to stop.

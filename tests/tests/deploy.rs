@@ -1248,3 +1248,100 @@ fn coturn_as_its_compose_user_reads_the_key_as_documented() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------
+// The metrics listener
+
+/// Compose gives every node a metrics listener of its own, on a port it
+/// exposes to the compose network, that nginx has no upstream for.
+#[test]
+fn compose_nodes_serve_metrics_on_their_own_port() {
+    let c = compose();
+    let (_, servers) = nginx_upstream(&nginx());
+    let upstream: BTreeSet<String> = servers.iter().map(|d| d[1].clone()).collect();
+    for (name, svc) in nodes(&c) {
+        let config = node_config(name, svc);
+        let metrics = config
+            .metrics_listen
+            .unwrap_or_else(|| panic!("{name}: SIGNALING_METRICS_LISTEN is set"));
+        let port = metrics.port().to_string();
+        assert_ne!(metrics.port(), config.listen.port(), "{name}");
+        assert!(
+            strings(&svc["expose"]).contains(&port.as_str()),
+            "{name}: expose the metrics port {port} to the compose network"
+        );
+        assert!(
+            !upstream.contains(&format!("{name}:{port}")),
+            "{name}: nginx must not balance over the metrics port"
+        );
+    }
+}
+
+/// The real server, run with each compose node's environment (addresses
+/// moved to free loopback ports, Redis a real one of the test's), serves
+/// `/metrics` on its metrics address and not on the address nginx proxies
+/// to; the real nginx with the shipped front over both refuses `/metrics`
+/// while it does proxy to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_nodes_metrics_listener_is_reached_and_nginx_refuses_it() {
+    use signaling_e2e::client::http_get;
+    use signaling_e2e::redis::{Redis, free_port};
+    use signaling_e2e::server::ServerProcess;
+
+    let redis = Redis::start();
+    let c = compose();
+    let mut procs = Vec::new();
+    for (name, svc) in nodes(&c) {
+        let compose_metrics = node_config(name, svc)
+            .metrics_listen
+            .expect("SIGNALING_METRICS_LISTEN");
+        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (k, v) in environment(svc) {
+            let Some(v) = v else { continue };
+            let v = match k.as_str() {
+                // ServerProcess gives --listen, a free loopback port.
+                "SIGNALING_LISTEN" => continue,
+                "SIGNALING_METRICS_LISTEN" => metrics.to_string(),
+                "SIGNALING_REDIS_URL" => redis.url(),
+                _ => interpolate(&v, "a-secret-for-this-test"),
+            };
+            env.push((k, v));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let p = ServerProcess::start_with_env(&[], &env).await;
+        p.wait_ready(Duration::from_secs(10)).await;
+        procs.push((name.to_string(), p, metrics, compose_metrics));
+    }
+    for (name, p, metrics, compose_metrics) in &procs {
+        let (status, body) = http_get(*metrics, "/metrics").await;
+        assert_eq!(
+            status, 200,
+            "{name}: /metrics on its metrics address: {body}"
+        );
+        assert!(
+            body.contains("signaling_bus_redis_connected 1"),
+            "{name}: the node's own metrics, clustered: {body}"
+        );
+        let (status, body) = http_get(p.addr, "/metrics").await;
+        assert_eq!(status, 404, "{name}: no /metrics on {}: {body}", p.addr);
+        assert!(!body.contains("signaling_"), "{name}: {body}");
+        assert!(
+            p.log().contains(&format!("{metrics}")),
+            "{name}: the log names the metrics listener (compose's {compose_metrics}): {}",
+            p.log()
+        );
+    }
+    let cert = signaling_e2e::tls::TestCert::new("deploy-metrics");
+    let upstreams: Vec<std::net::SocketAddr> = procs.iter().map(|(_, p, ..)| p.addr).collect();
+    let front = signaling_e2e::nginx::Nginx::start(&upstreams, &cert);
+    let health = front.https_get("/healthz", &[]).await;
+    assert_eq!(health.status, 200, "nginx proxies to the nodes: {health:?}");
+    for path in ["/metrics", "/%6detrics", "/healthz/../metrics"] {
+        let r = front.https_get(path, &[]).await;
+        assert_eq!(r.status, 404, "{path} through nginx: {r:?}");
+        assert!(!r.body.contains("signaling_"), "{path}: {r:?}");
+    }
+    drop(front);
+    let _ = std::fs::remove_dir_all(&cert.dir);
+}

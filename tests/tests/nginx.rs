@@ -45,7 +45,8 @@ impl Drop for Front {
 }
 
 /// Two clustered nodes configured like compose's (auth on, nginx's address
-/// trusted for X-Forwarded-For), node `i` tweaked by `tweak(i, config)`,
+/// trusted for X-Forwarded-For, `/metrics` on a listener of its own that
+/// nginx is not told of), node `i` tweaked by `tweak(i, config)`,
 /// and the shipped front before them.
 async fn front(label: &str, tweak: impl Fn(usize, &mut signaling::Config)) -> Front {
     let redis = Redis::start();
@@ -56,6 +57,7 @@ async fn front(label: &str, tweak: impl Fn(usize, &mut signaling::Config)) -> Fr
                 clustered(redis.url(), id)(c);
                 c.auth_secret = Some(SECRET.into());
                 c.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+                c.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
                 tweak(i, c);
             })
             .await,
@@ -100,8 +102,8 @@ impl Front {
     /// (not through the front).
     async fn connections(&self) -> [u64; 2] {
         [
-            self.nodes[0].metric("signaling_connections ").await,
-            self.nodes[1].metric("signaling_connections ").await,
+            self.nodes[0].metric("signaling_connections_open ").await,
+            self.nodes[1].metric("signaling_connections_open ").await,
         ]
     }
 
@@ -254,12 +256,19 @@ async fn api_and_metrics_are_not_served_publicly() {
     )
     .await;
     // The node itself serves what the front must not (so the refusals below
-    // mean something): its metrics, and its room list to an admin.
+    // mean something): its metrics on its metrics address (and not on the
+    // address nginx proxies to), and its room list to an admin.
     let admin = format!("Bearer {}", admin_token());
-    let direct = http_get(f.nodes[0].addr, "/metrics").await;
+    assert_ne!(f.nodes[0].metrics, f.nodes[0].addr);
+    let direct = http_get(f.nodes[0].metrics, "/metrics").await;
     assert!(
         direct.0 == 200 && direct.1.contains("signaling_connections"),
-        "the node serves /metrics directly: {direct:?}"
+        "the node serves /metrics on its metrics address: {direct:?}"
+    );
+    let main = http_get(f.nodes[0].addr, "/metrics").await;
+    assert!(
+        main.0 == 404 && !main.1.contains("signaling_connections"),
+        "the node's proxied address serves no /metrics: {main:?}"
     );
     // (Polled: the cluster's room list shows a join once it reached Redis,
     // just after the join's reply.)

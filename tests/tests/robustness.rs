@@ -462,7 +462,7 @@ async fn metrics_count_relays_errors_and_rooms() {
     );
     assert_eq!(s.metric("signaling_rooms ").await, 1);
     assert_eq!(s.metric("signaling_peers ").await, 2);
-    assert_eq!(s.metric("signaling_connections ").await, 2);
+    assert_eq!(s.metric("signaling_connections_open ").await, 2);
     assert!(s.metric("signaling_relay_latency_seconds_count").await >= 2);
     s.stop().await;
 }

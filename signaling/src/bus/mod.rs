@@ -116,6 +116,24 @@ pub enum Reservation {
     Unconfirmed,
 }
 
+/// What an engine reports of itself, for `/metrics` (read at each scrape).
+#[derive(Debug, Clone, Default)]
+pub struct BusStats {
+    /// Whether the engine is connected to what it shares the cluster
+    /// through; `None` for an engine with nothing to connect to (the
+    /// in-memory bus), whose other fields then mean nothing.
+    pub connected: Option<bool>,
+    /// See [`Bus::queued_bytes`].
+    pub queued_bytes: usize,
+    /// Connects after the first: each one followed a lost connection.
+    pub reconnects: u64,
+    /// Instances heartbeating in the cluster, this one included, as of
+    /// this node's last heartbeat.
+    pub nodes: usize,
+    /// Operations per pipelined write.
+    pub batch_sizes: crate::metrics::HistogramSnapshot,
+}
+
 /// What the engine calls if a relay it accepted could not be delivered
 /// after all, so its sender hears of it (the protocol's `unavailable`).
 /// It must not block: it is called from the engine's write task.
@@ -300,6 +318,15 @@ pub trait Bus: Send + Sync + 'static {
     /// engine's cap; presence changes are always kept.
     fn queued_bytes(&self) -> usize {
         0
+    }
+
+    /// The engine's state for `/metrics`. The default, for a node on its
+    /// own, has nothing to connect to.
+    fn stats(&self) -> BusStats {
+        BusStats {
+            queued_bytes: self.queued_bytes(),
+            ..BusStats::default()
+        }
     }
 
     /// Whether the engine can serve right now (for `/readyz`).

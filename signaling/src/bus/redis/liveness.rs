@@ -191,7 +191,17 @@ pub async fn heartbeat(
         return Ok(crate::ids::cluster_ms());
     }
     match lease(shared, conn, true).await? {
-        (LeaseState::Ours, now) => Ok(now),
+        (LeaseState::Ours, now) => {
+            // For `/metrics` only: a failure here is not the heartbeat's.
+            let live_since = now.saturating_sub(shared.config.node_timeout.as_millis() as u64);
+            if let Ok(n) = conn
+                .zcount::<_, _, _, usize>(shared.keys.nodes(), live_since, "+inf")
+                .await
+            {
+                shared.nodes.store(n, Ordering::Relaxed);
+            }
+            Ok(now)
+        }
         (LeaseState::Held(_), _) => Err(refuse(
             shared,
             LeaseError::Lost {

@@ -38,7 +38,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use signaling_protocol::reply::push_str;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -86,6 +86,10 @@ struct Shared {
     /// Counts the connects: the queue's own connection, once lost, waits
     /// for the next one, whose re-assertion must go out first.
     connects: AtomicU64,
+    /// Instances heartbeating as of this node's last heartbeat (`/metrics`).
+    nodes: AtomicUsize,
+    /// Operations per pipelined write of the queue (`/metrics`).
+    batch_sizes: crate::metrics::FixedHistogram<{ BATCH_BUCKETS.len() }>,
     /// Asks the link to start over: the queue's connection failed.
     relink: Notify,
     ready: AtomicBool,
@@ -198,6 +202,8 @@ const READ_YOUR_WRITES: Duration = Duration::from_secs(1);
 const RESERVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for the queue to drain.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Upper bounds of the batch size histogram, up to the queue's batch cap.
+const BATCH_BUCKETS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid --redis-url: {0}")]
@@ -215,6 +221,8 @@ impl RedisBus {
             conn: RwLock::new(None),
             conn_ready: Notify::new(),
             connects: AtomicU64::new(0),
+            nodes: AtomicUsize::new(0),
+            batch_sizes: crate::metrics::FixedHistogram::new(BATCH_BUCKETS, 1.0),
             relink: Notify::new(),
             ready: AtomicBool::new(false),
             handler: OnceLock::new(),
@@ -599,6 +607,17 @@ impl Bus for RedisBus {
 
     fn queued_bytes(&self) -> usize {
         RedisBus::queued_bytes(self)
+    }
+
+    fn stats(&self) -> super::BusStats {
+        let shared = &self.shared;
+        super::BusStats {
+            connected: Some(self.is_ready()),
+            queued_bytes: self.queued_bytes(),
+            reconnects: shared.connects.load(Ordering::Relaxed).saturating_sub(1),
+            nodes: shared.nodes.load(Ordering::Relaxed),
+            batch_sizes: shared.batch_sizes.snapshot(),
+        }
     }
 
     fn is_ready(&self) -> bool {

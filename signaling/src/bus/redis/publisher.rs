@@ -619,6 +619,7 @@ pub async fn run(shared: Arc<Shared>) {
             );
         }
         let n = batch.len();
+        shared.batch_sizes.observe(n as u64);
         let packed = pipe.get_packed_pipeline();
         match resp::within(TIMEOUT, exchange(&mut c, &packed, pipe.len())).await {
             Ok(answers) => {
