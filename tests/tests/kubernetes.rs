@@ -153,6 +153,16 @@ fn probes_service_and_grace_agree_with_the_server() {
         service["spec"]["ports"][0]["targetPort"].as_str(),
         Some(port_name)
     );
+    // /metrics on its own port, which the Service does not carry.
+    let metrics: SocketAddr = env["SIGNALING_METRICS_LISTEN"].parse().expect("an address");
+    assert_eq!(
+        c["ports"][1]["containerPort"].as_u64(),
+        Some(u64::from(metrics.port()))
+    );
+    assert_eq!(
+        service["spec"]["ports"].as_sequence().map(Vec::len),
+        Some(1)
+    );
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
     for selector in [
         &service["spec"]["selector"],
@@ -210,11 +220,19 @@ async fn a_server_on_the_deployments_settings_serves_its_probes() {
     env.insert("SIGNALING_NODE_ID".into(), "signaling-7d9f-abcde".into());
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     env.insert("SIGNALING_LISTEN".into(), addr.to_string());
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    env.insert("SIGNALING_METRICS_LISTEN".into(), metrics.to_string());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = ServerProcess::start_at(addr, &[], &env).await;
     server.wait_ready(std::time::Duration::from_secs(15)).await;
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     assert_eq!(http_get(addr, "/readyz").await.0, 200);
+    assert_eq!(
+        http_get(addr, "/metrics").await.0,
+        404,
+        "not on the Service's port"
+    );
+    assert_eq!(http_get(metrics, "/metrics").await.0, 200);
     let log = server.log();
     assert!(log.contains("signaling-7d9f-abcde"), "{log}");
 }
