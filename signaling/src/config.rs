@@ -125,8 +125,9 @@ pub struct Config {
     pub turn_urls: Vec<String>,
 
     /// The TURN server's shared secret (coturn's `static-auth-secret`): each
-    /// peer gets username `<expiry>:<peer_id>` and password
-    /// base64(HMAC-SHA1(secret, username)).
+    /// peer gets username `<expiry>:<who>` (`who`: its token's `sub` when it
+    /// has one, else its peer id) and password base64(HMAC-SHA1(secret,
+    /// username)).
     #[arg(long, env = "SIGNALING_TURN_SECRET", hide_env_values = true, value_parser = parse_secret, conflicts_with = "turn_secret_file")]
     pub turn_secret: Option<Secret>,
 

@@ -1,7 +1,8 @@
 //! `joined.ice_servers`: the STUN URLs as configured, and TURN with
 //! short-lived credentials in the TURN REST scheme that coturn checks with
-//! `use-auth-secret`: username `<unix expiry>:<peer_id>`, password
-//! base64(HMAC-SHA1(secret, username)). The secret never leaves this module.
+//! `use-auth-secret`: username `<unix expiry>:<who>` (the token's `sub`, or
+//! the peer id without one), password base64(HMAC-SHA1(secret, username)).
+//! The secret never leaves this module.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
