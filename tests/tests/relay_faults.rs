@@ -518,3 +518,51 @@ async fn relays_to_a_peer_moving_between_instances_arrive_or_are_refused() {
     assert!(got.is_disjoint(&no), "refused yet delivered");
     assert!(lost.is_empty(), "offers lost without an error: {lost:?}");
 }
+
+/// Redis counts the receiving instance as a subscriber of a relay, then
+/// drops its connection with the relay unsent (here: the relay overflows
+/// the subscriber's output buffer limit, which is what a slow or stuck
+/// subscriber hits in production too). The receiving instance sees the gap
+/// in the numbers, and the sender gets `unavailable` for exactly that relay;
+/// the ones after it still arrive, in order (before: it vanished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_redis_counted_but_never_sent_gets_its_sender_told() {
+    let redis = Redis::start();
+    assert_eq!(
+        redis
+            .cmd(&[
+                "CONFIG",
+                "SET",
+                "client-output-buffer-limit",
+                "pubsub 32768 32768 0"
+            ])
+            .as_deref(),
+        Some("+OK")
+    );
+    let ra = TestServer::start(clustered(redis.url(), "la")).await;
+    let rb = TestServer::start(clustered(redis.url(), "lb")).await;
+    wait_ready(&ra).await;
+    wait_ready(&rb).await;
+    let (_room, mut a, mut b) = pair(&ra.ws(), &rb.ws(), "rf-lost").await;
+    let to = b.peer_id.clone();
+    let big = "x".repeat(40_000);
+    for n in 0..6u64 {
+        let sdp = if n == 1 { big.clone() } else { n.to_string() };
+        a.send(json!({"type":"offer","id":n,"to":to,"sdp":sdp}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut got = Vec::new();
+    while let Some(v) = b.next(SETTLE).await {
+        if v["type"] == "offer" {
+            got.push(v["sdp"].as_str().map(str::len).unwrap_or(0));
+        }
+        if got.len() == 5 {
+            break;
+        }
+    }
+    let refused = refusals(&mut a, 1).await;
+    eprintln!("delivered sdp lengths {got:?}, refused {refused:?}");
+    assert_eq!(refused, [1], "the lost one, and only it");
+    assert_eq!(got, [1, 1, 1, 1, 1], "the others, in order");
+}

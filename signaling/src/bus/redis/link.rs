@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::keys::payload;
+use super::publisher::{Direct, Op};
 use super::resp;
-use super::sequence::{GAP, Stamp};
+use super::sequence::{GAP, Gap, Stamp};
 use super::subscriber::{Push, Subscriber};
 use super::{Shared, SubCmd, liveness, parse_peer, read_room, repair};
 use crate::bus::PeerInfo;
@@ -341,6 +342,7 @@ fn dispatch(shared: &Shared, node_channel: &str, channel: &[u8], payload: &[u8])
         match kind {
             b'D' => direct(shared, &*handler, node, body),
             b'R' => refused(&*handler, body),
+            b'G' => lost(shared, node, body),
             _ => {}
         }
         return;
@@ -411,17 +413,40 @@ fn direct(shared: &Shared, handler: &dyn InboundHandler, head: &str, body: &str)
     let Ok(mut incoming) = shared.incoming.lock() else {
         return;
     };
-    for (room, msg) in incoming.accept(
+    let (passed, lost) = incoming.accept(
         head.node,
         stamp,
         relay,
         tokio::time::Instant::now(),
         relay_bytes,
-    ) {
+    );
+    for (room, msg) in passed {
         handler.deliver(&room, msg);
+    }
+    drop(incoming);
+    for lost in lost {
+        report_gap(
+            shared,
+            &Gap {
+                node: head.node.to_owned(),
+                epoch: stamp.epoch,
+                lost,
+            },
+        );
     }
 }
 
+/// Tells a sender's node of relays of its that never arrived here: those
+/// Redis counted as heard get their senders told (`lost`).
+fn report_gap(shared: &Shared, gap: &Gap) {
+    debug!(from = %gap.node, lost = ?gap.lost, "relays from another instance did not arrive");
+    let body = format!("{} {} {}", gap.epoch, gap.lost.start, gap.lost.end);
+    shared.enqueue(Op::Direct(Direct::new(
+        shared.keys.node_channel(&NodeId::new(gap.node.as_str())),
+        payload::encode('G', shared.node.as_str(), &[&body]),
+        None,
+    )));
+}
 /// What a waiting relay weighs, for the bound on what waits past a gap.
 fn relay_bytes((_, msg): &(RoomId, Inbound)) -> usize {
     match msg {
@@ -446,9 +471,39 @@ pub async fn expire_gaps(shared: Arc<Shared>) {
         if !incoming.waiting() {
             continue;
         }
-        for (room, msg) in incoming.expired(tokio::time::Instant::now(), relay_bytes) {
+        let (passed, gaps) = incoming.expired(tokio::time::Instant::now(), relay_bytes);
+        for (room, msg) in passed {
             handler.deliver(&room, msg);
         }
+        drop(incoming);
+        for gap in &gaps {
+            report_gap(&shared, gap);
+        }
+        if let Ok(mut sent) = shared.sent.lock() {
+            sent.prune(tokio::time::Instant::now());
+        }
+    }
+}
+
+/// Another node reports relays of ours that it never got, though Redis
+/// counted it as a subscriber: their senders get `unavailable`.
+fn lost(shared: &Shared, from: &str, body: &str) {
+    let mut parts = body.split(' ').map(str::parse::<u64>);
+    let (Some(Ok(epoch)), Some(Ok(start)), Some(Ok(end))) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return;
+    };
+    let Ok(epoch) = u32::try_from(epoch) else {
+        return;
+    };
+    let channel = shared.keys.node_channel(&NodeId::new(from));
+    let tells = match shared.sent.lock() {
+        Ok(mut sent) => sent.lost(&channel, epoch, start..end),
+        Err(_) => return,
+    };
+    for tell in tells {
+        tell();
     }
 }
 

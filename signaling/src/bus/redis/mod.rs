@@ -110,6 +110,8 @@ struct Shared {
     /// Relays from other nodes, put back in order (`sequence.rs`), with the
     /// room each is for.
     incoming: Mutex<sequence::Incoming<(RoomId, super::Inbound)>>,
+    /// Relays of ours their node heard lately, in case it reports them lost.
+    sent: Mutex<sequence::Sent<Undelivered>>,
 }
 
 impl Shared {
@@ -233,6 +235,7 @@ impl RedisBus {
             lease: liveness::Lease::default(),
             handed_over: repair::HandedOver::default(),
             incoming: Mutex::default(),
+            sent: Mutex::default(),
         });
         let (subs, subs_rx) = mpsc::unbounded_channel();
         tokio::spawn(publisher::run(shared.clone()));

@@ -84,6 +84,7 @@ pub struct Direct {
     /// first time it is sent (and kept when it is sent again).
     stamp_at: Option<usize>,
     seq: Option<u64>,
+    epoch: u32,
 }
 
 impl Direct {
@@ -96,6 +97,7 @@ impl Direct {
             probe: false,
             stamp_at: None,
             seq: None,
+            epoch: 0,
         }
     }
 
@@ -554,6 +556,7 @@ fn stamp(batch: &mut [Op], held: &Held, numbers: &mut Outgoing, now: Instant) {
                     Stamp { epoch, seq, floor }.write(slot);
                 }
                 d.seq = Some(seq);
+                d.epoch = epoch;
                 seq
             }
         };
@@ -565,6 +568,7 @@ pub async fn run(shared: Arc<Shared>) {
     let mut batch: Vec<Op> = Vec::with_capacity(BATCH);
     let mut held = Held::default();
     let mut numbers = Outgoing::default();
+    let mut heard_relays = Vec::new();
     // Our own connection, and the link's connect it was made under.
     let mut conn: Option<(resp::Conn, u64)> = None;
     let mut next_connect = 1;
@@ -640,8 +644,13 @@ pub async fn run(shared: Arc<Shared>) {
                             if !heard && !d.probe && d.held_since.is_none() {
                                 debug!(channel = %d.channel, "its node heard nothing: holding it");
                             }
-                            if let Some(d) = held.answered(d, heard, now) {
+                            if let Some(mut d) = held.answered(d, heard, now) {
                                 bytes += d.bytes();
+                                // Heard, yet Redis may lose it still: kept
+                                // to tell its sender if its node says so.
+                                if let (Some(seq), Some(tell)) = (d.seq, d.undelivered.take()) {
+                                    heard_relays.push((d.channel, d.epoch, seq, tell));
+                                }
                             }
                         }
                         (mut op @ Op::Reserve { .. }, answer) => {
@@ -653,6 +662,13 @@ pub async fn run(shared: Arc<Shared>) {
                             });
                         }
                         (op, _) => bytes += op.bytes(),
+                    }
+                }
+                if !heard_relays.is_empty() {
+                    if let Ok(mut sent) = shared.sent.lock() {
+                        for (channel, epoch, seq, tell) in heard_relays.drain(..) {
+                            sent.heard(&channel, epoch, seq, tell, now);
+                        }
                     }
                 }
                 if let Some((count, first)) = refused {

@@ -27,10 +27,14 @@ use tokio::time::Instant;
 
 /// Hex digits of a stamp: an 8-digit epoch, a 16-digit number, a 16-digit floor.
 pub const STAMP_LEN: usize = 40;
-/// How long a message past a gap waits for the missing ones. The sender
-/// gives up on a held message after `publisher::HOLD` (2 s) and says so with
-/// its next floor; this is for a sender that died before it could.
-pub const GAP: Duration = Duration::from_secs(3);
+/// How long a message past a gap waits for the missing ones. A missing one
+/// held by its sender (this node's subscription was re-linking) comes within
+/// a few hundred ms, or is given up (`publisher::HOLD`, 2 s) and the next
+/// floor says so; one that comes later still passes, out of order. One that
+/// Redis lost after all (it counted this node, then dropped the unsent
+/// message with a killed connection) never comes: its sender's node hears
+/// of the gap ([`Gap`]) and tells the relay's sender.
+pub const GAP: Duration = Duration::from_secs(1);
 /// Messages (and bytes) that may wait past one sender's gap; past either,
 /// they go on as if the gap had timed out.
 const MAX_WAITING: usize = 4096;
@@ -126,6 +130,84 @@ fn new_epoch() -> u32 {
     u32::from_le_bytes(b)
 }
 
+/// How long a relay its node heard is remembered, so that a gap the node
+/// reports ([`Incoming::expired`]) still reaches the relay's sender.
+const REMEMBER: Duration = Duration::from_secs(10);
+/// Relays remembered per destination, at most.
+const MAX_REMEMBERED: usize = 1 << 16;
+
+/// The sending side's memory of relays their node heard (Redis counted it
+/// as a subscriber), by destination channel: Redis still loses such a
+/// message when the subscriber's connection dies with it unsent (a
+/// `CLIENT KILL`, a reset). The receiving node sees the gap and names it;
+/// each relay in it gets its sender told, once.
+pub struct Sent<U> {
+    channels: FxHashMap<String, std::collections::VecDeque<(u32, u64, Instant, U)>>,
+}
+
+impl<U> Default for Sent<U> {
+    fn default() -> Self {
+        Sent {
+            channels: FxHashMap::default(),
+        }
+    }
+}
+
+impl<U> Sent<U> {
+    /// Remembers a heard relay (numbers grow per channel and epoch).
+    pub fn heard(&mut self, channel: &str, epoch: u32, seq: u64, tell: U, now: Instant) {
+        let q = match self.channels.get_mut(channel) {
+            Some(q) => q,
+            None => self.channels.entry(channel.to_owned()).or_default(),
+        };
+        while q
+            .front()
+            .is_some_and(|(_, _, at, _)| now >= *at + REMEMBER || q.len() >= MAX_REMEMBERED)
+        {
+            q.pop_front();
+        }
+        q.push_back((epoch, seq, now, tell));
+    }
+
+    /// The remembered relays of `channel` in `lost`: taken, to be told.
+    pub fn lost(&mut self, channel: &str, epoch: u32, lost: Range<u64>) -> Vec<U> {
+        let Some(q) = self.channels.get_mut(channel) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut kept = std::collections::VecDeque::with_capacity(q.len());
+        for entry in q.drain(..) {
+            if entry.0 == epoch && lost.contains(&entry.1) {
+                out.push(entry.3);
+            } else {
+                kept.push_back(entry);
+            }
+        }
+        *q = kept;
+        out
+    }
+
+    /// Forgets what is past [`REMEMBER`] (a quiet channel is not pruned by
+    /// [`Sent::heard`]).
+    pub fn prune(&mut self, now: Instant) {
+        self.channels.retain(|_, q| {
+            while q.front().is_some_and(|(_, _, at, _)| now >= *at + REMEMBER) {
+                q.pop_front();
+            }
+            !q.is_empty()
+        });
+    }
+}
+
+/// Numbers a receiving node stopped waiting for: lost on the way, unless
+/// they still come (then they pass, late).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub node: String,
+    pub epoch: u32,
+    pub lost: Range<u64>,
+}
+
 /// The receiving side: one ordered stream per sending node.
 pub struct Incoming<T> {
     senders: FxHashMap<String, Stream<T>>,
@@ -183,14 +265,17 @@ impl<T> Stream<T> {
         }
     }
 
-    /// Stops waiting for the numbers before the first message that waits.
-    fn skip_gap(&mut self, out: &mut Vec<T>, bytes: impl Fn(&T) -> usize) {
+    /// Stops waiting for the numbers before the first message that waits,
+    /// and returns them.
+    fn skip_gap(&mut self, out: &mut Vec<T>, bytes: impl Fn(&T) -> usize) -> Option<Range<u64>> {
+        let mut skipped = None;
         if let Some(&first) = self.waiting.keys().next() {
             if first > self.next {
                 if self.skipped.len() == MAX_SKIPPED {
                     self.skipped.remove(0);
                 }
                 self.skipped.push(self.next..first);
+                skipped = Some(self.next..first);
             }
             self.next = first;
             self.gap_since = None;
@@ -199,6 +284,7 @@ impl<T> Stream<T> {
                 self.gap_since = Some(self.used);
             }
         }
+        skipped
     }
 
     /// Takes `seq` out of the skipped ranges if it is in one.
@@ -219,8 +305,12 @@ impl<T> Stream<T> {
 
 impl<T> Incoming<T> {
     /// Takes a message from `node` and returns what may be passed on now,
-    /// in order: nothing if it is a duplicate or waits behind a gap.
-    /// `bytes` weighs a message, for the bound on what waits.
+    /// in order (nothing if it is a duplicate or waits behind a gap), and
+    /// the numbers given up on meanwhile: passed by the sender's floor
+    /// without ever arriving (the sender gave them up and told their
+    /// senders, or Redis lost them after counting this node: the sender's
+    /// node tells those), or waited for past the bound. `bytes` weighs a
+    /// message, for the bound on what waits.
     pub fn accept(
         &mut self,
         node: &str,
@@ -228,6 +318,20 @@ impl<T> Incoming<T> {
         item: T,
         now: Instant,
         bytes: impl Fn(&T) -> usize,
+    ) -> (Vec<T>, Vec<Range<u64>>) {
+        let mut lost = Vec::new();
+        let out = self.accept_into(node, stamp, item, now, &bytes, &mut lost);
+        (out, lost)
+    }
+
+    fn accept_into(
+        &mut self,
+        node: &str,
+        stamp: Stamp,
+        item: T,
+        now: Instant,
+        bytes: &impl Fn(&T) -> usize,
+        lost: &mut Vec<Range<u64>>,
     ) -> Vec<T> {
         let mut out = Vec::new();
         if self.senders.len() > 64 {
@@ -244,7 +348,7 @@ impl<T> Incoming<T> {
             // may still send starts at its floor.
             if let Some(mut old) = self.senders.remove(node) {
                 while !old.waiting.is_empty() {
-                    old.skip_gap(&mut out, &bytes);
+                    old.skip_gap(&mut out, bytes);
                 }
             }
             let fresh = Stream::new(stamp.epoch, stamp.floor.min(stamp.seq), now);
@@ -255,9 +359,20 @@ impl<T> Incoming<T> {
         };
         s.used = now;
         if stamp.floor > s.next {
-            // Whatever was below the floor is settled: nothing waits for it.
+            // Whatever was below the floor is settled: nothing waits for it,
+            // and what never came is named.
+            let mut cursor = s.next;
+            for &k in s.waiting.range(s.next..stamp.floor).map(|(k, _)| k) {
+                if k > cursor {
+                    lost.push(cursor..k);
+                }
+                cursor = k + 1;
+            }
+            if cursor < stamp.floor {
+                lost.push(cursor..stamp.floor);
+            }
             s.next = stamp.floor;
-            s.release(&mut out, &bytes);
+            s.release(&mut out, bytes);
         }
         if stamp.seq < s.next {
             if s.unskip(stamp.seq) {
@@ -268,7 +383,7 @@ impl<T> Incoming<T> {
         if stamp.seq == s.next {
             s.next += 1;
             out.push(item);
-            s.release(&mut out, &bytes);
+            s.release(&mut out, bytes);
             return out;
         }
         if s.waiting.contains_key(&stamp.seq) {
@@ -278,21 +393,29 @@ impl<T> Incoming<T> {
         s.waiting.insert(stamp.seq, item);
         s.gap_since.get_or_insert(now);
         if s.waiting.len() > MAX_WAITING || s.waiting_bytes > MAX_WAITING_BYTES {
-            s.skip_gap(&mut out, &bytes);
+            lost.extend(s.skip_gap(&mut out, bytes));
         }
         out
     }
 
-    /// What waited past [`GAP`] for a gap that never filled, in order.
-    pub fn expired(&mut self, now: Instant, bytes: impl Fn(&T) -> usize) -> Vec<T> {
+    /// What waited past [`GAP`] for a gap that never filled, in order, and
+    /// the gaps given up on, for their senders' nodes to hear of.
+    pub fn expired(&mut self, now: Instant, bytes: impl Fn(&T) -> usize) -> (Vec<T>, Vec<Gap>) {
         let mut out = Vec::new();
-        for s in self.senders.values_mut() {
+        let mut gaps = Vec::new();
+        for (node, s) in self.senders.iter_mut() {
             if s.gap_since.is_some_and(|t| now >= t + GAP) {
                 s.used = now;
-                s.skip_gap(&mut out, &bytes);
+                if let Some(lost) = s.skip_gap(&mut out, &bytes) {
+                    gaps.push(Gap {
+                        node: node.clone(),
+                        epoch: s.epoch,
+                        lost,
+                    });
+                }
             }
         }
-        out
+        (out, gaps)
     }
 
     /// Whether a gap is open anywhere (the timer need not run otherwise).
@@ -314,7 +437,7 @@ mod tests {
     }
 
     fn take(i: &mut Incoming<u64>, seq: u64, floor: u64, now: Instant) -> Vec<u64> {
-        i.accept("n", st(seq, floor), seq, now, |_| 1)
+        i.accept("n", st(seq, floor), seq, now, |_| 1).0
     }
 
     #[test]
@@ -362,8 +485,11 @@ mod tests {
         let t = Instant::now();
         assert_eq!(take(&mut i, 0, 0, t), [0]);
         assert!(take(&mut i, 2, 1, t).is_empty(), "1 may still come");
-        // 1 was given up: the next message's floor is past it.
-        assert_eq!(take(&mut i, 3, 3, t), [2, 3]);
+        // 1 was given up (or lost): the next message's floor is past it,
+        // and it is named for the sender's node.
+        let (passed, lost) = i.accept("n", st(3, 3), 3, t, |_| 1);
+        assert_eq!(passed, [2, 3]);
+        assert_eq!((lost.len(), lost.first()), (1, Some(&(1..2))));
     }
 
     #[test]
@@ -373,11 +499,39 @@ mod tests {
         assert_eq!(take(&mut i, 0, 0, t), [0]);
         assert!(take(&mut i, 2, 1, t).is_empty());
         assert!(take(&mut i, 3, 1, t).is_empty());
-        assert!(i.expired(t + GAP / 2, |_| 1).is_empty());
-        assert_eq!(i.expired(t + GAP, |_| 1), [2, 3]);
+        assert!(i.expired(t + GAP / 2, |_| 1).0.is_empty());
+        let (passed, gaps) = i.expired(t + GAP, |_| 1);
+        assert_eq!(passed, [2, 3]);
+        assert_eq!(
+            gaps,
+            [Gap {
+                node: "n".into(),
+                epoch: 7,
+                lost: 1..2
+            }],
+            "its sender's node hears of it"
+        );
         assert_eq!(take(&mut i, 1, 1, t + GAP), [1], "late, not lost");
         assert!(take(&mut i, 1, 1, t + GAP).is_empty(), "but once");
         assert_eq!(take(&mut i, 4, 4, t + GAP), [4]);
+    }
+
+    #[test]
+    fn a_reported_gap_takes_the_heard_relays_in_it_once() {
+        let mut sent = Sent::default();
+        let t = Instant::now();
+        for seq in 0..5 {
+            sent.heard("ch", 7, seq, seq, t);
+        }
+        sent.heard("ch", 8, 2, 99, t);
+        assert_eq!(sent.lost("ch", 7, 1..3), [1, 2]);
+        assert!(sent.lost("ch", 7, 1..3).is_empty(), "told once");
+        assert!(sent.lost("other", 7, 0..9).is_empty());
+        sent.prune(t + REMEMBER);
+        assert!(
+            sent.lost("ch", 7, 0..9).is_empty(),
+            "forgotten after a while"
+        );
     }
 
     #[test]
@@ -390,13 +544,16 @@ mod tests {
             seq: 1,
             floor: 0,
         };
-        assert!(i.accept("n", restarted, 1, t, |_| 1).is_empty(), "0 first");
+        assert!(
+            i.accept("n", restarted, 1, t, |_| 1).0.is_empty(),
+            "0 first"
+        );
         let first = Stamp {
             epoch: 8,
             seq: 0,
             floor: 0,
         };
-        assert_eq!(i.accept("n", first, 0, t, |_| 1), [0, 1]);
+        assert_eq!(i.accept("n", first, 0, t, |_| 1).0, [0, 1]);
     }
 
     #[test]
