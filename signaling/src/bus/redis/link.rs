@@ -447,6 +447,7 @@ fn report_gap(shared: &Shared, gap: &Gap) {
         None,
     )));
 }
+
 /// What a waiting relay weighs, for the bound on what waits past a gap.
 fn relay_bytes((_, msg): &(RoomId, Inbound)) -> usize {
     match msg {
