@@ -42,3 +42,8 @@ pub use config::{ClientConfig, JoinOptions};
 pub use error::ClientError;
 pub use event::{Event, Events, Joined};
 pub use signaling_protocol::messages::{IceCandidate, Peer};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -25,3 +25,8 @@ pub use request::{DecodeError, RelayKind, Request, decode};
 
 /// The protocol version announced in `joined.protocol`.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
