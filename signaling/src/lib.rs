@@ -25,6 +25,7 @@
 //! | --- | --- |
 //! | `main.rs` | the binary: flags, logging, signals |
 //! | `config.rs` | flags and `SIGNALING_*` variables, limits |
+//! | `config_file.rs` | the config file under flags and variables, `PORT`, `--print-config` |
 //! | `server.rs` | [`bind`] / [`Server::serve`], the drain on shutdown |
 //! | `accept.rs` | the accept loop: hyper per connection, header deadline, plain-HTTP caps |
 //! | `tls.rs` | `--tls-cert`/`--tls-key`: loading the pair, reloading it when the files change |
@@ -44,6 +45,7 @@
 //! | `bus/redis/link.rs` | connections, reconnect, resync, pub/sub dispatch |
 //! | `bus/redis/repair.rs` | Redis's record of this node's peers made what it holds (on connect, and periodically) |
 //! | `bus/redis/publisher.rs` | the ordered, pipelined write queue |
+//! | `bus/redis/sequence.rs` | relays between two nodes numbered: once, in order, gaps reported back |
 //! | `bus/redis/liveness.rs` | the node lease, heartbeats and announcing dead nodes |
 //! | `bus/redis/keys.rs`, `scripts.rs` | the key layout, channel payloads, Lua scripts |
 //! | `auth.rs` | HS256 join and admin tokens |
