@@ -112,6 +112,17 @@ impl Client {
         }
     }
 
+    /// Hands `f` every message that arrives until `deadline` (or until the
+    /// connection ends).
+    pub async fn each_until(&mut self, deadline: std::time::Instant, mut f: impl FnMut(Value)) {
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.next(left).await {
+                Some(v) => f(v),
+                None => break,
+            }
+        }
+    }
+
     /// The next message, which must be of type `ty`.
     pub async fn expect(&mut self, ty: &str) -> Value {
         self.expect_within(ty, WAIT).await

@@ -151,21 +151,9 @@ async fn offers_across(fault: Fault, faults: Vec<Duration>) -> Outcome {
     for n in 0..OFFERS {
         a.send(json!({"type":"offer","id":n,"to":to,"sdp":n.to_string()}))
             .await;
-        let due = start + PACE * (n as u32 + 1);
-        while let Some(left) = due.checked_duration_since(Instant::now()) {
-            match a.next(left).await {
-                Some(v) => note(v),
-                None => break,
-            }
-        }
+        a.each_until(start + PACE * (n as u32 + 1), &mut note).await;
     }
-    let until = Instant::now() + SETTLE;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        match a.next(left).await {
-            Some(v) => note(v),
-            None => break,
-        }
-    }
+    a.each_until(Instant::now() + SETTLE, &mut note).await;
     let delivered = receiver.await.expect("receiver");
     let kills = killer.await.expect("killer");
     ra.stop().await;
@@ -442,13 +430,7 @@ async fn relays_to_a_peer_moving_between_instances_arrive_or_are_refused() {
                     note(v);
                 }
             }
-            let until = Instant::now() + SETTLE;
-            while let Some(left) = until.checked_duration_since(Instant::now()) {
-                match a.next(left).await {
-                    Some(v) => note(v),
-                    None => break,
-                }
-            }
+            a.each_until(Instant::now() + SETTLE, &mut note).await;
             (sent, refused)
         })
     };
@@ -466,13 +448,8 @@ async fn relays_to_a_peer_moving_between_instances_arrive_or_are_refused() {
     let nodes = [&rb, &rc];
     for m in 0..MOVES {
         // Listen a while, then drop with nothing in flight to the socket.
-        let until = Instant::now() + Duration::from_millis(300);
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            match b.next(left).await {
-                Some(v) => take(v),
-                None => break,
-            }
-        }
+        b.each_until(Instant::now() + Duration::from_millis(300), &mut take)
+            .await;
         paused.store(true, std::sync::atomic::Ordering::Relaxed);
         while let Some(v) = b.next(Duration::from_millis(150)).await {
             take(v);
@@ -487,13 +464,8 @@ async fn relays_to_a_peer_moving_between_instances_arrive_or_are_refused() {
         let j = b.join_with(&room, json!({"resume": token})).await;
         assert_eq!(j["peer_id"], to.as_str(), "resumed: {j}");
     }
-    let until = Instant::now() + Duration::from_millis(300);
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        match b.next(left).await {
-            Some(v) => take(v),
-            None => break,
-        }
-    }
+    b.each_until(Instant::now() + Duration::from_millis(300), &mut take)
+        .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     while let Some(v) = b.next(SETTLE).await {
         take(v);
