@@ -94,6 +94,17 @@ impl Default for Metrics {
     }
 }
 
+/// Registers a new metric and returns the handle the hot path updates
+/// (a clone shares the same atomic).
+fn kept<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Default + Clone,
+{
+    let m = M::default();
+    registry.register(name, help, m.clone());
+    m
+}
+
 /// Registers a family labelled `label` and returns one series per value,
 /// in the order of `values` (the order of the enum's `index`).
 fn series<const N: usize>(
@@ -111,38 +122,32 @@ fn series<const N: usize>(
 impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::default();
-        let connections_open = Gauge::default();
-        r.register(
+        let connections_open: Gauge = kept(
+            &mut r,
             "signaling_connections_open",
             "Open WebSocket connections",
-            connections_open.clone(),
         );
-        let connections = Counter::default();
-        r.register(
+        let connections: Counter = kept(
+            &mut r,
             "signaling_connections",
             "WebSocket connections accepted",
-            connections.clone(),
         );
-        let peers = Gauge::default();
-        r.register(
+        let peers: Gauge = kept(
+            &mut r,
             "signaling_peers",
             "Peers joined on this instance, held ones included",
-            peers.clone(),
         );
-        let held = Gauge::default();
-        r.register(
+        let held: Gauge = kept(
+            &mut r,
             "signaling_peers_held",
             "Dropped peers held for resume",
-            held.clone(),
         );
-        let joins = Counter::default();
-        r.register(
+        let joins: Counter = kept(
+            &mut r,
             "signaling_joins",
             "Successful joins (resumes excluded)",
-            joins.clone(),
         );
-        let resumes = Counter::default();
-        r.register("signaling_resumes", "Successful resumes", resumes.clone());
+        let resumes: Counter = kept(&mut r, "signaling_resumes", "Successful resumes");
         let relayed = series(
             &mut r,
             "signaling_messages_relayed",

@@ -231,6 +231,12 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, text)
 }
 
+/// A join token signed with `secret`: `claims` and an `exp` a minute away.
+fn join_token(secret: &str, mut claims: serde_json::Value) -> String {
+    claims["exp"] = json!(signaling::auth::now_unix() + 60);
+    signaling::auth::Auth::new(secret).sign(&claims)
+}
+
 #[tokio::test]
 async fn secrets_are_read_from_files() {
     let dir = std::env::temp_dir().join(format!("sig-secret-{}", std::process::id()));
@@ -239,19 +245,13 @@ async fn secrets_are_read_from_files() {
     let secret = "a-secret-kept-in-a-file-of-its-own-0123456789";
     std::fs::write(&file, format!("{secret}\n")).expect("write");
     let server = TestServer::start(|c| c.auth_secret_file = Some(file.clone())).await;
-    let token = signaling::auth::Auth::new(secret).sign(&json!({
-        "room": "filed",
-        "exp": signaling::auth::now_unix() + 60,
-    }));
+    let token = join_token(secret, json!({"room": "filed"}));
     let mut c = server.client("c").await;
     c.send(json!({"type": "join", "room": "filed", "token": token}))
         .await;
     c.expect("joined").await;
     let mut wrong = server.client("wrong").await;
-    let bad = signaling::auth::Auth::new("another-secret-entirely").sign(&json!({
-        "room": "filed",
-        "exp": signaling::auth::now_unix() + 60,
-    }));
+    let bad = join_token("another-secret-entirely", json!({"room": "filed"}));
     wrong
         .send(json!({"type": "join", "room": "filed", "token": bad}))
         .await;
@@ -273,20 +273,12 @@ async fn a_tokens_sub_becomes_a_valid_name() {
     let secret = "a-secret-of-well-over-thirty-two-bytes-0123";
     let server = TestServer::start(|c| c.auth_secret = Some(secret.into())).await;
     let sub = format!("ada\n{}", "x".repeat(100));
-    let token = signaling::auth::Auth::new(secret).sign(&json!({
-        "sub": sub,
-        "room": "subs",
-        "exp": signaling::auth::now_unix() + 60,
-    }));
+    let token = join_token(secret, json!({"sub": sub, "room": "subs"}));
     let mut c = server.client("c").await;
     c.send(json!({"type": "join", "room": "subs", "token": token}))
         .await;
     c.expect("joined").await;
-    let token = signaling::auth::Auth::new(secret).sign(&json!({
-        "sub": "bo",
-        "room": "subs",
-        "exp": signaling::auth::now_unix() + 60,
-    }));
+    let token = join_token(secret, json!({"sub": "bo", "room": "subs"}));
     let mut d = server.client("d").await;
     d.send(json!({"type": "join", "room": "subs", "token": token}))
         .await;
