@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests (in this crate's `tests/` folder).
 
 pub mod client;
+pub mod deployment;
 pub mod metrics;
 pub mod nginx;
 pub mod proxy;
