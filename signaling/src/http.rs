@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use serde::Deserialize;
 use signaling_protocol::reply::push_str;
 use signaling_protocol::room::is_valid_room;
@@ -39,7 +39,10 @@ pub fn router(app: Arc<App>) -> Router {
         ))
         .service(ServeDir::new(&app.web_root).append_index_html_on_directories(true));
     let router = Router::new()
-        .route("/ws", get(ws))
+        // Every method reaches the handler, so a request that is not a GET
+        // still meets the drain, Origin and per-address checks first (the
+        // order of docs/protocol.md, section 1); the upgrade answers 405.
+        .route("/ws", any(ws))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
     // With a metrics listener of its own, `/metrics` is only there: the

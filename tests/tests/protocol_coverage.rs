@@ -96,10 +96,11 @@ fn rule_sections(all: &[Section]) -> Vec<Section> {
         .collect()
 }
 
-/// `§4.5` and `§12` markers in `text`.
+/// `§4.5` and `§12` markers in the doc comments (`///`) of `text`.
 fn markers(text: &str) -> Vec<String> {
-    text.split('§')
-        .skip(1)
+    text.lines()
+        .filter(|l| l.trim_start().starts_with("///"))
+        .flat_map(|l| l.split('§').skip(1))
         .filter_map(|rest| {
             let num: String = rest
                 .chars()
@@ -186,5 +187,5 @@ fn markers_and_sections_are_read_as_written() {
     assert_eq!(nums, ["1", "1.1", "1.2", "2", "2.1", "3"]);
     let rules: Vec<_> = rule_sections(&all).into_iter().map(|s| s.num).collect();
     assert_eq!(rules, ["1.1", "1.2", "2", "2.1", "3"]);
-    assert_eq!(markers("/// §4.5 and §12. but not § 3"), ["4.5", "12"]);
+    assert_eq!(markers("/// §4.5 and §12. but not § 3\n// §7 nor a comment"), ["4.5", "12"]);
 }
