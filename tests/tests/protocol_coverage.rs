@@ -187,5 +187,8 @@ fn markers_and_sections_are_read_as_written() {
     assert_eq!(nums, ["1", "1.1", "1.2", "2", "2.1", "3"]);
     let rules: Vec<_> = rule_sections(&all).into_iter().map(|s| s.num).collect();
     assert_eq!(rules, ["1.1", "1.2", "2", "2.1", "3"]);
-    assert_eq!(markers("/// §4.5 and §12. but not § 3\n// §7 nor a comment"), ["4.5", "12"]);
+    assert_eq!(
+        markers("/// §4.5 and §12. but not § 3\n// §7 nor a comment"),
+        ["4.5", "12"]
+    );
 }
