@@ -192,6 +192,7 @@ mod tests {
         h
     }
 
+    /// Asserts docs/protocol.md §1.
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
@@ -215,6 +216,7 @@ mod tests {
         assert_eq!(client_addr(proxy, &HeaderMap::new(), &trusted), proxy.ip());
     }
 
+    /// Asserts docs/protocol.md §1.
     #[test]
     fn origins() {
         let none: Vec<String> = vec![];
@@ -236,6 +238,7 @@ mod tests {
         assert!(!origin_allowed(&null, &none));
     }
 
+    /// Asserts docs/protocol.md §1.
     #[test]
     fn per_ip_slots_are_given_back() {
         let reg = Arc::new(PerIp::default());

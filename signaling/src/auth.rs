@@ -141,6 +141,7 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
+    /// Asserts docs/protocol.md §12.1, §12.2.
     #[test]
     fn accepts_a_valid_token_for_its_room_or_any() {
         let a = Auth::new("s3cret");
@@ -157,6 +158,7 @@ mod tests {
         assert!(a.verify_join(&any, "whatever", NOW).is_ok());
     }
 
+    /// Asserts docs/protocol.md §12.1, §12.2.
     #[test]
     fn refuses_forged_expired_and_unsigned_tokens() {
         let a = Auth::new("s3cret");
@@ -177,6 +179,7 @@ mod tests {
         assert_eq!(a.verify(&no_exp, NOW).unwrap_err(), AuthError::Malformed);
     }
 
+    /// Asserts docs/protocol.md §12.1, §12.2.
     #[test]
     fn admin_needs_the_claim() {
         let a = Auth::new("k");

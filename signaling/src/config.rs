@@ -432,6 +432,7 @@ mod tests {
         assert!(Config::try_parse_from(["signaling", "--turn-secret", ""]).is_err());
     }
 
+    /// Asserts docs/protocol.md §1, §2.2.
     #[test]
     fn defaults_match_the_protocol_table() {
         let c = Config::default();

@@ -79,6 +79,7 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    /// Asserts docs/protocol.md §12.3.
     #[test]
     fn password_is_base64_of_hmac_sha1() {
         // The well-known HMAC-SHA1 example; coturn itself checks the scheme
@@ -89,6 +90,7 @@ mod tests {
         );
     }
 
+    /// Asserts docs/protocol.md §12.3.
     #[test]
     fn ice_servers_carry_stun_and_ephemeral_turn() {
         let c = Config {

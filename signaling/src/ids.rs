@@ -109,6 +109,7 @@ pub fn learn_cluster_clock(sent: u64, cluster_now: u64, received: u64) {
 mod tests {
     use super::*;
 
+    /// Asserts docs/protocol.md §2.1.
     #[test]
     fn random_hex_is_lowercase_hex_of_the_asked_length_and_varies() {
         let a = random_hex(8);

@@ -110,6 +110,7 @@ impl PerIpRate {
 mod tests {
     use super::*;
 
+    /// Asserts docs/protocol.md §2.2.
     #[test]
     fn per_ip_rate_is_shared_and_refills() {
         let r = PerIpRate::new(1.0, 3.0);
@@ -124,6 +125,7 @@ mod tests {
         assert!(r.allow(a, t + Duration::from_millis(1100)), "refilled");
     }
 
+    /// Asserts docs/protocol.md §2.2.
     #[test]
     fn per_ip_rate_forgets_full_buckets() {
         let r = PerIpRate::new(1000.0, 1.0);
@@ -135,6 +137,7 @@ mod tests {
         assert!(r.buckets.len() < 100, "{} buckets kept", r.buckets.len());
     }
 
+    /// Asserts docs/protocol.md §2.2.
     #[test]
     fn burst_then_refuse_then_close() {
         let t = Instant::now();
@@ -148,6 +151,7 @@ mod tests {
         assert_eq!(r.check(t), Verdict::Close);
     }
 
+    /// Asserts docs/protocol.md §2.2.
     #[test]
     fn refills_at_the_rate() {
         let t = Instant::now();
@@ -161,6 +165,7 @@ mod tests {
         assert_eq!(allowed, 5, "50/s for 100 ms refills 5 tokens");
     }
 
+    /// Asserts docs/protocol.md §2.2.
     #[test]
     fn a_steady_sender_under_the_rate_is_never_refused() {
         let t = Instant::now();

@@ -502,6 +502,7 @@ mod tests {
         f
     }
 
+    /// Asserts docs/protocol.md §2.2.
     #[test]
     fn frames_of_every_length_form_are_followed_byte_by_byte() {
         let mut bytes = Vec::new();
@@ -517,6 +518,7 @@ mod tests {
         assert_eq!(g.tokens, budget().burst - 7);
     }
 
+    /// Asserts docs/protocol.md §2.2.
     #[test]
     fn frames_split_across_two_reads_anywhere_are_followed() {
         let mut bytes = Vec::new();
@@ -534,6 +536,7 @@ mod tests {
         }
     }
 
+    /// Asserts docs/protocol.md §2.2.
     #[test]
     fn sixty_four_fragments_pass_and_the_sixty_fifth_is_refused() {
         let mut g = FrameGuard::new(budget());
@@ -557,6 +560,7 @@ mod tests {
         assert_eq!(g.scan(&frame(true, 9, 0)), Err(Violation::Fragments));
     }
 
+    /// Asserts docs/protocol.md §2.2.
     #[test]
     fn the_burst_passes_then_frames_faster_than_the_rate_are_refused() {
         let mut g = FrameGuard::new(budget());
@@ -565,6 +569,7 @@ mod tests {
         assert_eq!(g.scan(&frame(true, 0xA, 0)), Err(Violation::FrameRate));
     }
 
+    /// Asserts docs/protocol.md §2.2.
     #[test]
     fn a_steady_client_under_the_rate_is_never_refused() {
         let mut g = FrameGuard::new(budget());
@@ -576,6 +581,7 @@ mod tests {
         }
     }
 
+    /// Asserts docs/protocol.md §2.2.
     #[test]
     fn the_budget_follows_the_message_limits() {
         let b = FrameBudget::for_messages(50.0, 100.0);

@@ -360,6 +360,7 @@ async fn flood(name: &str, prelude: Vec<u8>, unit: Vec<u8>) {
     assert!(relayed >= 5, "{name}: the honest pair relayed");
 }
 
+/// Asserts docs/protocol.md §2.2, §7.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_never_ending_message_of_empty_continuations_is_closed_cheaply() {
     flood(
@@ -370,11 +371,13 @@ async fn a_never_ending_message_of_empty_continuations_is_closed_cheaply() {
     .await;
 }
 
+/// Asserts docs/protocol.md §2.2, §7.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsolicited_pongs_are_closed_cheaply() {
     flood("pongs", Vec::new(), frame(true, OP_PONG, b"")).await;
 }
 
+/// Asserts docs/protocol.md §2.2, §7.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_is_closed_cheaply() {
     flood("pings", Vec::new(), frame(true, OP_PING, b"")).await;
@@ -397,6 +400,7 @@ fn fragments(text: &str, n: usize) -> Vec<u8> {
     out
 }
 
+/// Asserts docs/protocol.md §1, §2.2.
 #[test]
 fn an_honest_message_in_a_few_fragments_goes_through() {
     let server = start();
@@ -421,6 +425,7 @@ fn an_honest_message_in_a_few_fragments_goes_through() {
     assert!(reply.contains("sixty-four"), "{reply}");
 }
 
+/// Asserts docs/protocol.md §2.2, §7.1.
 #[test]
 fn a_message_in_more_fragments_than_the_bound_is_closed_with_1008() {
     let server = start();
@@ -474,6 +479,7 @@ fn status_of(addr: &str, request: &str) -> u16 {
 /// The upgrade is the server's own now (so the guard can sit under
 /// tungstenite): requests that are not a WebSocket handshake get the
 /// answers axum's extractor gave.
+/// Asserts docs/protocol.md §1.
 #[test]
 fn requests_that_are_not_websocket_handshakes_are_refused_as_before() {
     let server = start();

@@ -120,6 +120,7 @@ fn sign(claims: Value) -> String {
     signaling::auth::Auth::new(SECRET).sign(&claims)
 }
 
+/// Asserts docs/protocol.md §7.1, §10, §12.1, §14.
 #[tokio::test]
 async fn sigterm_drains_with_goaway_and_exits_zero() {
     let mut srv = start(&["--drain-timeout", "1500ms", "--auth-secret", SECRET]);
@@ -255,6 +256,7 @@ fn help_documents_every_flag_and_its_variable() {
     );
 }
 
+/// Asserts docs/protocol.md §12.1.
 #[test]
 fn token_prints_an_invite_link_the_server_accepts() {
     let out = Command::new(env!("CARGO_BIN_EXE_signaling"))
@@ -298,6 +300,7 @@ fn token_prints_an_invite_link_the_server_accepts() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no auth secret"));
 }
 
+/// Asserts docs/protocol.md §12.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_mode_says_so_and_the_redis_password_never_shows() {
     let url = "redis://:hunter2-redis-password@127.0.0.1:1/";

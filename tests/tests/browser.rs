@@ -241,6 +241,7 @@ async fn a_page_whose_socket_drops_resumes_without_the_other_seeing_it_leave() {
     server.stop().await;
 }
 
+/// Asserts docs/protocol.md §13.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_and_a_headless_webrtc_rs_peer_call_each_other() {
     let server = TestServer::start(|_| {}).await;

@@ -38,6 +38,7 @@ async fn silence(events: &mut Events, d: Duration) {
     }
 }
 
+/// Asserts docs/protocol.md §4.2, §4.3, §4.4, §4.6, §4.7, §5.2, §5.3, §5.4, §5.5, §6.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_meet_and_exchange_everything() {
     let (addr, _h) = server(|_| {}).await;
@@ -155,6 +156,7 @@ async fn two_clients_meet_and_exchange_everything() {
     );
 }
 
+/// Asserts docs/protocol.md §9.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_resumes_and_the_others_never_notice() {
     let (addr, _h) = server(|_| {}).await;
@@ -207,6 +209,7 @@ async fn a_dropped_connection_resumes_and_the_others_never_notice() {
     silence(&mut ea, Duration::from_millis(500)).await;
 }
 
+/// Asserts docs/protocol.md §7.2, §9.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_late_to_resume_the_client_rejoins_as_a_new_peer() {
     let (addr, _h) = server(|c| c.grace = Duration::from_millis(300)).await;
@@ -240,6 +243,7 @@ async fn too_late_to_resume_the_client_rejoins_as_a_new_peer() {
     assert!(matches!(next(&mut ea).await, Event::PeerJoined(p) if p.peer_id == rejoined.peer_id));
 }
 
+/// Asserts docs/protocol.md §10, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_moves_the_client_to_another_instance() {
     let redis = signaling_e2e::redis::Redis::start();

@@ -125,6 +125,7 @@ async fn pair(pa: &ServerProcess, pb: &ServerProcess, r: &str) -> (Client, Clien
     (a, b)
 }
 
+/// Asserts docs/protocol.md §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_30_s_behind_is_not_taken_for_dead() {
     let redis = Redis::start();
@@ -140,6 +141,7 @@ async fn a_node_30_s_behind_is_not_taken_for_dead() {
     assert_eq!(api_room(fine.addr, &r).await, both, "a still listed");
 }
 
+/// Asserts docs/protocol.md §7.2, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_node_30_s_ahead_is_found_dead_within_the_node_timeout() {
     let redis = Redis::start();
@@ -166,6 +168,7 @@ async fn a_dead_node_30_s_ahead_is_found_dead_within_the_node_timeout() {
     );
 }
 
+/// Asserts docs/protocol.md §3.2, §7.3, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_at_is_on_one_clock_across_skewed_nodes() {
     let redis = Redis::start();

@@ -1282,6 +1282,7 @@ fn compose_nodes_serve_metrics_on_their_own_port() {
 /// `/metrics` on its metrics address and not on the address nginx proxies
 /// to; the real nginx with the shipped front over both refuses `/metrics`
 /// while it does proxy to them.
+/// Asserts docs/protocol.md §14.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_nodes_metrics_listener_is_reached_and_nginx_refuses_it() {
     use signaling_e2e::client::http_get;

@@ -49,6 +49,7 @@ async fn open(
     }
 }
 
+/// Asserts docs/protocol.md §1.
 #[tokio::test]
 async fn cross_site_pages_are_refused_before_the_upgrade() {
     let server = TestServer::start(|_| {}).await;
@@ -86,6 +87,7 @@ async fn cross_site_pages_are_refused_before_the_upgrade() {
     any.stop().await;
 }
 
+/// Asserts docs/protocol.md §1.
 #[tokio::test]
 async fn one_address_cannot_take_every_connection() {
     let server = TestServer::start(|c| c.limits.max_connections_per_ip = 3).await;
@@ -120,6 +122,7 @@ async fn one_address_cannot_take_every_connection() {
     server.stop().await;
 }
 
+/// Asserts docs/protocol.md §1.
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_has_its_own_cap() {
     let server = TestServer::start(|c| {
@@ -151,6 +154,7 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_cap() {
     server.stop().await;
 }
 
+/// Asserts docs/protocol.md §2.2, §6.
 #[tokio::test]
 async fn joins_are_rate_limited_per_address_across_connections() {
     let server = TestServer::start(|c| {
@@ -195,6 +199,7 @@ async fn joins_are_rate_limited_per_address_across_connections() {
     server.stop().await;
 }
 
+/// Asserts docs/protocol.md §14.
 #[tokio::test]
 async fn the_call_page_carries_security_headers() {
     let server = TestServer::start(|_| {}).await;
@@ -237,6 +242,7 @@ fn join_token(secret: &str, mut claims: serde_json::Value) -> String {
     signaling::auth::Auth::new(secret).sign(&claims)
 }
 
+/// Asserts docs/protocol.md §12.1, §12.2.
 #[tokio::test]
 async fn secrets_are_read_from_files() {
     let dir = std::env::temp_dir().join(format!("sig-secret-{}", std::process::id()));
@@ -268,6 +274,7 @@ async fn secrets_are_read_from_files() {
 
 /// A token's `sub` names the peer when the join gives no `name`, held to the
 /// rule for names: control characters go, and it is cut to 64 characters.
+/// Asserts docs/protocol.md §4.1, §12.1.
 #[tokio::test]
 async fn a_tokens_sub_becomes_a_valid_name() {
     let secret = "a-secret-of-well-over-thirty-two-bytes-0123";
@@ -305,6 +312,7 @@ async fn closed_by_server(s: &mut tokio::net::TcpStream, within: std::time::Dura
     }
 }
 
+/// Asserts docs/protocol.md §14.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_silent_sockets_cannot_starve_the_server() {
     use tokio::io::AsyncWriteExt;

@@ -34,6 +34,7 @@ fn carriers(v: &str, to: &str, id: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// Asserts docs/protocol.md §3.2, §6.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_json_is_refused_and_the_room_carries_on() {
     let server = TestServer::start(|_| {}).await;

@@ -104,6 +104,7 @@ async fn eventually<T: PartialEq + std::fmt::Debug>(
     }
 }
 
+/// Asserts docs/protocol.md §9.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_resumes_leave_no_room_behind() {
     let s = TestServer::start(fast).await;
@@ -248,6 +249,7 @@ async fn failed_resumes_leave_no_room_nor_subscription_in_a_cluster() {
 
 /// A clustered node with no room anywhere lists none (it answered 503
 /// "presence store unavailable: empty command": an empty Redis pipeline).
+/// Asserts docs/protocol.md §14.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_cluster_lists_no_rooms() {
     let redis = Redis::start();
@@ -333,6 +335,7 @@ async fn stall_pair(redis: &Redis, tag: &str, rate: u32) -> (ServerProcess, Test
     (a, b)
 }
 
+/// Asserts docs/protocol.md §6, §8, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_bounds_the_queue_refuses_relays_and_loses_no_presence() {
     let redis = Redis::start();
@@ -510,6 +513,7 @@ const UPDATES: usize = 30_000;
 /// Presence changes are never refused, so they must not grow the queue
 /// without bound either: a member that keeps changing its `meta` while
 /// Redis is stalled needs only its latest state written when Redis is back.
+/// Asserts docs/protocol.md §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_during_a_stall_are_bounded_and_the_last_one_wins() {
     let redis = Redis::start();

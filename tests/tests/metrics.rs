@@ -100,6 +100,7 @@ const BUS_FAMILIES: &[&str] = &[
     "signaling_bus_publish_batch_size histogram",
 ];
 
+/// Asserts docs/protocol.md §14, §14.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_exposition_passes_promtool_and_the_openmetrics_parser() {
     let s = TestServer::start(|_| {}).await;
@@ -177,6 +178,7 @@ async fn clustered_pair(tag: &str) -> (Redis, TestServer, TestServer) {
     (redis, n1, n2)
 }
 
+/// Asserts docs/protocol.md §14, §14.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clustered_pair_exposes_the_bus_and_passes_both_linters() {
     let (_redis, n1, n2) = clustered_pair("metrics-pair").await;
@@ -202,6 +204,7 @@ async fn a_clustered_pair_exposes_the_bus_and_passes_both_linters() {
     n2.stop().await;
 }
 
+/// Asserts docs/protocol.md §14, §14.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboard_queries_is_exposed() {
     let path = signaling_e2e::workspace_root().join(DASHBOARD);
@@ -264,6 +267,7 @@ async fn wait_line(s: &TestServer, line: &str, why: &str) -> String {
     }
 }
 
+/// Asserts docs/protocol.md §14, §14.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_shows_as_disconnected_then_one_reconnect() {
     let mut redis = Redis::start();

@@ -109,6 +109,7 @@ async fn only(m: &mut Client, want: (&str, &str), within: Duration) -> Duration 
     took
 }
 
+/// Asserts docs/protocol.md §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_dies_while_redis_is_down_is_lost_once_redis_is_back_empty() {
     let mut redis = Redis::start();
@@ -165,6 +166,7 @@ async fn a_node_that_dies_while_redis_is_down_is_lost_once_redis_is_back_empty()
     y.expect_silence(Duration::from_secs(1)).await;
 }
 
+/// Asserts docs/protocol.md §10, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_followed_goaway_during_an_outage_is_not_listed_twice() {
     let mut redis = Redis::start();
@@ -229,6 +231,7 @@ async fn a_client_that_followed_goaway_during_an_outage_is_not_listed_twice() {
     );
 }
 
+/// Asserts docs/protocol.md §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_lost_with_every_connection_up_is_written_back() {
     let redis = Redis::start();
@@ -288,6 +291,7 @@ async fn data_lost_with_every_connection_up_is_written_back() {
     }
 }
 
+/// Asserts docs/protocol.md §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_back_with_older_data_brings_no_one_back() {
     let mut redis = Redis::start();
@@ -352,6 +356,7 @@ async fn redis_back_with_older_data_brings_no_one_back() {
     );
 }
 
+/// Asserts docs/protocol.md §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_evicted_soon_after_the_nodes_connect_loses_no_one() {
     // The nodes' first seconds: each resyncs the rooms it watches 1 s, 3 s
@@ -400,6 +405,7 @@ async fn a_room_evicted_soon_after_the_nodes_connect_loses_no_one() {
 /// finds a connected peer of a settled node missing from the room's
 /// record, but its node's own index still lists it, so it is kept (and
 /// written back by its node) instead of announced gone.
+/// Asserts docs/protocol.md §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_evicted_while_a_node_resyncs_after_a_reconnect_loses_no_one() {
     let redis = Redis::start();

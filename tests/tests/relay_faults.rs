@@ -199,12 +199,14 @@ fn check(what: &str, o: &Outcome) {
     assert_eq!(lost, 0, "{what}: offers lost without an error");
 }
 
+/// Asserts docs/protocol.md §6, §8, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_survive_one_reset_of_the_receivers_subscription() {
     let o = offers_across(Fault::KillSubscriber, vec![Duration::from_secs(2)]).await;
     check("one reset", &o);
 }
 
+/// Asserts docs/protocol.md §6, §8, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_survive_the_receivers_subscription_reset_every_half_second() {
     let faults = (0..12)
@@ -218,6 +220,7 @@ async fn relays_survive_the_receivers_subscription_reset_every_half_second() {
 /// too (the sender's queue waits for its own reconnect, by which time the
 /// receiver has mostly re-subscribed); it guards the resends against
 /// duplicates and reordering.
+/// Asserts docs/protocol.md §6, §8, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_survive_a_restart_of_redis() {
     let o = offers_across(Fault::RestartRedis, vec![Duration::from_secs(2)]).await;
@@ -228,6 +231,7 @@ async fn relays_survive_a_restart_of_redis() {
 /// batch it waited for goes again on a new connection, and what the old one
 /// had sent is carried out too once Redis runs again. Each offer still
 /// arrives once (before: the one in flight arrived twice).
+/// Asserts docs/protocol.md §6, §8, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_arrive_once_when_a_stalled_batch_is_sent_again() {
     let faults = vec![Duration::from_millis(500), Duration::from_millis(3300)];
@@ -260,6 +264,7 @@ async fn refusals(a: &mut Client, sent: u64) -> Vec<u64> {
 /// its peer is still listed, and every offer sent to it meanwhile gets its
 /// sender `error` (`unavailable`, with the offer's `id` as `ref`) instead
 /// of vanishing.
+/// Asserts docs/protocol.md §6, §8, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_to_an_instance_that_died_are_refused_to_their_sender() {
     let redis = Redis::start();
@@ -296,6 +301,7 @@ async fn relays_to_an_instance_that_died_are_refused_to_their_sender() {
 /// The sender's own connection drops right after it sent offers to a peer
 /// whose instance died, and it resumes within the grace: the late `error`s
 /// (`unavailable`) reach it on the connection it resumed on, each once.
+/// Asserts docs/protocol.md §6, §8, §9, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_reaches_a_sender_that_resumed_meanwhile() {
     let redis = Redis::start();
@@ -321,6 +327,7 @@ async fn a_refusal_reaches_a_sender_that_resumed_meanwhile() {
 /// A peer on another instance waits for its resume with a full queue: each
 /// offer past the queue's room gets its sender `unavailable`, with its `ref`,
 /// and the resumed peer gets the ones that fit (before: the rest vanished).
+/// Asserts docs/protocol.md §2.2, §6, §8, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_past_a_held_peers_full_queue_are_refused_across_instances() {
     const QUEUE: u64 = 4;
@@ -383,6 +390,7 @@ async fn wait_held(server: &TestServer) {
 /// move, get their sender `unavailable` (before: they vanished). The sender
 /// pauses around each drop itself, so that none is lost in the dropped
 /// socket (a loss the protocol allows).
+/// Asserts docs/protocol.md §6, §8, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_to_a_peer_moving_between_instances_arrive_or_are_refused() {
     const MOVES: usize = 6;
@@ -497,6 +505,7 @@ async fn relays_to_a_peer_moving_between_instances_arrive_or_are_refused() {
 /// subscriber hits in production too). The receiving instance sees the gap
 /// in the numbers, and the sender gets `unavailable` for exactly that relay;
 /// the ones after it still arrive, in order (before: it vanished).
+/// Asserts docs/protocol.md §6, §8, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_redis_counted_but_never_sent_gets_its_sender_told() {
     let redis = Redis::start();

@@ -24,6 +24,7 @@ async fn pair(s: &Server, r: &str) -> (Client, Client) {
     (a, b)
 }
 
+/// Asserts docs/protocol.md §2.2, §5.4, §7.1, §7.2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_is_cut_off_and_nobody_else_waits() {
     let s = Server::start(|c| {
@@ -81,6 +82,7 @@ async fn a_slow_reader_is_cut_off_and_nobody_else_waits() {
     s.stop().await;
 }
 
+/// Asserts docs/protocol.md §2.2, §6, §7.1, §7.2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooder_is_refused_then_closed_and_the_room_carries_on() {
     let s = Server::start(|_| {}).await;
@@ -113,6 +115,7 @@ async fn a_flooder_is_refused_then_closed_and_the_room_carries_on() {
     s.stop().await;
 }
 
+/// Asserts docs/protocol.md §2.2, §7.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_close_carries_code_1008() {
     let s = Server::start(|_| {}).await;
@@ -125,6 +128,7 @@ async fn a_flood_close_carries_code_1008() {
     s.stop().await;
 }
 
+/// Asserts docs/protocol.md §2.2, §7.1, §7.2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_past_the_read_limit_closes_with_1009_and_others_carry_on() {
     let s = Server::start(|_| {}).await;
@@ -139,6 +143,7 @@ async fn a_frame_past_the_read_limit_closes_with_1009_and_others_carry_on() {
     s.stop().await;
 }
 
+/// Asserts docs/protocol.md §3, §6.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_in_any_shape_gets_errors_and_no_panic() {
     let s = Server::start(|c| {
@@ -176,6 +181,7 @@ async fn garbage_in_any_shape_gets_errors_and_no_panic() {
     s.stop().await;
 }
 
+/// Asserts docs/protocol.md §2.2, §5.4, §7.1, §7.2, §11.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_dropped_after_the_heartbeat_timeout() {
     let s = Server::start(|c| {
@@ -201,6 +207,7 @@ async fn a_silent_connection_is_dropped_after_the_heartbeat_timeout() {
     s.stop().await;
 }
 
+/// Asserts docs/protocol.md §11.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_pings_and_a_client_that_answers_outlives_the_heartbeat_timeout() {
     use futures_util::{SinkExt, StreamExt};
@@ -290,6 +297,7 @@ async fn stream_control_frames(
     (code, started.elapsed())
 }
 
+/// Asserts docs/protocol.md §2.2, §7.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_streaming_pongs_without_joining_is_closed_at_the_join_deadline() {
     let s = Server::start(|c| {
@@ -313,6 +321,7 @@ async fn a_client_streaming_pongs_without_joining_is_closed_at_the_join_deadline
     s.stop().await;
 }
 
+/// Asserts docs/protocol.md §2.2, §7.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_is_closed_as_a_flood() {
     let s = Server::start(|c| {
@@ -331,6 +340,7 @@ async fn a_ping_flood_is_closed_as_a_flood() {
     s.stop().await;
 }
 
+/// Asserts docs/protocol.md §2.2, §5.1, §6, §7.1, §9.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_tokens_work_once_within_the_grace_and_take_over_a_stale_connection() {
     let s = Server::start(|c| c.grace = Duration::from_millis(800)).await;
@@ -380,6 +390,7 @@ fn token(claims: serde_json::Value) -> String {
     signaling::auth::Auth::new(SECRET).sign(&claims)
 }
 
+/// Asserts docs/protocol.md §1, §4.1, §6, §12.1, §12.2, §14.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_and_the_api_need_valid_tokens_when_a_secret_is_set() {
     let s = Server::start(|c| c.auth_secret = Some(SECRET.into())).await;
@@ -432,6 +443,7 @@ async fn joins_and_the_api_need_valid_tokens_when_a_secret_is_set() {
     s.stop().await;
 }
 
+/// Asserts docs/protocol.md §14.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_relays_errors_and_rooms() {
     let s = Server::start(|_| {}).await;
@@ -467,6 +479,7 @@ async fn metrics_count_relays_errors_and_rooms() {
     s.stop().await;
 }
 
+/// Asserts docs/protocol.md §14.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_client_is_served_at_the_root() {
     let s = Server::start(|_| {}).await;
@@ -480,6 +493,7 @@ async fn the_browser_client_is_served_at_the_root() {
     s.stop().await;
 }
 
+/// Asserts docs/protocol.md §1, §5.8, §6, §7.1, §10, §14.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_draining_joins_are_unavailable_and_new_sockets_refused() {
     let s = Server::start(|c| c.drain_timeout = Duration::from_secs(3)).await;

@@ -129,6 +129,7 @@ async fn connect_all(p: &ServerProcess, tag: &str) -> Vec<Client> {
     .await
 }
 
+/// Asserts docs/protocol.md §2.2, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_racing_through_two_instances_fill_the_room_exactly_to_the_cap() {
     let redis = Redis::start();
@@ -198,6 +199,7 @@ async fn joins_racing_through_two_instances_fill_the_room_exactly_to_the_cap() {
     }
 }
 
+/// Asserts docs/protocol.md §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_freed_by_leaves_are_taken_again_up_to_the_cap() {
     let redis = Redis::start();
@@ -254,6 +256,7 @@ async fn slots_freed_by_leaves_are_taken_again_up_to_the_cap() {
 
 /// A node that dies holding a reservation (a join under way) has it cleared
 /// with its peers, and nobody hears of it: it never was a peer.
+/// Asserts docs/protocol.md §7.2, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_reservation_is_cleared_without_a_word() {
     let redis = Redis::start();

@@ -105,6 +105,7 @@ async fn presented(addr: SocketAddr, config: Arc<ClientConfig>) -> String {
     fingerprint(chain[0].as_ref())
 }
 
+/// Asserts docs/protocol.md §1.
 #[tokio::test]
 async fn https_serves_the_page_and_wss_relays_an_offer() {
     let cert = TestCert::new("tls-serve");
@@ -154,6 +155,7 @@ async fn https_serves_the_page_and_wss_relays_an_offer() {
     let _ = std::fs::remove_dir_all(&cert.dir);
 }
 
+/// Asserts docs/protocol.md §1.
 #[tokio::test]
 async fn plain_http_and_bad_handshakes_on_the_tls_port_fail_cleanly() {
     let cert = TestCert::new("tls-plain");
@@ -195,6 +197,7 @@ async fn plain_http_and_bad_handshakes_on_the_tls_port_fail_cleanly() {
     }
 }
 
+/// Asserts docs/protocol.md §1.
 #[tokio::test]
 async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_refused() {
     let cert = TestCert::new("tls-renew");
@@ -303,6 +306,7 @@ async fn closed_after(mut s: TcpStream, since: Instant) -> Duration {
     }
 }
 
+/// Asserts docs/protocol.md §1, §14.
 #[tokio::test]
 async fn silent_and_stalled_handshakes_are_dropped_at_the_deadline() {
     const DEADLINE: Duration = Duration::from_millis(600);

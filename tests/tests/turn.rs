@@ -7,6 +7,7 @@ use std::time::Duration;
 
 const SECRET: &str = "turn-e2e-secret";
 
+/// Asserts docs/protocol.md §12.3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_carries_turn_credentials_that_coturn_accepts() {
     let turn = Turn::start(SECRET);
@@ -72,6 +73,7 @@ async fn joined_carries_turn_credentials_that_coturn_accepts() {
     );
 }
 
+/// Asserts docs/protocol.md §12.1, §12.3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_the_turn_username_names_the_verified_identity() {
     let turn = Turn::start(SECRET);

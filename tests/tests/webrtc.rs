@@ -56,6 +56,7 @@ async fn data(events: &mut UnboundedReceiver<PeerEvent>) -> (String, Bytes) {
     }
 }
 
+/// Asserts docs/protocol.md §13.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_connect_and_exchange_a_thousand_messages_in_order() {
     let (addr, _h) = server(|_| {}).await;
@@ -86,6 +87,7 @@ async fn two_peers_connect_and_exchange_a_thousand_messages_in_order() {
     b.close().await;
 }
 
+/// Asserts docs/protocol.md §13.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn glare_both_offer_at_once_and_still_connect() {
     let (addr, _h) = server(|_| {}).await;
@@ -115,6 +117,7 @@ async fn glare_both_offer_at_once_and_still_connect() {
     }
 }
 
+/// Asserts docs/protocol.md §13.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mesh_of_four_connects_every_pair() {
     let (addr, _h) = server(|_| {}).await;
@@ -253,6 +256,7 @@ async fn relay_only_with_wrong_turn_credentials_does_not_connect() {
     b.close().await;
 }
 
+/// Asserts docs/protocol.md §13, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_on_two_clustered_instances_connect() {
     let redis = signaling_e2e::redis::Redis::start();
@@ -284,6 +288,7 @@ async fn peers_on_two_clustered_instances_connect() {
     b.close().await;
 }
 
+/// Asserts docs/protocol.md §13.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_survives_a_signaling_drop_and_an_ice_restart_after_resume() {
     let (addr, _h) = server(|_| {}).await;
@@ -369,6 +374,7 @@ async fn join_to_open_times_over_twenty_pairs() {
     assert_eq!(times.len(), 20);
 }
 
+/// Asserts docs/protocol.md §13.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_ice_restarts_resolve_by_perfect_negotiation() {
     let (addr, _h) = server(|_| {}).await;

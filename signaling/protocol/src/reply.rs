@@ -225,6 +225,7 @@ mod tests {
         }
     }
 
+    /// Asserts docs/protocol.md §3.1, §3.2, §5.1, §5.2, §5.3, §5.4, §5.5, §5.6, §5.7, §5.8, §5.9.
     #[test]
     fn messages_have_the_documented_shape() {
         let id = RawValue::from_string("\"r-1\"".into()).unwrap();

@@ -383,6 +383,7 @@ mod tests {
         }
     }
 
+    /// Asserts docs/protocol.md §3, §3.1, §3.2, §6, §16.
     #[test]
     fn refuses_bad_shapes() {
         for f in [
@@ -417,6 +418,7 @@ mod tests {
         }
     }
 
+    /// Asserts docs/protocol.md §3.2, §4.1.
     #[test]
     fn null_optional_fields_count_as_absent() {
         match decode(
@@ -434,6 +436,7 @@ mod tests {
         }
     }
 
+    /// Asserts docs/protocol.md §2.1, §3.1, §6, §16.
     #[test]
     fn keeps_the_id_of_a_refused_object() {
         let e = decode(r#"{"type":"nope","id":"req-7"}"#).unwrap_err();
@@ -479,6 +482,7 @@ mod tests {
     ];
     const BAD_NUMBERS: [&str; 4] = ["1e999", "-1e400", "1E+309", "2e308"];
 
+    /// Asserts docs/protocol.md §3.2.
     #[test]
     fn refuses_what_is_not_ijson_in_every_relayed_field() {
         let huge = format!("1{}", "0".repeat(400));
@@ -519,6 +523,7 @@ mod tests {
         assert_eq!(n, 10 * 5 + 10 + 3 * 5);
     }
 
+    /// Asserts docs/protocol.md §3.2.
     #[test]
     fn a_repeated_name_in_a_large_object_is_found() {
         let members: Vec<String> = (0..5000).map(|i| format!(r#""k{i}":{i}"#)).collect();
@@ -532,6 +537,7 @@ mod tests {
         assert!(decode(&ok).is_ok());
     }
 
+    /// Asserts docs/protocol.md §3.2.
     #[test]
     fn refuses_deep_nesting() {
         let deep = |n: usize| {
@@ -548,6 +554,7 @@ mod tests {
         assert!(decode(&deep(10_000)).is_err());
     }
 
+    /// Asserts docs/protocol.md §3.2.
     #[test]
     fn keeps_valid_escapes_and_numbers() {
         for v in [
@@ -576,6 +583,7 @@ mod tests {
         }
     }
 
+    /// Asserts docs/protocol.md §2.1, §3.1, §6.
     #[test]
     fn an_id_no_double_holds_is_not_echoed() {
         let e = decode(r#"{"type":"ping","id":1e999}"#).unwrap_err();

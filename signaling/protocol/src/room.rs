@@ -16,12 +16,14 @@ pub fn is_valid_room(name: &str, max_len: usize) -> bool {
 mod tests {
     use super::*;
 
+    /// Asserts docs/protocol.md §2.1.
     #[test]
     fn accepts_the_allowed_alphabet() {
         assert!(is_valid_room("Az09_.-", 64));
         assert!(is_valid_room(&"r".repeat(64), 64));
     }
 
+    /// Asserts docs/protocol.md §2.1.
     #[test]
     fn refuses_everything_else() {
         for bad in ["", "a b", "../x", "a/b", "caf\u{e9}", "a\nb", "x%20y"] {

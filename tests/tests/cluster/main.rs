@@ -23,6 +23,7 @@ async fn join_seeing(who: &mut Client, r: &str, others: &[&str]) -> Vec<String> 
     listed
 }
 
+/// Asserts docs/protocol.md §4.2, §4.3, §4.4, §4.5, §4.6, §4.7, §5.1, §5.3, §5.4, §5.5, §7.2, §7.3, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_presence_and_relay() {
     let redis = Redis::start();
@@ -135,6 +136,7 @@ async fn three_instances_share_presence_and_relay() {
     }
 }
 
+/// Asserts docs/protocol.md §5.4, §7.2, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_is_announced_node_lost_and_a_restart_resurrects_nobody() {
     let redis = Redis::start();
@@ -174,6 +176,7 @@ async fn a_killed_instance_is_announced_node_lost_and_a_restart_resurrects_nobod
     assert_eq!(api_room(addr, &r).await, [a.peer_id.clone()]);
 }
 
+/// Asserts docs/protocol.md §7.2, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_restarted_before_it_was_found_dead_clears_its_old_peers() {
     let redis = Redis::start();
@@ -240,6 +243,7 @@ fn has(seen: &[serde_json::Value], ty: &str, peer: &str) -> bool {
         .any(|v| v["type"] == ty && (v["peer_id"] == peer || v["peer"]["peer_id"] == peer))
 }
 
+/// Asserts docs/protocol.md §14, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_keeps_local_rooms_working_and_views_converge_after() {
     let mut redis = Redis::start();
@@ -336,6 +340,7 @@ async fn a_redis_outage_keeps_local_rooms_working_and_views_converge_after() {
 
 /// The queue and the subscription speak to Redis on connections of their
 /// own (not redis-rs's): they must honour everything the URL says.
+/// Asserts docs/protocol.md §14.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_a_database_and_a_unix_socket_in_the_url_are_honoured() {
     let redis = Redis::start_secured("admin-pw", "sig", "n0de-pw");
@@ -555,6 +560,7 @@ async fn sigprobe_passes_across_two_instances() {
     n2.stop().await;
 }
 
+/// Asserts docs/protocol.md §9, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_peer_resumes_on_another_instance_with_its_messages() {
     let redis = Redis::start();
@@ -614,6 +620,7 @@ async fn a_dropped_peer_resumes_on_another_instance_with_its_messages() {
     n2.stop().await;
 }
 
+/// Asserts docs/protocol.md §10, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_moves_clients_in_a_rolling_restart_without_anyone_leaving() {
     let redis = Redis::start();
@@ -644,6 +651,7 @@ async fn goaway_moves_clients_in_a_rolling_restart_without_anyone_leaving() {
     n2.stop().await;
 }
 
+/// Asserts docs/protocol.md §10, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_shutdown_leaves_no_ghosts() {
     let redis = Redis::start();
