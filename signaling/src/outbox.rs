@@ -120,6 +120,10 @@ impl CloseCause {
 struct Queue {
     frames: VecDeque<Frame>,
     bytes: usize,
+    /// Room past the bounds, for a resumed peer's backlog (see
+    /// [`Outbox::preload`]); it shrinks as frames are written.
+    extra_frames: usize,
+    extra_bytes: usize,
 }
 
 /// A drained queue keeps at most this many slots: an idle connection holds
@@ -174,6 +178,8 @@ impl ConnCtl {
         let mut q = self.lock();
         let f = q.frames.pop_front()?;
         q.bytes -= f.text.len();
+        q.extra_frames = q.extra_frames.saturating_sub(1);
+        q.extra_bytes = q.extra_bytes.saturating_sub(f.text.len());
         if q.frames.is_empty() && q.frames.capacity() > KEEP_SLOTS {
             q.frames.shrink_to(KEEP_SLOTS);
         }
@@ -184,6 +190,8 @@ impl ConnCtl {
     pub fn take_all(&self) -> Vec<Frame> {
         let mut q = self.lock();
         q.bytes = 0;
+        q.extra_frames = 0;
+        q.extra_bytes = 0;
         std::mem::take(&mut q.frames).into()
     }
 
@@ -229,7 +237,9 @@ impl Outbox {
         {
             let mut q = ctl.lock();
             let len = frame.text.len();
-            if q.frames.len() >= ctl.max_frames || q.bytes + len > ctl.max_bytes {
+            if q.frames.len() >= ctl.max_frames + q.extra_frames
+                || q.bytes + len > ctl.max_bytes + q.extra_bytes
+            {
                 drop(q);
                 ctl.close(Some(CloseCause::SlowReader));
                 return false;
@@ -239,6 +249,25 @@ impl Outbox {
         }
         ctl.task.wake();
         true
+    }
+
+    /// Queues a resumed peer's backlog (what its dropped connection had not
+    /// written, and what arrived while it was held) whole, past the bounds:
+    /// the bounds grow by the backlog until it is written, so the new
+    /// connection is not closed as a slow reader for what the old one could
+    /// not take, and what comes after it still fits. The backlog is itself
+    /// bounded (an outbox's worth plus `--resume-queue`).
+    pub fn preload(&self, frames: impl IntoIterator<Item = Frame>) {
+        {
+            let mut q = self.ctl.lock();
+            for f in frames {
+                q.extra_frames += 1;
+                q.extra_bytes += f.text.len();
+                q.bytes += f.text.len();
+                q.frames.push_back(f);
+            }
+        }
+        self.ctl.task.wake();
     }
 
     pub fn close(&self, cause: CloseCause) {
@@ -290,6 +319,31 @@ mod tests {
         assert_eq!(texts(o.ctl().take_all()), ["2", "3", "4"]);
         assert!(o.ctl().pop().is_none());
         assert_eq!(o.ctl().cause(), None);
+    }
+
+    #[test]
+    fn a_backlog_fits_past_the_bounds_and_the_bounds_return_as_it_is_written() {
+        let o = Outbox::new(2, 100);
+        assert!(o.push(Frame::reply("joined".into())));
+        o.preload((0..5).map(|i| Frame::reply(format!("b{i}"))));
+        assert_eq!(o.ctl().cause(), None, "the backlog alone closes nothing");
+        assert!(o.push(Frame::reply("next".into())), "room for what follows");
+        assert!(
+            !o.push(Frame::reply("past".into())),
+            "but no more than that"
+        );
+        let o = Outbox::new(2, 100);
+        o.preload((0..3).map(|i| Frame::reply(format!("b{i}"))));
+        for _ in 0..3 {
+            assert!(o.ctl().pop().is_some());
+        }
+        for t in ["1", "2"] {
+            assert!(o.push(Frame::reply(t.into())));
+        }
+        assert!(
+            !o.push(Frame::reply("3".into())),
+            "written out: the usual bound again"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod deployment;
 pub mod metrics;
 pub mod nginx;
 pub mod proxy;
+pub mod raw;
 pub mod redis;
 pub mod server;
 pub mod stun;
@@ -18,6 +19,12 @@ use std::process::Command;
 /// tests that share a server or a Redis never meet in a room.
 pub fn room(tag: &str) -> String {
     format!("{tag}-{}", signaling::ids::random_hex(6))
+}
+
+/// A join token for `room` signed with `secret`, valid for ten minutes.
+pub fn join_token(secret: &str, room: &str) -> String {
+    let exp = signaling::auth::now_unix() + 600;
+    signaling::auth::Auth::new(secret).sign(&serde_json::json!({"room": room, "exp": exp}))
 }
 
 /// The workspace root.

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::client::{Client, http_get};
+use crate::client::{Client, WAIT, http_get};
 
 /// A config tweak that makes an instance node `id` of the cluster on `redis_url`.
 pub fn clustered(redis_url: String, id: &str) -> impl FnOnce(&mut signaling::Config) {
@@ -96,6 +96,27 @@ impl TestServer {
     pub async fn metric(&self, line_start: &str) -> u64 {
         let (_, body) = http_get(self.metrics, "/metrics").await;
         crate::metrics::value(&body, line_start).unwrap_or(0)
+    }
+
+    /// Waits until the first `/metrics` line starting with `line_start`
+    /// reads `value` (within [`WAIT`]).
+    pub async fn wait_metric(&self, line_start: &str, value: u64) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while self.metric(line_start).await != value {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: {line_start:?} never {value}",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until it holds `n` peers for a resume (their connection's loss
+    /// noticed): until then a relay to one of them would go to the dead
+    /// connection.
+    pub async fn wait_held(&self, n: u64) {
+        self.wait_metric("signaling_peers_held ", n).await;
     }
 
     /// The whole `/metrics` exposition (the Prometheus text format).

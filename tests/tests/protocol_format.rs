@@ -6,19 +6,14 @@
 //! instances runs twice through `both!` (one instance, and two clustered
 //! through Redis).
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use signaling_e2e::both;
 use signaling_e2e::client::{Client, peer_ids};
 use signaling_e2e::deployment::Deployment;
-use signaling_e2e::room;
+use signaling_e2e::raw::{Raw, Step, connect_from, request_from, request_on, upgrade_request};
 use signaling_e2e::server::TestServer;
-use std::net::SocketAddr;
+use signaling_e2e::{both, join_token, room};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 const WAIT: Duration = signaling_e2e::client::WAIT;
 /// How long "nothing more arrives" is watched for.
@@ -37,7 +32,7 @@ const SECRET: &str = "protocol-format-secret-of-some-length";
 #[tokio::test]
 async fn the_upgrade_is_rfc_6455_version_13_without_a_subprotocol() {
     let s = TestServer::start(|_| {}).await;
-    let (status, head) = handshake(s.addr, "127.0.0.1", &upgrade_request(s.addr, "")).await;
+    let (status, head) = request_from(s.addr, "127.0.0.1", &upgrade_request(s.addr, "")).await;
     assert_eq!(status, 101, "{head}");
     assert!(
         head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
@@ -45,7 +40,7 @@ async fn the_upgrade_is_rfc_6455_version_13_without_a_subprotocol() {
     );
     assert!(!head.contains("sec-websocket-protocol"), "{head}");
     let asking = upgrade_request(s.addr, "Sec-WebSocket-Protocol: chat, v1.signaling\r\n");
-    let (status, head) = handshake(s.addr, "127.0.0.1", &asking).await;
+    let (status, head) = request_from(s.addr, "127.0.0.1", &asking).await;
     assert_eq!(status, 101, "{head}");
     assert!(
         !head.contains("sec-websocket-protocol"),
@@ -53,7 +48,7 @@ async fn the_upgrade_is_rfc_6455_version_13_without_a_subprotocol() {
     );
     // Another WebSocket version is not taken.
     let v8 = upgrade_request(s.addr, "").replace("Version: 13", "Version: 8");
-    assert_eq!(handshake(s.addr, "127.0.0.1", &v8).await.0, 400);
+    assert_eq!(request_from(s.addr, "127.0.0.1", &v8).await.0, 400);
 }
 
 /// §1, §3.1, §6: a binary message gets `bad_message` without `ref` (even one
@@ -62,12 +57,12 @@ async fn the_upgrade_is_rfc_6455_version_13_without_a_subprotocol() {
 async fn a_binary_message_gets_bad_message_without_ref_and_the_connection_stays() {
     let s = TestServer::start(|_| {}).await;
     let mut c = Raw::connect(&s.ws()).await;
-    c.send(Message::binary(br#"{"type":"ping","id":"bin"}"#.to_vec()))
+    c.send_frame(Message::binary(br#"{"type":"ping","id":"bin"}"#.to_vec()))
         .await;
     let e = c.expect("error").await;
     assert_eq!(e["code"], "bad_message", "{e}");
     assert!(e.get("ref").is_none(), "{e}");
-    c.text(r#"{"type":"ping","id":"after"}"#).await;
+    c.send_text(r#"{"type":"ping","id":"after"}"#).await;
     assert_eq!(c.expect("pong").await["ref"], "after");
 }
 
@@ -78,29 +73,25 @@ async fn a_binary_message_gets_bad_message_without_ref_and_the_connection_stays(
 async fn a_token_in_the_join_wins_over_the_one_in_the_url() {
     let s = TestServer::start(|c| c.auth_secret = Some(SECRET.into())).await;
     let r = room("tok");
-    let for_room = |room: &str| {
-        let exp = signaling::auth::now_unix() + 600;
-        signaling::auth::Auth::new(SECRET).sign(&json!({"room": room, "exp": exp}))
-    };
     let url = |token: &str| format!("{}?token={token}", s.ws());
 
     // The URL's token alone.
-    let mut a = Client::connect(&url(&for_room(&r)), "a").await;
+    let mut a = Client::connect(&url(&join_token(SECRET, &r)), "a").await;
     a.send(json!({"type":"join","room":r,"id":1})).await;
     assert_eq!(a.expect("joined").await["ref"], 1);
     // A good URL token, a bad join token: the join's is the one read.
-    let mut b = Client::connect(&url(&for_room(&r)), "b").await;
-    b.send(json!({"type":"join","room":r,"id":2,"token":for_room("elsewhere")}))
+    let mut b = Client::connect(&url(&join_token(SECRET, &r)), "b").await;
+    b.send(json!({"type":"join","room":r,"id":2,"token":join_token(SECRET, "elsewhere")}))
         .await;
     let e = b.expect("error").await;
     assert_eq!((&e["code"], &e["ref"]), (&json!("unauthorized"), &json!(2)));
     // A URL token for another room, a good join token: admitted.
-    let mut c = Client::connect(&url(&for_room("elsewhere")), "c").await;
-    c.send(json!({"type":"join","room":r,"id":3,"token":for_room(&r)}))
+    let mut c = Client::connect(&url(&join_token(SECRET, "elsewhere")), "c").await;
+    c.send(json!({"type":"join","room":r,"id":3,"token":join_token(SECRET, &r)}))
         .await;
     assert_eq!(c.expect("joined").await["ref"], 3);
     // `null` is no token: the URL's applies.
-    let mut d = Client::connect(&url(&for_room(&r)), "d").await;
+    let mut d = Client::connect(&url(&join_token(SECRET, &r)), "d").await;
     d.send(json!({"type":"join","room":r,"id":4,"token":null}))
         .await;
     assert_eq!(d.expect("joined").await["ref"], 4);
@@ -117,15 +108,10 @@ async fn a_draining_instance_refuses_every_ws_request_with_503_first() {
     })
     .await;
     // Holds the only slot of OTHER, and keeps the drain waiting.
-    let held = from(OTHER).connect(s.addr).await.expect("connect");
-    let (mut held, _) = tokio_tungstenite::client_async(s.ws(), held)
-        .await
-        .expect("the first from OTHER upgrades");
+    let mut held = Raw::connect_from(&s, OTHER).await;
     s.handle.shutdown();
-    let goaway = tokio::time::timeout(WAIT, held.next())
-        .await
-        .expect("goaway in time");
-    assert!(format!("{goaway:?}").contains("goaway"), "{goaway:?}");
+    let goaway = held.text().await;
+    assert!(goaway.contains("goaway"), "{goaway}");
 
     let valid = upgrade_request(s.addr, "");
     let cross_site = upgrade_request(s.addr, "Origin: https://evil.example\r\n");
@@ -136,7 +122,7 @@ async fn a_draining_instance_refuses_every_ws_request_with_503_first() {
         ("from a cross-site page", &cross_site, "127.0.0.1"),
         ("a request that is no upgrade", &plain_get, "127.0.0.1"),
     ] {
-        assert_eq!(handshake(s.addr, ip, request).await.0, 503, "{what}");
+        assert_eq!(request_from(s.addr, ip, request).await.0, 503, "{what}");
     }
 }
 
@@ -156,13 +142,13 @@ async fn a_post_to_ws_meets_the_refusal_order_of_the_table() {
         )
     };
     let origin = post("Origin: https://evil.example\r\n");
-    let cross_site = handshake(s.addr, "127.0.0.1", &origin).await.0;
-    let mut held = open_ws_from(&s, OTHER).await;
-    let at_cap = handshake(s.addr, OTHER, &post("")).await.0;
+    let cross_site = request_from(s.addr, "127.0.0.1", &origin).await.0;
+    let mut held = Raw::connect_from(&s, OTHER).await;
+    let at_cap = request_from(s.addr, OTHER, &post("")).await.0;
     s.handle.shutdown();
-    let goaway = next_text(&mut held).await;
+    let goaway = held.text().await;
     assert!(goaway.contains("goaway"), "{goaway}");
-    let draining = handshake(s.addr, "127.0.0.1", &post("")).await.0;
+    let draining = request_from(s.addr, "127.0.0.1", &post("")).await.0;
     assert_eq!(
         (cross_site, at_cap, draining),
         (403, 429, 503),
@@ -176,22 +162,22 @@ async fn a_post_to_ws_meets_the_refusal_order_of_the_table() {
 #[tokio::test]
 async fn origin_then_the_per_address_cap_then_the_upgrade_are_checked_in_order() {
     let s = TestServer::start(|c| c.limits.max_connections_per_ip = 1).await;
-    let _held = open_ws_from(&s, OTHER).await;
+    let _held = Raw::connect_from(&s, OTHER).await;
     let cross_site = upgrade_request(s.addr, "Origin: https://evil.example\r\n");
-    assert_eq!(handshake(s.addr, OTHER, &cross_site).await.0, 403);
+    assert_eq!(request_from(s.addr, OTHER, &cross_site).await.0, 403);
     let valid = upgrade_request(s.addr, "");
-    assert_eq!(handshake(s.addr, OTHER, &valid).await.0, 429);
+    assert_eq!(request_from(s.addr, OTHER, &valid).await.0, 429);
     let no_key = valid.replace("Sec-WebSocket-Key", "X-Not-A-Key");
-    assert_eq!(handshake(s.addr, OTHER, &no_key).await.0, 429);
+    assert_eq!(request_from(s.addr, OTHER, &no_key).await.0, 429);
     let plain_get = format!("GET /ws HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr);
-    assert_eq!(handshake(s.addr, OTHER, &plain_get).await.0, 429);
+    assert_eq!(request_from(s.addr, OTHER, &plain_get).await.0, 429);
     let http10 = valid.replace("HTTP/1.1", "HTTP/1.0");
-    assert_eq!(handshake(s.addr, OTHER, &http10).await.0, 429);
+    assert_eq!(request_from(s.addr, OTHER, &http10).await.0, 429);
     let head = valid.replace("GET", "HEAD");
-    assert_eq!(handshake(s.addr, OTHER, &head).await.0, 429);
+    assert_eq!(request_from(s.addr, OTHER, &head).await.0, 429);
     // Another address is not at its cap: its broken upgrade is a 400.
-    assert_eq!(handshake(s.addr, "127.0.0.4", &no_key).await.0, 400);
-    assert_eq!(handshake(s.addr, "127.0.0.4", &valid).await.0, 101);
+    assert_eq!(request_from(s.addr, "127.0.0.4", &no_key).await.0, 400);
+    assert_eq!(request_from(s.addr, "127.0.0.4", &valid).await.0, 101);
 }
 
 /// §1: an instance with `--max-connections` WebSockets open answers 503 to a
@@ -204,21 +190,21 @@ async fn a_full_instance_answers_503_after_the_upgrade_checks() {
     let a = s.client("a").await;
     let _b = s.client("b").await;
     let valid = upgrade_request(s.addr, "");
-    assert_eq!(handshake(s.addr, "127.0.0.1", &valid).await.0, 503);
+    assert_eq!(request_from(s.addr, "127.0.0.1", &valid).await.0, 503);
     let plain_get = format!("GET /ws HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr);
-    assert_eq!(handshake(s.addr, "127.0.0.1", &plain_get).await.0, 400);
+    assert_eq!(request_from(s.addr, "127.0.0.1", &plain_get).await.0, 400);
     let post = format!(
         "POST /ws HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
         s.addr
     );
-    assert_eq!(handshake(s.addr, "127.0.0.1", &post).await.0, 405);
+    assert_eq!(request_from(s.addr, "127.0.0.1", &post).await.0, 405);
     let head = valid.replace("GET", "HEAD");
-    assert_eq!(handshake(s.addr, "127.0.0.1", &head).await.0, 405);
+    assert_eq!(request_from(s.addr, "127.0.0.1", &head).await.0, 405);
     let http10 = valid.replace("HTTP/1.1", "HTTP/1.0");
-    assert_eq!(handshake(s.addr, "127.0.0.1", &http10).await.0, 426);
+    assert_eq!(request_from(s.addr, "127.0.0.1", &http10).await.0, 426);
     a.close().await;
     let deadline = std::time::Instant::now() + WAIT;
-    while handshake(s.addr, "127.0.0.1", &valid).await.0 != 101 {
+    while request_from(s.addr, "127.0.0.1", &valid).await.0 != 101 {
         assert!(std::time::Instant::now() < deadline, "slot never freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -251,24 +237,19 @@ async fn the_host_itself_is_exempt_from_the_per_address_limits() {
         assert_eq!(members.len(), 3, "three sockets and joins from {}", s.addr);
     }
     // Another address: one socket, one join.
-    let mut other = open_ws_from(&v4, OTHER).await;
+    let mut other = Raw::connect_from(&v4, OTHER).await;
     let valid = upgrade_request(v4.addr, "");
-    assert_eq!(handshake(v4.addr, OTHER, &valid).await.0, 429);
+    assert_eq!(request_from(v4.addr, OTHER, &valid).await.0, 429);
     other
-        .send(Message::text(r#"{"type":"join","room":"r1","id":1}"#))
-        .await
-        .expect("send");
-    assert!(next_text(&mut other).await.contains("\"joined\""));
+        .send_text(r#"{"type":"join","room":"r1","id":1}"#)
+        .await;
+    assert!(other.text().await.contains("\"joined\""));
+    other.send_text(r#"{"type":"leave"}"#).await;
+    assert!(other.text().await.contains("\"left\""));
     other
-        .send(Message::text(r#"{"type":"leave"}"#))
-        .await
-        .expect("send");
-    assert!(next_text(&mut other).await.contains("\"left\""));
-    other
-        .send(Message::text(r#"{"type":"join","room":"r2","id":2}"#))
-        .await
-        .expect("send");
-    let refused: Value = serde_json::from_str(&next_text(&mut other).await).expect("json");
+        .send_text(r#"{"type":"join","room":"r2","id":2}"#)
+        .await;
+    let refused = other.json().await;
     assert_eq!(refused["code"], "rate_limited", "{refused}");
     assert_eq!(refused["ref"], 2, "{refused}");
 
@@ -279,19 +260,19 @@ async fn the_host_itself_is_exempt_from_the_per_address_limits() {
     })
     .await;
     let forwarded = upgrade_request(proxied.addr, "X-Forwarded-For: 203.0.113.5\r\n");
-    let mut first = tokio::net::TcpStream::connect(proxied.addr)
-        .await
-        .expect("connect");
-    first.write_all(forwarded.as_bytes()).await.expect("write");
-    assert_eq!(read_status(&mut first).await.0, 101);
+    let mut first = connect_from(proxied.addr, "127.0.0.1").await;
+    assert_eq!(request_on(&mut first, &forwarded).await.0, 101);
     assert_eq!(
-        handshake(proxied.addr, "127.0.0.1", &forwarded).await.0,
+        request_from(proxied.addr, "127.0.0.1", &forwarded).await.0,
         429
     );
     // The proxy's own requests (no forwarded client) are the host's.
     let direct = upgrade_request(proxied.addr, "");
     for _ in 0..2 {
-        assert_eq!(handshake(proxied.addr, "127.0.0.1", &direct).await.0, 101);
+        assert_eq!(
+            request_from(proxied.addr, "127.0.0.1", &direct).await.0,
+            101
+        );
     }
 }
 
@@ -542,8 +523,10 @@ async fn ids_are_short_strings_or_finite_numbers_and_others_are_not_echoed() {
     let digits_64 = format!("1{}", "0".repeat(63));
     let fraction_64 = format!("0.{}", "5".repeat(62));
     for good in [wide_64.as_str(), &digits_64, &fraction_64, "-7", "2.5e-3"] {
-        c.text(&format!(r#"{{"type":"ping","id":{good}}}"#)).await;
-        let (raw, v) = c.reply().await;
+        c.send_text(format!(r#"{{"type":"ping","id":{good}}}"#))
+            .await;
+        let raw = c.text().await;
+        let v: Value = serde_json::from_str(&raw).expect("json");
         assert_eq!(v["type"], "pong", "{good}: {raw}");
         assert!(raw.contains(&format!("\"ref\":{good}")), "{good}: {raw}");
     }
@@ -558,8 +541,10 @@ async fn ids_are_short_strings_or_finite_numbers_and_others_are_not_echoed() {
         "{\"a\":1}",
         "[1]",
     ] {
-        c.text(&format!(r#"{{"type":"ping","id":{bad}}}"#)).await;
-        let (raw, v) = c.reply().await;
+        c.send_text(format!(r#"{{"type":"ping","id":{bad}}}"#))
+            .await;
+        let raw = c.text().await;
+        let v: Value = serde_json::from_str(&raw).expect("json");
         assert_eq!(v["type"], "error", "{bad}: {raw}");
         assert_eq!(v["code"], "bad_message", "{bad}: {raw}");
         assert!(v.get("ref").is_none(), "{bad}: {raw}");
@@ -614,15 +599,15 @@ async fn a_message_over_the_frame_limit_is_too_large_and_the_connection_stays() 
         let head = format!(r#"{{"type":"ping","id":"{id}","pad":""#);
         format!("{head}{}\"}}", "x".repeat(bytes - head.len() - 2))
     };
-    c.text(&ping_of(64 * 1024, "exact")).await;
+    c.send_text(ping_of(64 * 1024, "exact")).await;
     assert_eq!(c.expect("pong").await["ref"], "exact");
     for bytes in [64 * 1024 + 1, 200 * 1024] {
-        c.text(&ping_of(bytes, "over")).await;
+        c.send_text(ping_of(bytes, "over")).await;
         let e = c.expect("error").await;
         assert_eq!(e["code"], "too_large", "{bytes}: {e}");
         assert!(e.get("ref").is_none(), "{bytes}: {e}");
     }
-    c.text(r#"{"type":"ping","id":"still"}"#).await;
+    c.send_text(r#"{"type":"ping","id":"still"}"#).await;
     assert_eq!(c.expect("pong").await["ref"], "still");
 }
 
@@ -647,12 +632,12 @@ async fn the_frame_and_read_bounds_follow_their_flags() {
     })
     .await;
     let mut c = Raw::connect(&s.ws()).await;
-    c.text(&format!(r#"{{"type":"ping","p":"{}"}}"#, "x".repeat(1500)))
+    c.send_text(format!(r#"{{"type":"ping","p":"{}"}}"#, "x".repeat(1500)))
         .await;
     assert_eq!(c.expect("error").await["code"], "too_large");
-    c.text(&format!(r#"{{"type":"ping","p":"{}"}}"#, "x".repeat(2500)))
+    c.send_text(format!(r#"{{"type":"ping","p":"{}"}}"#, "x".repeat(2500)))
         .await;
-    assert_eq!(c.closed().await.0, Some(1009));
+    assert_eq!(c.closed(WAIT).await.map(|(code, _)| code), Some(1009));
 }
 
 /// §2.2, §6: `message.data` is at most 16 KiB of JSON as sent (whitespace
@@ -718,13 +703,13 @@ async fn messages_past_the_rate_are_refused_without_ref_before_anything_else() {
     .await;
     let mut c = Raw::connect(&s.ws()).await;
     for i in 0..3 {
-        c.text(&format!(r#"{{"type":"ping","id":{i}}}"#)).await;
+        c.send_text(format!(r#"{{"type":"ping","id":{i}}}"#)).await;
     }
-    c.text(r#"{"type":"ping","id":"late"}"#).await;
-    c.send(Message::binary(b"\x00\x01".to_vec())).await;
-    c.text(&"x".repeat(70 * 1024)).await;
-    c.text("not json").await;
-    c.text(r#"{"type":"join","room":"bad room","id":"j"}"#)
+    c.send_text(r#"{"type":"ping","id":"late"}"#).await;
+    c.send_frame(Message::binary(b"\x00\x01".to_vec())).await;
+    c.send_text("x".repeat(70 * 1024)).await;
+    c.send_text("not json").await;
+    c.send_text(r#"{"type":"join","room":"bad room","id":"j"}"#)
         .await;
     for i in 0..3 {
         assert_eq!(c.expect("pong").await["ref"], i);
@@ -734,7 +719,7 @@ async fn messages_past_the_rate_are_refused_without_ref_before_anything_else() {
         assert_eq!(e["code"], "rate_limited", "{what}: {e}");
         assert!(e.get("ref").is_none(), "{what}: {e}");
     }
-    c.silence().await;
+    c.expect_silence(QUIET).await;
 }
 
 /// §2.2: a WebSocket ping from the client takes a message token but is never
@@ -748,25 +733,27 @@ async fn client_pings_take_a_token_silently_and_pongs_take_none() {
     .await;
     let mut pongs = Raw::connect(&s.ws()).await;
     for _ in 0..30 {
-        pongs.send(Message::Pong(Default::default())).await;
+        pongs.send_frame(Message::Pong(Default::default())).await;
     }
     for i in 0..3 {
-        pongs.text(&format!(r#"{{"type":"ping","id":{i}}}"#)).await;
+        pongs
+            .send_text(format!(r#"{{"type":"ping","id":{i}}}"#))
+            .await;
         assert_eq!(pongs.expect("pong").await["ref"], i);
     }
 
     let mut pings = Raw::connect(&s.ws()).await;
     for _ in 0..3 {
-        pings.send(Message::Ping(Default::default())).await;
+        pings.send_frame(Message::Ping(Default::default())).await;
     }
-    pings.text(r#"{"type":"ping","id":"p"}"#).await;
+    pings.send_text(r#"{"type":"ping","id":"p"}"#).await;
     let e = pings.expect("error").await;
     assert_eq!(e["code"], "rate_limited", "the pings took the burst: {e}");
     // Pings past the rate: refused, silently.
     for _ in 0..5 {
-        pings.send(Message::Ping(Default::default())).await;
+        pings.send_frame(Message::Ping(Default::default())).await;
     }
-    pings.silence().await;
+    pings.expect_silence(QUIET).await;
 }
 
 /// §2.2, §7.1: more than `--flood-close-after` refusals within 10 s close the
@@ -781,14 +768,14 @@ async fn more_refusals_than_flood_close_after_close_with_1008() {
     .await;
     let mut c = Raw::connect(&s.ws()).await;
     for i in 0..7 {
-        c.text(&format!(r#"{{"type":"ping","id":{i}}}"#)).await;
+        c.send_text(format!(r#"{{"type":"ping","id":{i}}}"#)).await;
     }
     assert_eq!(c.expect("pong").await["ref"], 0);
     for _ in 0..5 {
         assert_eq!(c.expect("error").await["code"], "rate_limited");
     }
-    let (code, reason) = c.closed().await;
-    assert_eq!(code, Some(1008));
+    let (code, reason) = c.closed(WAIT).await.expect("a close frame");
+    assert_eq!(code, 1008);
     assert_eq!(reason, "rate limit exceeded repeatedly");
 }
 
@@ -805,25 +792,32 @@ async fn breaking_the_frame_budget_closes_with_1008_mid_message() {
     })
     .await;
     let mut c = Raw::connect(&s.ws()).await;
+    // A ping request with the id `m{k}`, padded to be cut in 60 frames.
+    let ping = |k: usize| {
+        format!(
+            r#"{{"type":"ping","id":"m{k}","pad":"{}"}}"#,
+            "x".repeat(200)
+        )
+    };
     // 60 frames each: three take 180 frames, within the floor's burst.
     for k in 0..3 {
-        c.fragmented(&format!("m{k}"), 60).await;
+        c.send_fragmented(&ping(k), 60).await;
     }
     for k in 0..3 {
         assert_eq!(c.expect("pong").await["ref"], format!("m{k}"));
     }
     // Four more, 240 frames: the budget breaks during one of them.
     for k in 3..7 {
-        c.fragmented(&format!("m{k}"), 60).await;
+        c.send_fragmented(&ping(k), 60).await;
     }
     let mut handled = Vec::new();
     let code = loop {
-        match c.next().await {
+        match c.step(WAIT).await {
             Step::Text(_, v) => {
                 assert_eq!(v["type"], "pong", "{v}");
                 handled.push(v["ref"].as_str().expect("ref").to_string());
             }
-            Step::Closed(code, _) => break code,
+            Step::Closed(close) => break close.map(|(code, _)| code),
             Step::Nothing => panic!("no close after {handled:?}"),
         }
     };
@@ -845,7 +839,7 @@ async fn a_connection_that_never_joins_is_closed_at_the_join_deadline() {
     let mut idle = Raw::connect(&s.ws()).await;
     let mut member = s.client("member").await;
     member.join(&room("deadline")).await;
-    assert_eq!(idle.closed().await.0, Some(1008));
+    assert_eq!(idle.closed(WAIT).await.map(|(code, _)| code), Some(1008));
     assert!(started.elapsed() >= Duration::from_millis(400));
     member.send(json!({"type":"ping","id":1})).await;
     assert_eq!(member.expect("pong").await["ref"], 1);
@@ -876,11 +870,7 @@ async fn a_held_peer_keeps_resume_queue_relays(d: Deployment) {
     let (r, mut a, b) = d.pair("held").await;
     let (b_id, token) = (b.peer_id.clone(), b.resume.clone());
     b.drop_tcp();
-    let deadline = std::time::Instant::now() + WAIT;
-    while d.server(1).metric("signaling_peers_held ").await != 1 {
-        assert!(std::time::Instant::now() < deadline, "b never held");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    d.server(1).wait_held(1).await;
     for i in 0..4 {
         a.send(json!({"type":"offer","to":b_id,"sdp":format!("s{i}"),"id":i}))
             .await;
@@ -924,7 +914,7 @@ async fn messages_are_json_objects_with_a_string_type() {
         "42",
         "null",
     ] {
-        c.text(unread).await;
+        c.send_text(unread).await;
         let e = c.expect("error").await;
         assert_eq!(e["code"], "bad_message", "{unread:?}: {e}");
         assert!(e.get("ref").is_none(), "{unread:?}: {e}");
@@ -936,7 +926,7 @@ async fn messages_are_json_objects_with_a_string_type() {
         r#"{"type":"PING","id":"t"}"#,
         r#"{"type":"peer-joined","id":"t"}"#,
     ] {
-        c.text(typeless).await;
+        c.send_text(typeless).await;
         let e = c.expect("error").await;
         assert_eq!(e["code"], "bad_message", "{typeless}: {e}");
         assert_eq!(e["ref"], "t", "{typeless}: {e}");
@@ -975,8 +965,9 @@ async fn ref_is_the_id_as_written_on_joined_left_pong_and_error() {
         ),
         (r#"{"type":"leave","id":0.0}"#.into(), "0.0", "left"),
     ] {
-        c.text(&request).await;
-        let (raw, v) = c.reply().await;
+        c.send_text(&request).await;
+        let raw = c.text().await;
+        let v: Value = serde_json::from_str(&raw).expect("json");
         assert_eq!(v["type"], reply, "{request}: {raw}");
         assert!(raw.contains(&format!(r#""ref":{id}"#)), "{request}: {raw}");
     }
@@ -1038,7 +1029,7 @@ async fn errors_before_the_id_was_read_carry_no_ref() {
         r#"{"type":"ping","id":"x","id":"y"}"#,
         r#"{"type":"ping","id":["x"]}"#,
     ] {
-        c.text(unread).await;
+        c.send_text(unread).await;
         let e = c.expect("error").await;
         assert_eq!(e["code"], "bad_message", "{unread}: {e}");
         assert!(e.get("ref").is_none(), "{unread}: {e}");
@@ -1049,12 +1040,12 @@ async fn errors_before_the_id_was_read_carry_no_ref() {
         r#"{"type":"join","id":"x"}"#,
         r#"{"type":"update","meta":[],"id":"x"}"#,
     ] {
-        c.text(read).await;
+        c.send_text(read).await;
         let e = c.expect("error").await;
         assert_eq!(e["code"], "bad_message", "{read}: {e}");
         assert_eq!(e["ref"], "x", "{read}: {e}");
     }
-    c.text(r#"{"type":"ping","id":"x","extra":1,"extra":2}"#)
+    c.send_text(r#"{"type":"ping","id":"x","extra":1,"extra":2}"#)
         .await;
     assert_eq!(c.expect("pong").await["ref"], "x");
 }
@@ -1282,198 +1273,13 @@ async fn the_peer_object_has_its_four_fields(d: Deployment) {
 both!(the_peer_object_has_its_four_fields);
 
 // ---------------------------------------------------------------------------
-// Helpers (candidates for the kit)
+// Helpers
 // ---------------------------------------------------------------------------
 
+/// Now, in Unix milliseconds.
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// A socket bound to the loopback address `ip`, to connect from.
-fn from(ip: &str) -> tokio::net::TcpSocket {
-    let s = tokio::net::TcpSocket::new_v4().expect("socket");
-    s.bind(format!("{ip}:0").parse().expect("addr"))
-        .expect("bind");
-    s
-}
-
-/// A WebSocket to `s` from the loopback address `ip`, kept open.
-async fn open_ws_from(
-    s: &TestServer,
-    ip: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    let tcp = from(ip).connect(s.addr).await.expect("connect");
-    tokio_tungstenite::client_async(s.ws(), tcp)
-        .await
-        .expect("upgraded")
-        .0
-}
-
-async fn next_text(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> String {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("a frame");
-        if let Message::Text(t) = m {
-            return t.to_string();
-        }
-    }
-}
-
-/// A WebSocket upgrade request for `/ws` with `extra` header lines.
-fn upgrade_request(addr: SocketAddr, extra: &str) -> String {
-    format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
-}
-
-/// Sends `request` from the loopback address `ip`: the status and the
-/// lower-cased response head.
-async fn handshake(addr: SocketAddr, ip: &str, request: &str) -> (u16, String) {
-    let mut s = if addr.is_ipv6() {
-        tokio::net::TcpStream::connect(addr).await.expect("connect")
-    } else {
-        from(ip).connect(addr).await.expect("connect")
-    };
-    s.write_all(request.as_bytes()).await.expect("write");
-    read_status(&mut s).await
-}
-
-/// Reads a response head: its status and the head, lower-cased.
-async fn read_status(s: &mut tokio::net::TcpStream) -> (u16, String) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(WAIT, s.read(&mut byte)).await {
-            Ok(Ok(1)) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head)
-}
-
-/// What [`Raw::next`] saw.
-enum Step {
-    Text(String, Value),
-    Closed(Option<u16>, String),
-    Nothing,
-}
-
-/// A WebSocket client that keeps each text frame as written (to compare
-/// `ref` with the `id` as sent) and can send any frame. Every text frame it
-/// reads must be a JSON object with a string `type` (§3).
-struct Raw {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-}
-
-impl Raw {
-    async fn connect(url: &str) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("connect");
-        Raw { ws }
-    }
-
-    async fn send(&mut self, m: Message) {
-        self.ws.send(m).await.expect("send");
-    }
-
-    async fn text(&mut self, t: &str) {
-        self.send(Message::text(t)).await;
-    }
-
-    /// A ping request with `id`, padded and cut into `frames` frames.
-    async fn fragmented(&mut self, id: &str, frames: usize) {
-        let text = format!(
-            r#"{{"type":"ping","id":"{id}","pad":"{}"}}"#,
-            "x".repeat(200)
-        );
-        let bytes = text.as_bytes();
-        let size = bytes.len() / frames;
-        for i in 0..frames {
-            let end = if i + 1 == frames {
-                bytes.len()
-            } else {
-                (i + 1) * size
-            };
-            let op = if i == 0 { Data::Text } else { Data::Continue };
-            let f = Frame::message(
-                bytes[i * size..end].to_vec(),
-                OpCode::Data(op),
-                i + 1 == frames,
-            );
-            self.ws.feed(Message::Frame(f)).await.expect("feed");
-        }
-        self.ws.flush().await.expect("flush");
-    }
-
-    async fn next(&mut self) -> Step {
-        loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    let v: Value = serde_json::from_str(t.as_str())
-                        .unwrap_or_else(|e| panic!("not JSON ({e}): {t}"));
-                    assert!(v["type"].is_string(), "no string type: {t}");
-                    return Step::Text(t.to_string(), v);
-                }
-                Ok(Some(Ok(Message::Close(f)))) => {
-                    return Step::Closed(
-                        f.as_ref().map(|f| u16::from(f.code)),
-                        f.map(|f| f.reason.to_string()).unwrap_or_default(),
-                    );
-                }
-                Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(_)) | None) => return Step::Closed(None, String::new()),
-                Err(_) => return Step::Nothing,
-            }
-        }
-    }
-
-    /// The next text frame, as written and parsed.
-    async fn reply(&mut self) -> (String, Value) {
-        match self.next().await {
-            Step::Text(raw, v) => (raw, v),
-            Step::Closed(code, reason) => panic!("closed {code:?} {reason}"),
-            Step::Nothing => panic!("nothing within {WAIT:?}"),
-        }
-    }
-
-    async fn expect(&mut self, ty: &str) -> Value {
-        let (raw, v) = self.reply().await;
-        assert_eq!(v["type"], ty, "{raw}");
-        v
-    }
-
-    /// The close code and reason that end the connection.
-    async fn closed(&mut self) -> (Option<u16>, String) {
-        loop {
-            match self.next().await {
-                Step::Text(..) => continue,
-                Step::Closed(code, reason) => return (code, reason),
-                Step::Nothing => panic!("not closed within {WAIT:?}"),
-            }
-        }
-    }
-
-    /// No text frame for a while (the connection may stay open).
-    async fn silence(&mut self) {
-        let until = tokio::time::Instant::now() + QUIET;
-        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, self.ws.next()).await {
-            assert!(!m.is_text(), "expected nothing, got {m}");
-        }
-    }
 }

@@ -7,13 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use signaling_e2e::both;
 use signaling_e2e::client::{Client, WAIT, peer_ids};
 use signaling_e2e::deployment::Deployment;
-use signaling_e2e::room;
+use signaling_e2e::raw::Raw;
 use signaling_e2e::server::TestServer;
+use signaling_e2e::{both, join_token, room};
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long "nothing arrives" is watched for.
@@ -138,12 +137,6 @@ async fn join_fields_of_the_wrong_type_are_bad_message_with_ref() {
 
 const SECRET: &str = "protocol-messages-secret";
 
-/// A join token for `room`, valid for ten minutes.
-fn token(room: &str) -> String {
-    signaling::auth::Auth::new(SECRET)
-        .sign(&json!({"room":room,"exp":signaling::auth::now_unix() + 600}))
-}
-
 /// §4.1, §1, §6: a `token` in the `join` wins over the one in the upgrade
 /// URL, both ways; without a valid token the join is `unauthorized` with
 /// `ref`.
@@ -151,7 +144,7 @@ fn token(room: &str) -> String {
 async fn a_token_in_the_join_wins_over_the_one_in_the_url() {
     let s = TestServer::start(|c| c.auth_secret = Some(SECRET.into())).await;
     let r = room("tokens");
-    let (good, elsewhere) = (token(&r), token("elsewhere"));
+    let (good, elsewhere) = (join_token(SECRET, &r), join_token(SECRET, "elsewhere"));
     let mut a = Client::connect(&format!("{}?token={elsewhere}", s.ws()), "a").await;
     a.send(json!({"type":"join","id":"url","room":r})).await;
     assert_error(&a.expect("error").await, "unauthorized", Some(json!("url")));
@@ -186,7 +179,7 @@ async fn join_checks_run_in_the_documented_order() {
     let mut x = Raw::connect_from(&s, "127.0.0.9").await;
     x.send_text(join(
         "first",
-        &format!(r#""room":"{r}","token":"{}""#, token(&r)),
+        &format!(r#""room":"{r}","token":"{}""#, join_token(SECRET, &r)),
     ))
     .await;
     assert_eq!(x.json().await["type"], "joined");
@@ -235,7 +228,8 @@ async fn join_checks_run_in_the_documented_order() {
         c.send_text(join(id, &rest)).await;
         assert_error(&c.expect("error").await, code, Some(json!(id)));
     }
-    c.join_with(&r, json!({"token": token(&r)})).await;
+    c.join_with(&r, json!({"token": join_token(SECRET, &r)}))
+        .await;
     s.stop().await;
 }
 
@@ -255,7 +249,7 @@ async fn while_draining_a_join_is_unavailable_after_the_token_check_and_before_t
     a.expect("goaway").await;
     a.send(json!({"type":"join","id":"t","room":r})).await;
     assert_error(&a.expect("error").await, "unauthorized", Some(json!("t")));
-    let tok = token(&r);
+    let tok = join_token(SECRET, &r);
     a.send(json!({"type":"join","id":"r","room":r,"token":tok,"resume":"made.up"}))
         .await;
     assert_error(&a.expect("error").await, "unavailable", Some(json!("r")));
@@ -550,7 +544,7 @@ async fn a_relay_to_a_held_peer_waits_for_its_resume(d: Deployment) {
     let (r, mut a, b) = d.pair("held").await;
     let (b_id, resume) = (b.peer_id.clone(), b.resume.clone());
     b.drop_tcp();
-    wait_held(d.server(1), 1).await;
+    d.server(1).wait_held(1).await;
     for (i, f) in relays(&b_id).into_iter().enumerate() {
         let mut m = json!({"id":i});
         extend(&mut m, &f);
@@ -573,7 +567,7 @@ async fn a_directed_relay_past_a_held_peers_full_queue_is_unavailable(d: Deploym
     let (r, mut a, b) = d.pair("qfull").await;
     let (b_id, resume) = (b.peer_id.clone(), b.resume.clone());
     b.drop_tcp();
-    wait_held(d.server(1), 1).await;
+    d.server(1).wait_held(1).await;
     for n in 0..4 {
         a.send(json!({"type":"offer","id":n,"to":b_id,"sdp":n.to_string()}))
             .await;
@@ -895,7 +889,7 @@ async fn unreadable_messages_are_bad_message_without_ref() {
     let x_id = x.json().await["peer_id"].as_str().expect("id").to_string();
     peer.expect("peer-joined").await;
 
-    x.send(Message::binary(br#"{"type":"ping","id":1}"#.to_vec()))
+    x.send_frame(Message::binary(br#"{"type":"ping","id":1}"#.to_vec()))
         .await;
     assert_error(&x.json().await, "bad_message", None);
     let long_id = format!(r#""{}""#, "i".repeat(65));
@@ -1156,73 +1150,4 @@ fn relays(to: &str) -> [Value; 4] {
         json!({"type":"candidate","to":to,"candidate":null}),
         json!({"type":"message","to":to,"data":{"k":1}}),
     ]
-}
-
-/// Waits until `server` holds `n` peers for a resume (their connection's
-/// loss noticed): until then a relay would go to the dead connection.
-async fn wait_held(server: &TestServer, n: u64) {
-    let deadline = Instant::now() + WAIT;
-    while server.metric("signaling_peers_held ").await != n {
-        assert!(Instant::now() < deadline, "{} never held", server.addr);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A WebSocket without the kit's client in between: raw text as the server
-/// wrote it, binary messages, and a loopback source address of its own.
-struct Raw {
-    ws: Ws,
-}
-
-impl Raw {
-    async fn connect(url: &str) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        Raw { ws }
-    }
-
-    /// From `ip`, a loopback address other than 127.0.0.1 (which is exempt
-    /// from the per-address limits).
-    async fn connect_from(server: &TestServer, ip: &str) -> Raw {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(format!("{ip}:0").parse().expect("addr"))
-            .expect("bind");
-        let tcp = socket.connect(server.addr).await.expect("connect");
-        let (ws, _) = tokio_tungstenite::client_async(
-            server.ws(),
-            tokio_tungstenite::MaybeTlsStream::Plain(tcp),
-        )
-        .await
-        .expect("handshake");
-        Raw { ws }
-    }
-
-    async fn send(&mut self, m: Message) {
-        self.ws.send(m).await.expect("send");
-    }
-
-    async fn send_text(&mut self, text: String) {
-        self.send(Message::text(text)).await;
-    }
-
-    /// The next text message, exactly as the server wrote it.
-    async fn text(&mut self) -> String {
-        loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => return t.to_string(),
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                other => panic!("expected a text message, got {other:?}"),
-            }
-        }
-    }
-
-    async fn json(&mut self) -> Value {
-        let text = self.text().await;
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-    }
 }

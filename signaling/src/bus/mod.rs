@@ -211,9 +211,11 @@ pub trait InboundHandler: Send + Sync {
     /// The room's members held by other nodes, as `(peer, node)`: what a
     /// resync may drop.
     fn remote_members(&self, room: &RoomId) -> Vec<(PeerId, NodeId)>;
-    /// Another node asks for a peer of ours to resume there: if `secret` is
-    /// its resume secret, the peer is removed here without a word and handed over.
-    fn hand_over(&self, room: &RoomId, peer: &PeerId, secret: &str) -> Option<Handoff>;
+    /// Node `to` asks for a peer of ours to resume there: if `secret` is its
+    /// resume secret, the peer is handed over without a word, and is from
+    /// then on a member held by `to`.
+    fn hand_over(&self, room: &RoomId, peer: &PeerId, secret: &str, to: &NodeId)
+    -> Option<Handoff>;
 }
 
 /// The engine boundary. Implementations: [`memory::MemoryBus`] (one

@@ -483,11 +483,14 @@ impl Hub {
             if *c != conn {
                 return; // it has resumed on another connection already
             }
+            // All of it, not cut to `--resume-queue`: these relays were
+            // accepted, and nobody would be told of one cut off here. The
+            // queue is bounded all the same (an outbox's worth plus the
+            // overflow's `--resume-queue`); new relays find it full.
             let queue: VecDeque<Frame> = unwritten
                 .into_iter()
                 .filter(|f| f.relayed_at.is_some())
                 .chain(overflow.drain(..))
-                .take(self.limits.resume_queue)
                 .collect();
             member.presence = Presence::Held { queue, epoch };
         }

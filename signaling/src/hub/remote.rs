@@ -160,9 +160,12 @@ impl Hub {
                 m.presence = Presence::Remote {
                     node: info.node.clone(),
                 };
-                if m.info.object != info.object {
+                // Kept up to date even when nothing a member sees changed:
+                // a peer handed over to another node moves on in here.
+                let changed = m.info.object != info.object;
+                m.info = info.clone();
+                if changed {
                     let frame = Frame::reply(reply::peer_updated(&info.object));
-                    m.info = info.clone();
                     room.notify_others(&info.id, &frame);
                 }
             }
@@ -279,16 +282,30 @@ impl InboundHandler for Hub {
         }
     }
 
-    fn hand_over(&self, room_id: &RoomId, peer: &PeerId, secret: &str) -> Option<Handoff> {
-        let member = {
+    fn hand_over(
+        &self,
+        room_id: &RoomId,
+        peer: &PeerId,
+        secret: &str,
+        to: &NodeId,
+    ) -> Option<Handoff> {
+        let (info, presence) = {
             let mut room = self.rooms.get_mut(room_id)?;
-            let known = room.members.get(peer)?.resume_secret.as_deref()?;
+            let member = room.members.get_mut(peer)?;
+            let known = member.resume_secret.as_deref()?;
             if !constant_time_eq(known.as_bytes(), secret.as_bytes()) {
                 return None;
             }
-            room.members.shift_remove(peer)?
+            // The peer stays a member here, in its place, now held by the
+            // node that claimed it: the members of this node hear nothing
+            // (the `moved` event that follows changes nothing they know), and
+            // their relays to it go straight to its new node meanwhile.
+            member.resume_secret = None;
+            let presence =
+                std::mem::replace(&mut member.presence, Presence::Remote { node: to.clone() });
+            (member.info.clone(), presence)
         };
-        let queued = match member.presence {
+        let queued = match presence {
             Presence::Held { queue, .. } => {
                 self.metrics.held_changed(-1);
                 queue.into_iter().map(|f| f.text).collect()
@@ -303,9 +320,6 @@ impl InboundHandler for Hub {
         };
         self.metrics.peer_departed();
         self.forget_if_unused(room_id);
-        Some(Handoff {
-            info: member.info,
-            queued,
-        })
+        Some(Handoff { info, queued })
     }
 }

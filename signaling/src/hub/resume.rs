@@ -76,9 +76,7 @@ impl Hub {
         match previous {
             Presence::Held { queue, .. } => {
                 self.metrics.held_changed(-1);
-                for f in queue {
-                    req.outbox.push(f);
-                }
+                req.outbox.preload(queue);
             }
             // Only local members have a resume secret.
             Presence::Remote { .. } => {}
@@ -88,9 +86,7 @@ impl Hub {
                 outbox, overflow, ..
             } => {
                 outbox.close(CloseCause::Replaced);
-                for f in overflow {
-                    req.outbox.push(f);
-                }
+                req.outbox.preload(overflow);
             }
         }
         drop(room);
@@ -124,12 +120,11 @@ impl Hub {
                 .or_insert_with(Room::ready);
             req.welcome(&room, &peer, &secret);
             let now = Instant::now();
-            for text in handoff.queued {
-                req.outbox.push(Frame {
+            req.outbox
+                .preload(handoff.queued.into_iter().map(|text| Frame {
                     text,
                     relayed_at: Some(now),
-                });
-            }
+                }));
             let member = Member {
                 info: info.clone(),
                 resume_secret: Some(secret),

@@ -280,9 +280,14 @@ fn answer_claim(shared: &Shared, from: &str, body: &str) {
     else {
         return;
     };
-    let handoff = shared
-        .handler()
-        .and_then(|h| h.hand_over(&RoomId::new(room), &PeerId::new(peer), secret));
+    let handoff = shared.handler().and_then(|h| {
+        h.hand_over(
+            &RoomId::new(room),
+            &PeerId::new(peer),
+            secret,
+            &NodeId::new(from),
+        )
+    });
     let payload = match handoff {
         Some(h) => {
             shared
