@@ -348,7 +348,7 @@ async fn relays_past_a_held_peers_full_queue_are_refused_across_instances() {
     let (token, to) = (b.resume.clone(), b.peer_id.clone());
     b.drop_tcp();
     // Until qb has noticed, an offer would go to the dead connection.
-    wait_held(&rb).await;
+    rb.wait_held(1).await;
     for n in 0..SENT {
         a.send(json!({"type":"offer","id":n,"to":to,"sdp":n.to_string()}))
             .await;
@@ -368,20 +368,6 @@ async fn relays_past_a_held_peers_full_queue_are_refused_across_instances() {
     b.expect_silence(Duration::from_millis(500)).await;
     ra.stop().await;
     rb.stop().await;
-}
-
-/// Waits until `server` holds a peer for a resume (its connection's loss
-/// noticed): the only one in these tests.
-async fn wait_held(server: &TestServer) {
-    let deadline = Instant::now() + WAIT;
-    while server.metric("signaling_peers_held ").await != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "{} never held the peer",
-            server.addr
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A receiver moves between two instances by resuming, six times, while a
@@ -464,7 +450,7 @@ async fn relays_to_a_peer_moving_between_instances_arrive_or_are_refused() {
         }
         let token = b.resume.clone();
         b.drop_tcp();
-        wait_held(nodes[m % 2]).await;
+        nodes[m % 2].wait_held(1).await;
         paused.store(false, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Resume on the other instance while the offers keep coming.
