@@ -13,12 +13,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, warn};
 
-use super::resume::constant_time_eq;
 use super::room::{Member, Presence, Room, SyncState};
 use super::{Hub, JoinHold};
 use crate::bus::{Handoff, Inbound, InboundHandler, Origin, PeerInfo, PresenceEvent, SettledNodes};
 use crate::ids::{NodeId, PeerId, RoomId};
-use crate::outbox::CloseCause;
 use crate::outbox::Frame;
 
 impl Hub {
@@ -289,37 +287,22 @@ impl InboundHandler for Hub {
         secret: &str,
         to: &NodeId,
     ) -> Option<Handoff> {
-        let (info, presence) = {
+        let (info, queued) = {
             let mut room = self.rooms.get_mut(room_id)?;
             let member = room.members.get_mut(peer)?;
-            let known = member.resume_secret.as_deref()?;
-            if !constant_time_eq(known.as_bytes(), secret.as_bytes()) {
-                return None;
-            }
             // The peer stays a member here, in its place, now held by the
             // node that claimed it: the members of this node hear nothing
             // (the `moved` event that follows changes nothing they know), and
             // their relays to it go straight to its new node meanwhile.
-            member.resume_secret = None;
-            let presence =
-                std::mem::replace(&mut member.presence, Presence::Remote { node: to.clone() });
-            (member.info.clone(), presence)
-        };
-        let queued = match presence {
-            Presence::Held { queue, .. } => {
-                self.metrics.held_changed(-1);
-                queue.into_iter().map(|f| f.text).collect()
-            }
-            Presence::Connected {
-                outbox, overflow, ..
-            } => {
-                outbox.close(CloseCause::Replaced);
-                overflow.into_iter().map(|f| f.text).collect()
-            }
-            Presence::Remote { .. } => Vec::new(),
+            let next = Presence::Remote { node: to.clone() };
+            let waiting = self.take_over(member, secret, None, next)?;
+            (member.info.clone(), waiting)
         };
         self.metrics.peer_departed();
         self.forget_if_unused(room_id);
-        Some(Handoff { info, queued })
+        Some(Handoff {
+            info,
+            queued: queued.into_iter().map(|f| f.text).collect(),
+        })
     }
 }

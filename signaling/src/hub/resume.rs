@@ -19,7 +19,7 @@ pub fn make_token(peer: &PeerId, secret: &str) -> String {
     format!("{peer}.{secret}")
 }
 
-pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -61,34 +61,14 @@ impl Hub {
         }
         let mut room = self.room_held(&req.room)?;
         let member = room.members.get_mut(peer).ok_or_else(failed)?;
-        let known = member.resume_secret.as_deref().ok_or_else(failed)?;
-        if !constant_time_eq(known.as_bytes(), secret.as_bytes()) {
-            return Err(failed());
-        }
         let peer = member.info.id.clone();
         let fresh = random_hex(16);
-        member.resume_secret = Some(fresh.clone());
-        let previous = std::mem::replace(
-            &mut member.presence,
-            Presence::connected(req.conn, req.outbox.clone()),
-        );
+        let connected = Presence::connected(req.conn, req.outbox.clone());
+        let waiting = self
+            .take_over(member, secret, Some(fresh.clone()), connected)
+            .ok_or_else(failed)?;
         req.welcome(&room, &peer, &fresh);
-        match previous {
-            Presence::Held { queue, .. } => {
-                self.metrics.held_changed(-1);
-                req.outbox.preload(queue);
-            }
-            // Only local members have a resume secret.
-            Presence::Remote { .. } => {}
-            // The old connection has not noticed it is dead yet: retire it.
-            // (Frames already in its outbox go down with it.)
-            Presence::Connected {
-                outbox, overflow, ..
-            } => {
-                outbox.close(CloseCause::Replaced);
-                req.outbox.preload(overflow);
-            }
-        }
+        req.outbox.preload(waiting);
         drop(room);
         self.metrics.resumed();
         Ok(Membership {
@@ -99,6 +79,39 @@ impl Hub {
 }
 
 impl Hub {
+    /// A member taken over by a resume, on this node or through another
+    /// node's claim: if `secret` is its resume secret, its presence becomes
+    /// `next` and its secret `new_secret`, and the connection it still had
+    /// is retired (4000; frames already in that connection's outbox go down
+    /// with it). Returns the relays waiting for it, in order, or `None` for a
+    /// wrong secret (only local members have one).
+    pub(super) fn take_over(
+        &self,
+        member: &mut Member,
+        secret: &str,
+        new_secret: Option<String>,
+        next: Presence,
+    ) -> Option<Vec<Frame>> {
+        let known = member.resume_secret.as_deref()?;
+        if !constant_time_eq(known.as_bytes(), secret.as_bytes()) {
+            return None;
+        }
+        member.resume_secret = new_secret;
+        Some(match std::mem::replace(&mut member.presence, next) {
+            Presence::Held { queue, .. } => {
+                self.metrics.held_changed(-1);
+                queue.into()
+            }
+            Presence::Connected {
+                outbox, overflow, ..
+            } => {
+                outbox.close(CloseCause::Replaced);
+                overflow.into()
+            }
+            Presence::Remote { .. } => Vec::new(),
+        })
+    }
+
     /// Takes in a peer handed over by another node: same id, same place in
     /// the room, its queued messages after the `joined`. The others only
     /// learn where it lives now.
