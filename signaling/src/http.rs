@@ -17,10 +17,10 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::debug;
 
 use crate::admission;
+use crate::app::App;
 use crate::auth::now_unix;
 use crate::ids::RoomId;
 use crate::metrics::Format;
-use crate::server::App;
 use crate::session;
 use crate::upgrade::{FrameBudget, UpgradeRefused, WsUpgrade};
 
@@ -84,7 +84,7 @@ async fn ws(
 ) -> Response {
     // Refused while draining whatever the request looks like, so load
     // balancers probing /ws see the drain too.
-    if app.hub.is_draining() {
+    if app.ctx.hub.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     let client = admission::client_addr(peer, &headers, &app.config.trusted_proxies);
@@ -116,7 +116,7 @@ async fn ws(
         Err(rejection) => return rejection.into_response(),
     };
     let limits = &app.config.limits;
-    if app.hub.open_connections() >= limits.max_connections {
+    if app.ctx.hub.open_connections() >= limits.max_connections {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     }
     let max_read = limits.max_read_bytes.max(limits.max_frame_bytes);
@@ -132,7 +132,7 @@ async fn ws(
     upgrade.on_upgrade(config, budget, move |socket| {
         // A task of its own rather than inside the upgrade task, which
         // would keep its own state beside ours for the connection's life.
-        let session = session::run(socket, app.clone(), q.token, remote);
+        let session = session::run(socket, app.ctx.clone(), q.token, remote);
         app.sessions.spawn(session);
     })
 }
@@ -142,9 +142,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.hub.is_draining() {
+    if app.ctx.hub.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
-    } else if !app.hub.bus().is_ready() {
+    } else if !app.ctx.hub.bus().is_ready() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "presence bus unavailable\n",
@@ -165,9 +165,11 @@ pub fn metrics_router(app: Arc<App>) -> Router {
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
-    let body = app
-        .metrics
-        .render(app.hub.local_rooms(), &app.hub.bus().stats(), format);
+    let body = app.ctx.metrics.render(
+        app.ctx.hub.local_rooms(),
+        &app.ctx.hub.bus().stats(),
+        format,
+    );
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
@@ -177,7 +179,7 @@ fn json(status: StatusCode, body: String) -> Response {
 
 /// With an auth secret, `/api/*` needs `Authorization: Bearer <admin JWT>`.
 fn admin_refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
-    let auth = app.auth.as_ref()?;
+    let auth = app.ctx.auth.as_ref()?;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -203,7 +205,7 @@ async fn api_rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Response 
     if let Some(r) = admin_refusal(&app, &headers) {
         return r;
     }
-    let rooms = match app.hub.bus().rooms().await {
+    let rooms = match app.ctx.hub.bus().rooms().await {
         Ok(r) => r,
         Err(e) => return bus_unavailable(e),
     };
@@ -238,7 +240,13 @@ async fn api_room(
     if !is_valid_room(&room, app.config.limits.max_room_len) {
         return not_found();
     }
-    let peers = match app.hub.bus().room_peers(&RoomId::new(room.as_str())).await {
+    let peers = match app
+        .ctx
+        .hub
+        .bus()
+        .room_peers(&RoomId::new(room.as_str()))
+        .await
+    {
         Ok(p) => p,
         Err(e) => return bus_unavailable(e),
     };

@@ -27,6 +27,7 @@
 //! | `config.rs` | flags and `SIGNALING_*` variables, limits |
 //! | `config_file.rs` | the config file under flags and variables, `PORT`, `--print-config` |
 //! | `server.rs` | [`bind`] / [`Server::serve`], the drain on shutdown |
+//! | `app.rs` | the shared state (a leaf): [`app::App`] for the HTTP side, [`app::SessionContext`], all a session gets |
 //! | `accept.rs` | the accept loop: hyper per connection, header deadline, plain-HTTP caps |
 //! | `tls.rs` | `--tls-cert`/`--tls-key`: loading the pair, reloading it when the files change |
 //! | `admission.rs` | who may open `/ws`: client address via trusted proxies, Origin, per-address cap |
@@ -37,7 +38,7 @@
 //! | `outbox.rs` | the bounded outbound queue and close causes |
 //! | `hub/mod.rs` | rooms: join, relay, update, leave, drop |
 //! | `hub/room.rs` | one room's members and how each is reached |
-//! | `hub/resume.rs` | resume tokens, taking a held peer back, adopting one from another node |
+//! | `hub/resume.rs` | resume tokens, the take-over of a member by a resume (here or for another node), adopting one from another node |
 //! | `hub/remote.rs` | remote members: first sync of a room, applying other nodes' traffic |
 //! | `bus/mod.rs` | the engine boundary: the `Bus` and `InboundHandler` traits, value types |
 //! | `bus/memory.rs` | the in-memory engine |
@@ -58,6 +59,7 @@
 
 pub mod accept;
 pub mod admission;
+pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod config;

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admission::PerIp;
+use crate::app::{App, SessionContext};
 use crate::auth::Auth;
 use crate::bus::redis::{RedisBus, RedisConfig};
 use crate::bus::{Bus, memory::MemoryBus};
@@ -22,24 +23,6 @@ use crate::ids::{NodeId, random_hex};
 use crate::metrics::Metrics;
 use crate::outbox::CloseCause;
 use crate::ratelimit::PerIpRate;
-
-/// Everything a request handler or session needs; shared by all of them.
-pub struct App {
-    pub config: Config,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    pub auth: Option<Auth>,
-    /// What goes into `joined.ice_servers`.
-    pub ice: IceConfig,
-    pub web_root: PathBuf,
-    /// Every WebSocket session, so shutdown can wait for them (axum's graceful
-    /// shutdown does not track upgraded connections).
-    pub sessions: TaskTracker,
-    /// Open WebSockets per client address (`--max-connections-per-ip`).
-    pub per_ip: Arc<PerIp>,
-    /// Joins per client address (`--join-rate-per-ip`).
-    pub join_rate: PerIpRate,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -164,18 +147,22 @@ pub async fn bind(mut config: Config) -> Result<Server, StartError> {
         metrics.clone(),
     ));
     hub.attach_to_bus();
-    let app = Arc::new(App {
+    let ctx = Arc::new(SessionContext {
+        limits: config.limits.clone(),
+        hub,
+        metrics,
         auth: config.auth_secret.as_ref().map(|s| Auth::new(s.expose())),
         ice: IceConfig::from_config(&config),
-        web_root: config.web_root.clone().unwrap_or_else(default_web_root),
-        per_ip: Arc::new(PerIp::default()),
         join_rate: PerIpRate::new(
             config.limits.join_rate_per_ip,
             config.limits.join_burst_per_ip,
         ),
+    });
+    let app = Arc::new(App {
+        web_root: config.web_root.clone().unwrap_or_else(default_web_root),
+        per_ip: Arc::new(PerIp::default()),
         config,
-        hub,
-        metrics,
+        ctx,
         sessions: TaskTracker::new(),
     });
     Ok(Server {
@@ -259,13 +246,13 @@ impl Server {
             url = %format_args!("{http}://{addr}/"),
             websocket = %format_args!("{ws}://{addr}/ws"),
             tls = tls.is_some(),
-            node = %app.hub.node(),
+            node = %app.ctx.hub.node(),
             web_root = %app.web_root.display(),
-            auth = app.auth.is_some(),
+            auth = app.ctx.auth.is_some(),
             cluster = app.config.redis_url.is_some(),
             "signaling server listening"
         );
-        if app.auth.is_none() {
+        if app.ctx.auth.is_none() {
             warn!(
                 "OPEN MODE: no --auth-secret, so anyone who can reach this server can join any \
                  room, list every room and its members at /api/rooms, and answer the offers in \
@@ -313,37 +300,37 @@ impl Server {
         tokio::select! {
             _ = shutdown.cancelled() => {}
             // Nothing to drain: this process must not serve as this node.
-            e = app.hub.bus().fatal() => {
-                app.hub.close_all(CloseCause::Shutdown);
+            e = app.ctx.hub.bus().fatal() => {
+                app.ctx.hub.close_all(CloseCause::Shutdown);
                 stop_listening.cancel();
                 let _ = tokio::time::timeout(FINAL_CLOSE_WAIT, http).await;
                 return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, e));
             }
         }
         let drain = app.config.drain_timeout;
-        info!(clients = app.hub.open_connections(), timeout = ?drain, "draining");
-        app.hub.start_drain(GOAWAY_RETRY_AFTER);
+        info!(clients = app.ctx.hub.open_connections(), timeout = ?drain, "draining");
+        app.ctx.hub.start_drain(GOAWAY_RETRY_AFTER);
         app.sessions.close();
         // Clients leave; in a cluster they resume elsewhere, and this node
         // stays until it has handed their peers over.
         let clients_gone = async {
             app.sessions.wait().await;
-            while app.hub.bus().is_shared() && app.hub.held_peers() > 0 {
+            while app.ctx.hub.bus().is_shared() && app.ctx.hub.held_peers() > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
         if tokio::time::timeout(drain, clients_gone).await.is_err() {
-            let left = app.hub.open_connections();
+            let left = app.ctx.hub.open_connections();
             warn!(
                 clients = left,
                 "drain timeout: closing the remaining connections with 1012"
             );
-            app.hub.close_all(CloseCause::Shutdown);
+            app.ctx.hub.close_all(CloseCause::Shutdown);
             let _ = tokio::time::timeout(FINAL_CLOSE_WAIT, app.sessions.wait()).await;
         }
         // Whoever did not come back elsewhere is gone: say so before leaving.
-        app.hub.evict_all();
-        app.hub.bus().flush().await;
+        app.ctx.hub.evict_all();
+        app.ctx.hub.bus().flush().await;
         stop_listening.cancel();
         match tokio::time::timeout(FINAL_CLOSE_WAIT, http).await {
             Ok(Ok(result)) => result?,

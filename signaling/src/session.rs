@@ -19,13 +19,13 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info};
 
 use crate::admission::Slot;
+use crate::app::SessionContext;
 use crate::auth::now_unix;
 use crate::hub::room::ConnId;
 use crate::hub::{JoinRequest, Membership, Refusal};
 use crate::ids::RoomId;
 use crate::outbox::{CloseCause, Frame, Outbox};
 use crate::ratelimit::{RateLimiter, Verdict};
-use crate::server::App;
 use crate::socket::{Event, Socket};
 use crate::upgrade::WebSocket;
 
@@ -44,7 +44,7 @@ enum End {
 }
 
 struct Session {
-    app: Arc<App>,
+    ctx: Arc<SessionContext>,
     conn: ConnId,
     outbox: Outbox,
     rate: RateLimiter,
@@ -67,19 +67,19 @@ pub struct Remote {
 /// connection ends.
 pub fn run(
     ws: WebSocket,
-    app: Arc<App>,
+    ctx: Arc<SessionContext>,
     query_token: Option<String>,
     remote: Remote,
 ) -> impl Future<Output = ()> {
-    let limits = &app.config.limits;
+    let limits = &ctx.limits;
     let outbox = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
-    let conn = app.hub.register(outbox.clone());
-    app.metrics.connection_opened();
+    let conn = ctx.hub.register(outbox.clone());
+    ctx.metrics.connection_opened();
     info!(conn, client = %remote.client, "connection opened");
-    let mut socket = Socket::new(ws, outbox.ctl().clone(), app.metrics.clone());
+    let mut socket = Socket::new(ws, outbox.ctl().clone(), ctx.metrics.clone());
     let mut session = Session {
         rate: RateLimiter::new(limits.rate, limits.rate_burst, limits.flood_close_after),
-        app,
+        ctx,
         conn,
         outbox,
         query_token,
@@ -102,13 +102,13 @@ pub fn run(
 impl Session {
     /// Clean-up, whatever ended the connection.
     async fn finish(&mut self, socket: &mut Socket, end: End) {
-        let (app, conn) = (&self.app, self.conn);
+        let (ctx, conn) = (&self.ctx, self.conn);
         let cause = match end {
             End::Forced(c) => Some(c),
             _ => None,
         };
         if let Some(c) = cause {
-            app.metrics.forced_close(c);
+            ctx.metrics.forced_close(c);
         }
         self.outbox.ctl().close(cause);
         let unwritten = socket.close(cause).await;
@@ -117,14 +117,14 @@ impl Session {
             // During a drain every client is told to resume elsewhere, so even a
             // clean close is a drop: nobody should see it leave.
             let dropped = match end {
-                End::Clean => app.hub.is_draining(),
+                End::Clean => ctx.hub.is_draining(),
                 End::Dropped => true,
                 End::Forced(c) => c.is_drop(),
             };
-            app.hub.disconnect(m, conn, dropped, unwritten);
+            ctx.hub.disconnect(m, conn, dropped, unwritten);
         }
-        app.hub.unregister(conn);
-        app.metrics.connection_closed();
+        ctx.hub.unregister(conn);
+        ctx.metrics.connection_closed();
         match &membership {
             Some(m) => info!(conn, room = %m.room, peer = %m.peer, end = ?end, "connection closed"),
             None => info!(conn, end = ?end, "connection closed"),
@@ -133,7 +133,7 @@ impl Session {
 
     /// Runs the connection until something ends it.
     async fn drive(&mut self, socket: &mut Socket) -> End {
-        let limits = &self.app.config.limits;
+        let limits = &self.ctx.limits;
         let (heartbeat, join_deadline, ping_every) = (
             limits.heartbeat_timeout,
             limits.join_deadline,
@@ -250,7 +250,7 @@ impl Session {
                 ErrorCode::BadMessage,
                 "binary frames are not accepted",
             ),
-            Some(t) if t.len() > self.app.config.limits.max_frame_bytes => self.error(
+            Some(t) if t.len() > self.ctx.limits.max_frame_bytes => self.error(
                 None,
                 ErrorCode::TooLarge,
                 "frame larger than the limit: dropped",
@@ -300,7 +300,7 @@ impl Session {
     }
 
     async fn join(&mut self, join: Join<'_>, reference: Option<&RawValue>) -> Result<(), Refusal> {
-        let limits = &self.app.config.limits;
+        let limits = &self.ctx.limits;
         if self.membership.is_some() {
             return Err(refusal(
                 ErrorCode::AlreadyJoined,
@@ -310,7 +310,7 @@ impl Session {
         // Shared by every connection of the address: a client cannot spread
         // a join storm over many sockets.
         if !crate::admission::is_exempt(self.remote.client)
-            && !self.app.join_rate.allow(self.remote.client, Instant::now())
+            && !self.ctx.join_rate.allow(self.remote.client, Instant::now())
         {
             return Err(refusal(
                 ErrorCode::RateLimited,
@@ -345,7 +345,7 @@ impl Session {
             None => "{}".to_owned(),
         };
         let mut identity = None;
-        if let Some(auth) = &self.app.auth {
+        if let Some(auth) = &self.ctx.auth {
             let token = join.token.as_deref().or(self.query_token.as_deref());
             let claims = token
                 .ok_or(crate::auth::AuthError::Missing)
@@ -371,7 +371,7 @@ impl Session {
         let room = RoomId::new(join.room.as_ref());
         let resuming = join.resume.is_some();
         let m = self
-            .app
+            .ctx
             .hub
             .join(JoinRequest {
                 room,
@@ -381,7 +381,7 @@ impl Session {
                 reference,
                 conn: self.conn,
                 outbox: self.outbox.clone(),
-                ice: &self.app.ice,
+                ice: &self.ctx.ice,
                 identity: identity.as_deref(),
             })
             .await?;
@@ -400,11 +400,10 @@ impl Session {
         reference: Option<&RawValue>,
     ) -> Result<(), Refusal> {
         let from = self.joined()?;
-        if kind == RelayKind::Message && payload.get().len() > self.app.config.limits.max_data_bytes
-        {
-            return Err(too_large("data", self.app.config.limits.max_data_bytes));
+        if kind == RelayKind::Message && payload.get().len() > self.ctx.limits.max_data_bytes {
+            return Err(too_large("data", self.ctx.limits.max_data_bytes));
         }
-        self.app
+        self.ctx
             .hub
             .relay(from, kind, to, payload.get(), now, reference)
             .map(drop)
@@ -412,16 +411,16 @@ impl Session {
 
     fn update(&mut self, meta: &RawValue) -> Result<(), Refusal> {
         let who = self.joined()?;
-        if meta.get().len() > self.app.config.limits.max_meta_bytes {
-            return Err(too_large("meta", self.app.config.limits.max_meta_bytes));
+        if meta.get().len() > self.ctx.limits.max_meta_bytes {
+            return Err(too_large("meta", self.ctx.limits.max_meta_bytes));
         }
-        self.app.hub.update(who, meta.get().to_owned())
+        self.ctx.hub.update(who, meta.get().to_owned())
     }
 
     fn leave(&mut self, reference: Option<&RawValue>) -> Result<(), Refusal> {
         self.joined()?;
         if let Some(m) = self.membership.take() {
-            self.app.hub.leave(&m, LeaveReason::Left);
+            self.ctx.hub.leave(&m, LeaveReason::Left);
             info!(conn = self.conn, room = %m.room, peer = %m.peer, "peer left");
             self.outbox
                 .push(Frame::reply(reply::left(reference, m.room.as_str())));
@@ -430,7 +429,7 @@ impl Session {
     }
 
     fn error(&self, reference: Option<&RawValue>, code: ErrorCode, message: &str) {
-        self.app.metrics.error(code);
+        self.ctx.metrics.error(code);
         self.outbox
             .push(Frame::reply(reply::error(reference, code, message)));
     }
