@@ -11,9 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, WAIT, http_get};
+use crate::client::Client;
 use crate::redis::Redis;
-use crate::server::{TestServer, clustered};
+use crate::server::TestServer;
 
 /// One instance, or two instances joined through a real redis-server.
 pub struct Deployment {
@@ -37,14 +37,7 @@ impl Deployment {
         let redis = Redis::start();
         let mut servers = Vec::new();
         for id in ["conf-a", "conf-b"] {
-            let cluster = clustered(redis.url(), id);
-            let server = TestServer::start(|c| {
-                cluster(c);
-                tweak(c);
-            })
-            .await;
-            wait_ready(&server).await;
-            servers.push(server);
+            servers.push(TestServer::node(&redis.url(), id, &tweak).await);
         }
         Deployment {
             servers,
@@ -130,15 +123,6 @@ impl Deployment {
         for s in self.servers {
             s.stop().await;
         }
-    }
-}
-
-/// Waits until `/readyz` answers 200 (in a cluster: connected to Redis).
-pub async fn wait_ready(server: &TestServer) {
-    let deadline = Instant::now() + WAIT;
-    while http_get(server.addr, "/readyz").await.0 != 200 {
-        assert!(Instant::now() < deadline, "{} never ready", server.addr);
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

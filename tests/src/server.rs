@@ -84,6 +84,28 @@ impl TestServer {
         }
     }
 
+    /// An instance of the cluster on `redis_url` as node `id`, with
+    /// `tweak` applied, once it is ready (connected to Redis).
+    pub async fn node(
+        redis_url: &str,
+        id: &str,
+        tweak: impl FnOnce(&mut signaling::Config),
+    ) -> TestServer {
+        let cluster = clustered(redis_url.to_string(), id);
+        let server = TestServer::start(|c| {
+            cluster(c);
+            tweak(c);
+        })
+        .await;
+        server.wait_ready().await;
+        server
+    }
+
+    /// Waits until `/readyz` answers 200 (in a cluster: connected to Redis).
+    pub async fn wait_ready(&self) {
+        wait_ready_at(self.addr, WAIT).await;
+    }
+
     pub fn ws(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
@@ -221,15 +243,7 @@ impl ServerProcess {
 
     /// Waits until `/readyz` answers 200 (in a cluster: connected to Redis).
     pub async fn wait_ready(&self, within: Duration) {
-        let deadline = std::time::Instant::now() + within;
-        while http_get(self.addr, "/readyz").await.0 != 200 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} never ready",
-                self.addr
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready_at(self.addr, within).await;
     }
 
     /// What it logged so far.
@@ -286,5 +300,15 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill9();
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Waits until `/readyz` on `addr` answers 200 (in a cluster: connected to
+/// Redis).
+async fn wait_ready_at(addr: SocketAddr, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while http_get(addr, "/readyz").await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "{addr} never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

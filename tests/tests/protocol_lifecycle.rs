@@ -564,7 +564,7 @@ both!(
 async fn a_late_refusal_waits_in_the_resume_queue_of_a_sender_that_is_away() {
     let redis = signaling_e2e::redis::Redis::start();
     let ra = TestServer::start(clustered(redis.url(), "late-a")).await;
-    signaling_e2e::deployment::wait_ready(&ra).await;
+    ra.wait_ready().await;
     let rb = ServerProcess::node(&redis.url(), "late-b", &[]).await;
     let r = room("late");
     let mut a = ra.client("a").await;
