@@ -48,7 +48,8 @@
 //! | `bus/redis/publisher.rs` | the ordered, pipelined write queue |
 //! | `bus/redis/sequence.rs` | relays between two nodes numbered: once, in order, gaps reported back |
 //! | `bus/redis/liveness.rs` | the node lease, heartbeats and announcing dead nodes |
-//! | `bus/redis/keys.rs`, `scripts.rs` | the key layout, channel payloads, Lua scripts |
+//! | `bus/redis/wire.rs` | the node-to-node format (version 1): every channel message's encoder, one decoder, the stream's version |
+//! | `bus/redis/keys.rs`, `scripts.rs` | the key layout, the Lua scripts |
 //! | `auth.rs` | HS256 join and admin tokens |
 //! | `ice.rs` | `joined.ice_servers`: STUN, TURN with ephemeral credentials |
 //! | `ratelimit.rs` | per-connection and per-address token buckets, flood rule |

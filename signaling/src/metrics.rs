@@ -301,6 +301,11 @@ fn scrape_registry(rooms: usize, bus: &BusStats) -> Registry {
             ConstCounter::new(bus.reconnects),
         );
         r.register(
+            "signaling_bus_undecodable",
+            "Messages from other instances this one could not read (a newer format, or a broken payload)",
+            ConstCounter::new(bus.undecodable),
+        );
+        r.register(
             "signaling_bus_nodes",
             "Instances heartbeating in the cluster, this one included, at the last heartbeat",
             ConstGauge::new(bus.nodes as i64),
@@ -607,6 +612,7 @@ mod tests {
             reconnects: 2,
             nodes: 3,
             batch_sizes: HistogramSnapshot::default(),
+            undecodable: 4,
         };
         let clustered = m.render(1, &bus, Format::Prometheus);
         for line in [
@@ -614,6 +620,7 @@ mod tests {
             "signaling_bus_queue_bytes 7\n",
             "signaling_bus_reconnects_total 2\n",
             "signaling_bus_nodes 3\n",
+            "signaling_bus_undecodable_total 4\n",
             "signaling_bus_publish_batch_size_count 0\n",
         ] {
             assert!(clustered.contains(line), "no {line:?} in {clustered}");

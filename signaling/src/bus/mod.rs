@@ -132,6 +132,9 @@ pub struct BusStats {
     pub nodes: usize,
     /// Operations per pipelined write.
     pub batch_sizes: crate::metrics::HistogramSnapshot,
+    /// Messages from other nodes this one could not read (a newer format,
+    /// or a broken payload): counted and logged, never misread.
+    pub undecodable: u64,
 }
 
 /// What the engine calls if a relay it accepted could not be delivered

@@ -1,5 +1,6 @@
-//! The Redis layout, and the encoding of what crosses it. Documented for
-//! operators and other services in `docs/cluster.md`; keep the two in step.
+//! The Redis layout: key and channel names. What crosses the channels is
+//! `wire.rs`'s. Documented for operators and other services in
+//! `docs/cluster.md`; keep the two in step.
 
 use crate::ids::{NodeId, RoomId};
 
@@ -86,150 +87,9 @@ impl Keys {
     }
 }
 
-/// Channel payloads: a one-letter kind and the sending node on the first
-/// line, the body after it. Relayed frames travel as the exact bytes the
-/// recipients get, so no node re-encodes them.
-///
-/// | kind | channel | body |
-/// | --- | --- | --- |
-/// | `J` joined, `U` updated | room | the peer object |
-/// | `L` left | room | `<peer_id> <reason>` |
-/// | `B` broadcast | room | the encoded `message` frame |
-/// | `D` direct | node | `<room> <to peer_id>\n` + the encoded frame |
-/// | `R` refused | node | `<room> <from peer_id>[ <ref>]`: a direct message its node could not deliver |
-///
-/// A direct message's first line goes on after the node: its stamp (see
-/// `sequence.rs`), its sender's peer id and the `id` of the sender's
-/// request, if it had one (JSON, on one line: a string or a number). A node
-/// that reads only the kind and the body (an older one) still delivers it.
-pub mod payload {
-    use super::super::sequence::STAMP_LEN;
-
-    /// A direct message, with room left for its stamp; returns the payload
-    /// and where the stamp goes.
-    pub fn encode_direct(
-        node: &str,
-        from: &str,
-        reference: Option<&str>,
-        room: &str,
-        to: &str,
-        frame: &str,
-    ) -> (Vec<u8>, usize) {
-        let r = reference.map_or(0, |r| r.len() + 1);
-        let len = 8 + node.len() + STAMP_LEN + from.len() + r + room.len() + to.len() + frame.len();
-        let mut out = Vec::with_capacity(len);
-        out.extend_from_slice(b"D ");
-        out.extend_from_slice(node.as_bytes());
-        out.push(b' ');
-        let at = out.len();
-        out.resize(at + STAMP_LEN, b'0');
-        out.push(b' ');
-        out.extend_from_slice(from.as_bytes());
-        if let Some(r) = reference {
-            out.push(b' ');
-            out.extend_from_slice(r.as_bytes());
-        }
-        out.push(b'\n');
-        for part in [room, " ", to, "\n", frame] {
-            out.extend_from_slice(part.as_bytes());
-        }
-        (out, at)
-    }
-
-    /// What a direct message's first line says after the kind.
-    #[derive(Debug, PartialEq, Eq)]
-    pub struct DirectHead<'a> {
-        pub node: &'a str,
-        /// The stamp, the sender's peer id and its request's `id`: absent
-        /// when an older node sent it.
-        pub sender: Option<Sender<'a>>,
-    }
-
-    #[derive(Debug, PartialEq, Eq)]
-    pub struct Sender<'a> {
-        pub stamp: &'a str,
-        pub peer: &'a str,
-        pub reference: Option<&'a str>,
-    }
-
-    pub fn direct_head(head: &str) -> DirectHead<'_> {
-        let mut parts = head.splitn(4, ' ');
-        let node = parts.next().unwrap_or_default();
-        let sender = match (parts.next(), parts.next()) {
-            (Some(stamp), Some(peer)) => Some(Sender {
-                stamp,
-                peer,
-                reference: parts.next(),
-            }),
-            _ => None,
-        };
-        DirectHead { node, sender }
-    }
-
-    pub fn encode(kind: char, node: &str, body: &[&str]) -> Vec<u8> {
-        let len = 4 + node.len() + body.iter().map(|b| b.len()).sum::<usize>();
-        let mut out = Vec::with_capacity(len);
-        out.push(kind as u8);
-        out.push(b' ');
-        out.extend_from_slice(node.as_bytes());
-        out.push(b'\n');
-        for b in body {
-            out.extend_from_slice(b.as_bytes());
-        }
-        out
-    }
-
-    /// `(kind, node, body)`.
-    pub fn decode(bytes: &[u8]) -> Option<(u8, &str, &str)> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let (head, body) = text.split_once('\n')?;
-        let (kind, node) = head.split_once(' ')?;
-        match kind.as_bytes() {
-            [k] => Some((*k, node, body)),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::sequence::STAMP_LEN;
     use super::*;
-
-    #[test]
-    fn payloads_round_trip() {
-        let p = payload::encode('D', "n1", &["room-1 peer\n", "{\"type\":\"offer\"}"]);
-        assert_eq!(
-            payload::decode(&p),
-            Some((b'D', "n1", "room-1 peer\n{\"type\":\"offer\"}"))
-        );
-        assert_eq!(payload::decode(b"garbage"), None);
-    }
-
-    #[test]
-    fn direct_messages_carry_a_stamp_a_sender_and_a_ref() {
-        let (p, at) = payload::encode_direct("n1", "p1", Some("\"o 7\""), "r", "p2", "{}");
-        assert_eq!(&p[at..at + STAMP_LEN], "0".repeat(STAMP_LEN).as_bytes());
-        let (kind, head, body) = payload::decode(&p).expect("decodes");
-        assert_eq!((kind, body), (b'D', "r p2\n{}"));
-        let stamp = "0".repeat(STAMP_LEN);
-        assert_eq!(
-            payload::direct_head(head),
-            payload::DirectHead {
-                node: "n1",
-                sender: Some(payload::Sender {
-                    stamp: &stamp,
-                    peer: "p1",
-                    reference: Some("\"o 7\""),
-                }),
-            }
-        );
-        let (p, _) = payload::encode_direct("n1", "p1", None, "r", "p2", "{}");
-        let (_, head, _) = payload::decode(&p).expect("decodes");
-        let sender = payload::direct_head(head).sender.expect("a sender");
-        assert_eq!(sender.reference, None);
-        assert_eq!(payload::direct_head("n1").sender, None, "an older node's");
-    }
 
     #[test]
     fn channels_map_back_to_rooms() {

@@ -12,7 +12,6 @@
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, AsyncConnectionConfig};
 use serde_json::value::RawValue;
-use signaling_protocol::reply::LeaveReason;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,11 +19,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::keys::payload;
 use super::publisher::{Direct, Op};
 use super::resp;
 use super::sequence::{GAP, Gap, Stamp};
 use super::subscriber::{Push, Subscriber};
+use super::wire::{self, Msg};
 use super::{Shared, SubCmd, liveness, parse_peer, read_room, repair};
 use crate::bus::PeerInfo;
 use crate::bus::{Inbound, InboundHandler, Origin, PresenceEvent, SettledNodes};
@@ -126,7 +125,7 @@ async fn session(
     // Redis's clock, as the other nodes' heartbeats are stamped.
     let connected_ms = liveness::heartbeat(shared, &mut conn).await?;
     shared.set_conn(Some(conn.clone()));
-    info!(node = %shared.node, "connected to redis");
+    info!(node = %shared.node, format = wire::VERSION, stream = wire::STREAM_VERSION, "connected to redis");
     // Only the rooms the hub holds now can have missed anything while this
     // node was away; a room watched from here on reads its snapshot under a
     // live subscription, and must not be resynced: a peer of a settled node
@@ -149,7 +148,7 @@ async fn session(
         tokio::select! {
             push = sub.next() => match push? {
                 Push::Message { channel, payload } => {
-                    if channel == node_channel.as_bytes() && payload.first() == Some(&b'P') {
+                    if channel == node_channel.as_bytes() && wire::is_probe(&payload) {
                         last_probe = Instant::now();
                     } else {
                         dispatch(shared, &node_channel, &channel, &payload);
@@ -169,7 +168,7 @@ async fn session(
             _ = shared.relink.notified() => return Err(relink_error()),
             _ = tick.tick() => {
                 liveness::heartbeat(shared, &mut conn).await?;
-                let _: () = conn.publish(&node_channel, payload::encode('P', shared.node.as_str(), &[])).await?;
+                let _: () = conn.publish(&node_channel, wire::probe(shared.node.as_str())).await?;
                 if last_probe.elapsed() > PROBE_DEADLINE {
                     return Err(dropped_error());
                 }
@@ -321,7 +320,9 @@ async fn still_listed(
         .collect())
 }
 
-/// Hands one pub/sub message to the hub. Never blocks.
+/// Hands one pub/sub message to the hub. Never blocks. A message this node
+/// cannot read is counted and logged (at the 1st, 2nd, 4th, 8th, ...
+/// occurrence, so a stream of them cannot flood the log), never guessed at.
 fn dispatch(shared: &Shared, node_channel: &str, channel: &[u8], payload: &[u8]) {
     let Some(handler) = shared.handler() else {
         return;
@@ -329,20 +330,40 @@ fn dispatch(shared: &Shared, node_channel: &str, channel: &[u8], payload: &[u8])
     let Ok(channel) = std::str::from_utf8(channel) else {
         return;
     };
-    let Some((kind, node, body)) = payload::decode(payload) else {
-        debug!(channel, "undecodable bus message");
-        return;
+    let msg = match wire::decode(payload) {
+        Ok(msg) => msg,
+        Err(e) => {
+            let n = shared.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                warn!(channel, error = %e, kind = e.label(), total = n, "a message from another instance could not be read");
+            }
+            return;
+        }
     };
     if channel == node_channel {
-        match kind {
-            b'C' => return super::answer_claim(shared, node, body),
-            b'H' | b'N' => return super::complete_claim(shared, kind, node, body),
-            _ => {}
-        }
-        match kind {
-            b'D' => direct(shared, &*handler, node, body),
-            b'R' => refused(&*handler, body),
-            b'G' => lost(shared, node, body),
+        match msg {
+            Msg::Claim {
+                node,
+                id,
+                room,
+                peer,
+                secret,
+            } => super::answer_claim(shared, node, id, room, peer, secret),
+            Msg::Handoff { node, id, body } => super::complete_claim(shared, node, id, Some(body)),
+            Msg::NoHandoff { node, id } => super::complete_claim(shared, node, id, None),
+            Msg::Direct {
+                head,
+                room,
+                to,
+                frame,
+            } => direct(shared, &*handler, head, room, to, frame),
+            Msg::Refused {
+                room,
+                sender,
+                reference,
+            } => refused(&*handler, room, sender, reference),
+            Msg::Gap { node, epoch, lost } => self::lost(shared, node, epoch, lost),
+            // Probes are taken before dispatch; room traffic has no business here.
             _ => {}
         }
         return;
@@ -351,32 +372,24 @@ fn dispatch(shared: &Shared, node_channel: &str, channel: &[u8], payload: &[u8])
         return;
     };
     let room = RoomId::new(room);
-    let inbound = match kind {
-        b'J' | b'U' => {
-            let Some(p) = parse_peer(node, body) else {
+    let inbound = match msg {
+        Msg::Joined { node, peer } | Msg::Updated { node, peer } => {
+            let Some(p) = parse_peer(node, peer) else {
                 return;
             };
-            Inbound::Presence(if kind == b'J' {
+            Inbound::Presence(if matches!(msg, Msg::Joined { .. }) {
                 PresenceEvent::Joined(p)
             } else {
                 PresenceEvent::Updated(p)
             })
         }
-        b'L' => {
-            let Some((peer, reason)) = body.split_once(' ') else {
-                return;
-            };
-            let Some(reason) = LeaveReason::parse(reason) else {
-                return;
-            };
-            Inbound::Presence(PresenceEvent::Left {
-                peer: PeerId::new(peer),
-                reason,
-            })
-        }
-        b'B' => Inbound::Broadcast {
+        Msg::Left { peer, reason, .. } => Inbound::Presence(PresenceEvent::Left {
+            peer: PeerId::new(peer),
+            reason,
+        }),
+        Msg::Broadcast { node, frame } => Inbound::Broadcast {
             from_node: NodeId::new(node),
-            text: body.to_owned().into(),
+            text: frame.to_owned().into(),
         },
         _ => return,
     };
@@ -385,16 +398,16 @@ fn dispatch(shared: &Shared, node_channel: &str, channel: &[u8], payload: &[u8])
 
 /// A direct message for one of our peers: passed on once and in order with
 /// the others from its node (`sequence.rs`).
-fn direct(shared: &Shared, handler: &dyn InboundHandler, head: &str, body: &str) {
-    let Some((route, frame)) = body.split_once('\n') else {
-        return;
-    };
-    let Some((room, to)) = route.split_once(' ') else {
-        return;
-    };
-    let raw = head;
-    let head = payload::direct_head(head);
-    let origin = head.sender.as_ref().map(|_| Origin(raw.into()));
+fn direct(
+    shared: &Shared,
+    handler: &dyn InboundHandler,
+    raw_head: &str,
+    room: &str,
+    to: &str,
+    frame: &str,
+) {
+    let head = wire::direct_head(raw_head);
+    let origin = head.sender.as_ref().map(|_| Origin(raw_head.into()));
     let relay = (
         RoomId::new(room),
         Inbound::Direct {
@@ -440,10 +453,9 @@ fn direct(shared: &Shared, handler: &dyn InboundHandler, head: &str, body: &str)
 /// Redis counted as heard get their senders told (`lost`).
 fn report_gap(shared: &Shared, gap: &Gap) {
     debug!(from = %gap.node, lost = ?gap.lost, "relays from another instance did not arrive");
-    let body = format!("{} {} {}", gap.epoch, gap.lost.start, gap.lost.end);
     shared.enqueue(Op::Direct(Direct::new(
         shared.keys.node_channel(&NodeId::new(gap.node.as_str())),
-        payload::encode('G', shared.node.as_str(), &[&body]),
+        wire::gap(shared.node.as_str(), gap.epoch, &gap.lost),
         None,
     )));
 }
@@ -488,19 +500,10 @@ pub async fn expire_gaps(shared: Arc<Shared>) {
 
 /// Another node reports relays of ours that it never got, though Redis
 /// counted it as a subscriber: their senders get `unavailable`.
-fn lost(shared: &Shared, from: &str, body: &str) {
-    let mut parts = body.split(' ').map(str::parse::<u64>);
-    let (Some(Ok(epoch)), Some(Ok(start)), Some(Ok(end))) =
-        (parts.next(), parts.next(), parts.next())
-    else {
-        return;
-    };
-    let Ok(epoch) = u32::try_from(epoch) else {
-        return;
-    };
+fn lost(shared: &Shared, from: &str, epoch: u32, lost: std::ops::Range<u64>) {
     let channel = shared.keys.node_channel(&NodeId::new(from));
     let tells = match shared.sent.lock() {
-        Ok(mut sent) => sent.lost(&channel, epoch, start..end),
+        Ok(mut sent) => sent.lost(&channel, epoch, lost),
         Err(_) => return,
     };
     for tell in tells {
@@ -509,14 +512,8 @@ fn lost(shared: &Shared, from: &str, body: &str) {
 }
 
 /// A direct message of one of our peers that its node could not deliver.
-fn refused(handler: &dyn InboundHandler, body: &str) {
-    let mut parts = body.splitn(3, ' ');
-    let (Some(room), Some(sender)) = (parts.next(), parts.next()) else {
-        return;
-    };
-    let reference = parts
-        .next()
-        .and_then(|r| RawValue::from_string(r.to_owned()).ok());
+fn refused(handler: &dyn InboundHandler, room: &str, sender: &str, reference: Option<&str>) {
+    let reference = reference.and_then(|r| RawValue::from_string(r.to_owned()).ok());
     handler.deliver(
         &RoomId::new(room),
         Inbound::Refused {

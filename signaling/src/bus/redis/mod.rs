@@ -15,6 +15,8 @@
 //! - `repair.rs` makes Redis's record of this node's peers what the node
 //!   holds: on every connect, and periodically while connected, since Redis
 //!   can lose data (or bring older data back) without anyone reconnecting.
+//! - `wire.rs` is the node-to-node format: everything published on a
+//!   channel is encoded and decoded there, typed, with a version.
 //! - The two hot paths, the queue's writes and the subscription's reads, own
 //!   their sockets (`resp.rs`, `subscriber.rs`) instead of going through
 //!   redis-rs's driver tasks; queries, heartbeats and re-assertion use redis-rs.
@@ -28,6 +30,7 @@ mod resp;
 mod scripts;
 mod sequence;
 mod subscriber;
+mod wire;
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
@@ -36,7 +39,6 @@ use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use signaling_protocol::reply::push_str;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -50,7 +52,6 @@ use super::{
 };
 use crate::ids::{NodeId, PeerId, RoomId};
 pub use keys::Keys;
-use keys::payload;
 use publisher::{Direct, Op};
 
 /// How the engine is set up.
@@ -88,6 +89,8 @@ struct Shared {
     connects: AtomicU64,
     /// Instances heartbeating as of this node's last heartbeat (`/metrics`).
     nodes: AtomicUsize,
+    /// Messages from other nodes that `wire::decode` refused (`/metrics`).
+    undecodable: AtomicU64,
     /// Operations per pipelined write of the queue (`/metrics`).
     batch_sizes: crate::metrics::FixedHistogram<{ BATCH_BUCKETS.len() }>,
     /// Asks the link to start over: the queue's connection failed.
@@ -224,6 +227,7 @@ impl RedisBus {
             conn_ready: Notify::new(),
             connects: AtomicU64::new(0),
             nodes: AtomicUsize::new(0),
+            undecodable: AtomicU64::new(0),
             batch_sizes: crate::metrics::FixedHistogram::new(BATCH_BUCKETS, 1.0),
             relink: Notify::new(),
             ready: AtomicBool::new(false),
@@ -264,22 +268,8 @@ impl RedisBus {
     }
 }
 
-/// The answer to a resume claim, as it crosses the node channel.
-#[derive(Deserialize)]
-struct HandoffWire<'a> {
-    #[serde(borrow)]
-    peer: &'a RawValue,
-    queued: Vec<std::borrow::Cow<'a, str>>,
-}
-
 /// Answers another node's claim on one of our peers (on our node channel).
-fn answer_claim(shared: &Shared, from: &str, body: &str) {
-    let mut parts = body.splitn(4, ' ');
-    let (Some(id), Some(room), Some(peer), Some(secret)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return;
-    };
+fn answer_claim(shared: &Shared, from: &str, id: &str, room: &str, peer: &str, secret: &str) {
     let handoff = shared.handler().and_then(|h| {
         h.hand_over(
             &RoomId::new(room),
@@ -288,24 +278,20 @@ fn answer_claim(shared: &Shared, from: &str, body: &str) {
             &NodeId::new(from),
         )
     });
+    let node = shared.node.as_str();
     let payload = match handoff {
         Some(h) => {
             shared
                 .handed_over
                 .record(&RoomId::new(room), &PeerId::new(peer));
-            let mut json = String::from("{\"peer\":");
-            json.push_str(&h.info.object);
-            json.push_str(",\"queued\":[");
-            for (i, q) in h.queued.iter().enumerate() {
-                if i > 0 {
-                    json.push(',');
-                }
-                push_str(&mut json, q.as_str());
-            }
-            json.push_str("]}");
-            payload::encode('H', shared.node.as_str(), &[id, "\n", &json])
+            wire::handoff(
+                node,
+                id,
+                &h.info.object,
+                h.queued.iter().map(Utf8Bytes::as_str),
+            )
         }
-        None => payload::encode('N', shared.node.as_str(), &[id]),
+        None => wire::no_handoff(node, id),
     };
     shared.enqueue(Op::Direct(Direct::new(
         shared.keys.node_channel(&NodeId::new(from)),
@@ -314,29 +300,22 @@ fn answer_claim(shared: &Shared, from: &str, body: &str) {
     )));
 }
 
-/// Completes one of our claims with the holder's answer.
-fn complete_claim(shared: &Shared, kind: u8, from: &str, body: &str) {
-    let (id, rest) = body.split_once('\n').unwrap_or((body, ""));
-    let Some((_, tx)) = id
-        .parse()
-        .ok()
-        .and_then(|id: u64| shared.claims.remove(&id))
-    else {
+/// Completes our claim `id` with the holder's answer (`body`: a hand-over's,
+/// or `None` for a refusal).
+fn complete_claim(shared: &Shared, from: &str, id: u64, body: Option<&str>) {
+    let Some((_, tx)) = shared.claims.remove(&id) else {
         return;
     };
-    let handoff = (kind == b'H')
-        .then(|| serde_json::from_str::<HandoffWire<'_>>(rest).ok())
-        .flatten()
-        .and_then(|w| {
-            Some(Handoff {
-                info: parse_peer(from, w.peer.get())?,
-                queued: w
-                    .queued
-                    .into_iter()
-                    .map(|q| Utf8Bytes::from(q.into_owned()))
-                    .collect(),
-            })
-        });
+    let handoff = body.and_then(wire::handoff_body).and_then(|w| {
+        Some(Handoff {
+            info: parse_peer(from, w.peer.get())?,
+            queued: w
+                .queued
+                .into_iter()
+                .map(|q| Utf8Bytes::from(q.into_owned()))
+                .collect(),
+        })
+    });
     let _ = tx.send(handoff);
 }
 
@@ -466,7 +445,7 @@ impl Bus for RedisBus {
         text: Utf8Bytes,
         undelivered: Undelivered,
     ) -> Result<(), BusError> {
-        let (payload, stamp_at) = payload::encode_direct(
+        let (payload, stamp_at) = wire::direct(
             self.shared.node.as_str(),
             from.as_str(),
             reference.map(RawValue::get),
@@ -483,19 +462,20 @@ impl Bus for RedisBus {
     }
 
     fn refuse(&self, room: &RoomId, origin: &Origin) {
-        let head = payload::direct_head(&origin.0);
+        let head = wire::direct_head(&origin.0);
         let Some(sender) = head.sender else {
             return; // an older node's message: it cannot be told
         };
-        let mut body = vec![room.as_str(), " ", sender.peer];
-        if let Some(r) = sender.reference {
-            body.extend([" ", r]);
-        }
         // Held and sent again like resume traffic while the sender's node
         // re-links; nobody is told if it never hears it (it is gone).
         self.enqueue(Op::Direct(Direct::new(
             self.shared.keys.node_channel(&NodeId::new(head.node)),
-            payload::encode('R', self.shared.node.as_str(), &body),
+            wire::refused(
+                self.shared.node.as_str(),
+                room.as_str(),
+                sender.peer,
+                sender.reference,
+            ),
             None,
         )));
     }
@@ -503,7 +483,7 @@ impl Bus for RedisBus {
     fn broadcast(&self, room: &RoomId, text: Utf8Bytes) -> Result<(), BusError> {
         self.shared.try_enqueue(Op::Publish {
             channel: self.shared.keys.room_channel(room),
-            payload: payload::encode('B', self.shared.node.as_str(), &[text.as_str()]),
+            payload: wire::broadcast(self.shared.node.as_str(), text.as_str()),
         })
     }
 
@@ -519,19 +499,15 @@ impl Bus for RedisBus {
             let id = shared.next_claim.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             shared.claims.insert(id, tx);
-            let id_text = id.to_string();
-            let body = [
-                id_text.as_str(),
-                " ",
-                room.as_str(),
-                " ",
-                peer.as_str(),
-                " ",
-                secret,
-            ];
             self.enqueue(Op::Direct(Direct::new(
                 shared.keys.node_channel(node),
-                payload::encode('C', shared.node.as_str(), &body),
+                wire::claim(
+                    shared.node.as_str(),
+                    id,
+                    room.as_str(),
+                    peer.as_str(),
+                    secret,
+                ),
                 None,
             )));
             match tokio::time::timeout(CLAIM_TIMEOUT, rx).await {
@@ -623,6 +599,7 @@ impl Bus for RedisBus {
             connected: Some(self.is_ready()),
             queued_bytes: self.queued_bytes(),
             reconnects: shared.connects.load(Ordering::Relaxed).saturating_sub(1),
+            undecodable: shared.undecodable.load(Ordering::Relaxed),
             nodes: shared.nodes.load(Ordering::Relaxed),
             batch_sizes: shared.batch_sizes.snapshot(),
         }

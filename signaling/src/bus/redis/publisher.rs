@@ -22,8 +22,9 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::keys::{Keys, payload};
+use super::keys::Keys;
 use super::sequence::{Outgoing, STAMP_LEN, Stamp};
+use super::wire;
 use super::{Shared, resp, scripts};
 use crate::bus::{PeerInfo, PresenceEvent, Reservation, Undelivered};
 use crate::ids::{NodeId, PeerId, RoomId, cluster_ms};
@@ -739,7 +740,7 @@ fn add(pipe: &mut redis::Pipeline, op: &Op, keys: &Keys, node: &NodeId, maxlen: 
             pipe.publish(&d.channel, d.payload.as_slice()).ignore();
         }
         Op::Reassert { room, info } => {
-            upsert(pipe, keys, room, info, 'J', "peer-joined", true, maxlen)
+            upsert(pipe, keys, room, info, true, "peer-joined", true, maxlen)
         }
         Op::Reserve {
             room, peer, cap, ..
@@ -772,13 +773,13 @@ fn add(pipe: &mut redis::Pipeline, op: &Op, keys: &Keys, node: &NodeId, maxlen: 
         }
         Op::Presence { room, event } => match event {
             PresenceEvent::Joined(p) => {
-                upsert(pipe, keys, room, p, 'J', "peer-joined", false, maxlen)
+                upsert(pipe, keys, room, p, true, "peer-joined", false, maxlen)
             }
             PresenceEvent::Updated(p) => {
-                upsert(pipe, keys, room, p, 'U', "peer-updated", false, maxlen)
+                upsert(pipe, keys, room, p, false, "peer-updated", false, maxlen)
             }
             PresenceEvent::Moved(p) => {
-                upsert(pipe, keys, room, p, 'U', "peer-moved", false, maxlen)
+                upsert(pipe, keys, room, p, false, "peer-moved", false, maxlen)
             }
             PresenceEvent::Left { peer, reason } => {
                 remove(pipe, keys, room, peer, node, *reason, false, maxlen)
@@ -787,19 +788,20 @@ fn add(pipe: &mut redis::Pipeline, op: &Op, keys: &Keys, node: &NodeId, maxlen: 
     }
 }
 
-/// Records and announces a peer (`quiet_if_known`: only if Redis lost it).
+/// Records and announces a peer, as `joined` (else as changed or moved), in
+/// the stream as `event` (`quiet_if_known`: only if Redis lost it).
 #[allow(clippy::too_many_arguments)]
 pub fn upsert(
     pipe: &mut redis::Pipeline,
     keys: &Keys,
     room: &RoomId,
     peer: &PeerInfo,
-    kind: char,
+    joined: bool,
     event: &str,
     quiet_if_known: bool,
     maxlen: usize,
 ) {
-    let announce = payload::encode(kind, peer.node.as_str(), &[&peer.object]);
+    let announce = wire::peer(joined, peer.node.as_str(), &peer.object);
     pipe.cmd("EVAL")
         .arg(scripts::UPSERT)
         .arg(5)
@@ -834,7 +836,7 @@ pub fn remove(
     only_if_present: bool,
     maxlen: usize,
 ) {
-    let announce = payload::encode('L', node.as_str(), &[peer.as_str(), " ", reason.as_str()]);
+    let announce = wire::left(node.as_str(), peer.as_str(), reason);
     pipe.cmd("EVAL")
         .arg(scripts::REMOVE)
         .arg(5)
@@ -916,8 +918,7 @@ mod tests {
 
     /// A relay for `channel` as `send_direct` makes it.
     fn relay(channel: &str, told: &Arc<Mutex<Vec<u8>>>) -> Direct {
-        let (payload, at) =
-            super::super::keys::payload::encode_direct("n", "p", None, "r", "q", "{}");
+        let (payload, at) = super::super::wire::direct("n", "p", None, "r", "q", "{}");
         let told = told.clone();
         Direct::relay(
             channel.into(),

@@ -100,7 +100,7 @@ pub async fn reassert(
             &shared.keys,
             room,
             p,
-            'J',
+            true,
             "peer-joined",
             true,
             shared.config.stream_maxlen,

@@ -39,10 +39,10 @@ local opened = redis.call('SADD', KEYS[2], ARGV[1]) == 1
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 redis.call('PUBLISH', KEYS[4], ARGV[5])
 if opened then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
     'event', 'room-opened', 'room', ARGV[1], 'ts', ARGV[6])
 end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
   'event', event, 'room', ARGV[1], 'peer_id', ARGV[2], 'node', ARGV[3],
   'peer', ARGV[4], 'ts', ARGV[6])
 return 1
@@ -66,19 +66,19 @@ local reserved = cur and string.sub(cur, -1) == '\n'
 if reserved or (not existed and ARGV[8] == '1') then
   if reserved and redis.call('EXISTS', KEYS[1]) == 0
     and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
       'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[6])
   end
   return 0
 end
 redis.call('PUBLISH', KEYS[4], ARGV[5])
 if existed then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
     'event', 'peer-left', 'room', ARGV[1], 'peer_id', ARGV[2], 'node', ARGV[3],
     'reason', ARGV[4], 'ts', ARGV[6])
   if redis.call('EXISTS', KEYS[1]) == 0
     and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
       'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[6])
   end
 end
@@ -120,7 +120,7 @@ redis.call('HDEL', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0
   and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'v', '1',
     'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[4])
 end
 return 1
