@@ -145,86 +145,75 @@ impl Redis {
     /// integers alike, as text. `None` if Redis does not answer with a flat
     /// array.
     pub fn list(&self, args: &[&str]) -> Option<Vec<String>> {
-        use std::io::{BufRead, BufReader, Read};
-        let mut reader = BufReader::new(self.send(args)?);
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let n: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
-        let mut items = Vec::with_capacity(n);
-        for _ in 0..n {
-            line.clear();
-            reader.read_line(&mut line).ok()?;
-            let head = line.trim_end();
-            if let Some(i) = head.strip_prefix(':') {
-                items.push(i.to_string());
-            } else {
-                let len: usize = head.strip_prefix('$')?.parse().ok()?;
-                let mut body = vec![0; len + 2];
-                reader.read_exact(&mut body).ok()?;
-                body.truncate(len);
-                items.push(String::from_utf8_lossy(&body).into_owned());
-            }
-        }
-        Some(items)
+        let redis::Value::Array(items) = self.query(args)? else {
+            return None;
+        };
+        items
+            .into_iter()
+            .map(|item| match item {
+                redis::Value::Int(i) => Some(i.to_string()),
+                redis::Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                _ => None,
+            })
+            .collect()
     }
 
-    /// One command over a raw connection (as the default user); the first
-    /// reply line.
+    /// One command on a connection of its own (as the default user); the
+    /// reply's first line as Redis writes it (RESP): `+OK`, `+PONG`, `:1`,
+    /// `-ERR ...`, or `$<length>` and `*<items>` for a bulk string and an
+    /// array.
     pub fn cmd(&self, args: &[&str]) -> Option<String> {
-        self.reply(args).map(|(line, _)| line)
+        Some(match self.query(args)? {
+            redis::Value::Okay => "+OK".to_string(),
+            redis::Value::SimpleString(s) => format!("+{s}"),
+            redis::Value::Int(i) => format!(":{i}"),
+            redis::Value::BulkString(b) => format!("${}", b.len()),
+            redis::Value::Array(items) => format!("*{}", items.len()),
+            redis::Value::Nil => "$-1".to_string(),
+            redis::Value::ServerError(e) => {
+                format!("-{} {}", e.code(), e.details().unwrap_or_default())
+            }
+            other => format!("{other:?}"),
+        })
     }
 
     /// The id of the client connection named `name` (`CLIENT LIST`).
     pub fn client_id(&self, name: &str) -> Option<String> {
-        let (_, list) = self.reply(&["CLIENT", "LIST"])?;
-        let line = list?
+        let redis::Value::BulkString(list) = self.query(&["CLIENT", "LIST"])? else {
+            return None;
+        };
+        let list = String::from_utf8_lossy(&list);
+        let line = list
             .lines()
-            .find(|l| l.split(' ').any(|f| f == format!("name={name}")))?
-            .to_string();
+            .find(|l| l.split(' ').any(|f| f == format!("name={name}")))?;
         let id = line.split(' ').find_map(|f| f.strip_prefix("id="))?;
         Some(id.to_string())
     }
 
-    /// The reply's first line, and a bulk string's body.
-    fn reply(&self, args: &[&str]) -> Option<(String, Option<String>)> {
-        use std::io::{BufRead, BufReader, Read};
-        let mut reader = BufReader::new(self.send(args)?);
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let line = line.trim_end().to_string();
-        let body = match line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) => {
-                let mut body = vec![0; n];
-                reader.read_exact(&mut body).ok()?;
-                Some(String::from_utf8_lossy(&body).into_owned())
-            }
-            None => None,
-        };
-        Some((line, body))
-    }
-
-    /// Connects, authenticates if needed (its `+OK` already read) and sends
-    /// one command; the stream is left at the command's reply.
-    fn send(&self, args: &[&str]) -> Option<std::net::TcpStream> {
-        use std::io::{BufRead, BufReader, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let encode = |c: &[&str]| {
-            let mut req = format!("*{}\r\n", c.len());
-            for a in c {
-                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-            }
-            req
-        };
+    /// Sends one command on a new connection (authenticated if the server
+    /// requires it) and reads its reply, an error reply included; `None`
+    /// if Redis cannot be reached or does not answer within 2 s.
+    fn query(&self, args: &[&str]) -> Option<redis::Value> {
+        use redis::{ConnectionLike, IntoConnectionInfo, RedisConnectionInfo};
+        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
         if let Some(p) = &self.password {
-            s.write_all(encode(&["AUTH", p]).as_bytes()).ok()?;
-            // Byte by byte, so nothing of the command's reply is read ahead.
-            let mut reader = BufReader::with_capacity(1, &s);
-            let mut line = String::new();
-            reader.read_line(&mut line).ok()?;
+            settings = settings.set_password(p);
         }
-        s.write_all(encode(args).as_bytes()).ok()?;
-        Some(s)
+        let info = ("127.0.0.1", self.port)
+            .into_connection_info()
+            .ok()?
+            .set_redis_settings(settings);
+        let timeout = Duration::from_secs(2);
+        let mut con = redis::Client::open(info)
+            .ok()?
+            .get_connection_with_timeout(timeout)
+            .ok()?;
+        con.set_read_timeout(Some(timeout)).ok()?;
+        let mut cmd = redis::cmd(args.first()?);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        con.req_command(&cmd).ok()
     }
 }
 

@@ -37,6 +37,19 @@ pub async fn api_room(addr: SocketAddr, room: &str) -> Vec<String> {
     ids
 }
 
+/// Waits until `/api/rooms/{room}` on `addr` lists exactly `want` (sorted
+/// peer ids, as [`api_room`] gives them), within [`WAIT`].
+pub async fn wait_api_room(addr: SocketAddr, room: &str, want: &[String]) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while api_room(addr, room).await != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{room} on {addr} never listed {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `/api/rooms/{room}` on `addr` mentions `needle` (a peer id or
 /// name): a join on another instance reaches Redis just after its reply.
 pub async fn wait_listed(addr: SocketAddr, room: &str, needle: &str) {
@@ -85,7 +98,8 @@ impl TestServer {
     }
 
     /// An instance of the cluster on `redis_url` as node `id`, with
-    /// `tweak` applied, once it is ready (connected to Redis).
+    /// `tweak` applied, once it is ready (connected to Redis; within 10 s,
+    /// as [`ServerProcess::node`]).
     pub async fn node(
         redis_url: &str,
         id: &str,
@@ -97,13 +111,20 @@ impl TestServer {
             tweak(c);
         })
         .await;
-        server.wait_ready().await;
+        server.wait_ready_within(Duration::from_secs(10)).await;
         server
     }
 
-    /// Waits until `/readyz` answers 200 (in a cluster: connected to Redis).
+    /// Waits until `/readyz` answers 200 (in a cluster: connected to Redis),
+    /// within [`WAIT`].
     pub async fn wait_ready(&self) {
-        wait_ready_at(self.addr, WAIT).await;
+        self.wait_ready_within(WAIT).await;
+    }
+
+    /// Waits until `/readyz` answers 200, within `within` (longer after an
+    /// outage: the reconnect backs off).
+    pub async fn wait_ready_within(&self, within: Duration) {
+        wait_readyz(self.addr, 200, within).await;
     }
 
     pub fn ws(&self) -> String {
@@ -193,6 +214,19 @@ impl ServerProcess {
     /// `LD_PRELOAD` and `FAKETIME` for a shifted clock). Its log (stdout and
     /// stderr) is kept for [`log`](Self::log).
     pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        let p = Self::spawn_with_env(args, env);
+        p.wait_up().await;
+        p
+    }
+
+    /// Starts it on a free loopback port with `args` without waiting for
+    /// it: for one that plain HTTP cannot ask (on TLS, say), to be waited
+    /// for with [`wait_logged`](Self::wait_logged).
+    pub fn spawn(args: &[&str]) -> ServerProcess {
+        Self::spawn_with_env(args, &[])
+    }
+
+    fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let port = crate::redis::free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let listen = addr.to_string();
@@ -200,12 +234,18 @@ impl ServerProcess {
             .into_iter()
             .chain(args.iter().copied())
             .collect();
-        Self::start_at(addr, &args, env).await
+        Self::spawn_at(addr, &args, env)
     }
 
     /// Starts it with `args` and `env` alone, which must make it listen on
     /// `addr` (a config file, `PORT`), and waits for `/healthz` there.
     pub async fn start_at(addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        let p = Self::spawn_at(addr, args, env);
+        p.wait_up().await;
+        p
+    }
+
+    fn spawn_at(addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let log = std::env::temp_dir().join(format!(
             "sig-proc-{}-{}.log",
             std::process::id(),
@@ -220,15 +260,22 @@ impl ServerProcess {
             .stderr(stderr)
             .spawn()
             .expect("the server starts");
-        let p = ServerProcess { addr, child, log };
+        ServerProcess { addr, child, log }
+    }
+
+    /// Waits for `/healthz`.
+    async fn wait_up(&self) {
         // Generous: a debug build starting on a loaded 2-core machine (the
         // suite runs test binaries side by side) once took over 10 s.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while http_get(addr, "/healthz").await.0 != 200 {
-            assert!(std::time::Instant::now() < deadline, "{addr} never up");
+        while http_get(self.addr, "/healthz").await.0 != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never up",
+                self.addr
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        p
     }
 
     /// An instance of the cluster on `redis_url` as node `id` (with `extra`
@@ -243,12 +290,34 @@ impl ServerProcess {
 
     /// Waits until `/readyz` answers 200 (in a cluster: connected to Redis).
     pub async fn wait_ready(&self, within: Duration) {
-        wait_ready_at(self.addr, within).await;
+        wait_readyz(self.addr, 200, within).await;
     }
 
     /// What it logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until a whole line of its log contains `needle`, within
+    /// `within`; returns the first such line (without its line feed).
+    pub async fn wait_logged(&self, needle: &str, within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let log = self.log();
+            let line = log
+                .split_inclusive('\n')
+                .filter_map(|l| l.strip_suffix('\n'))
+                .find(|l| l.contains(needle));
+            if let Some(line) = line {
+                return line.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never logged {needle:?} within {within:?}:\n{log}",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Its exit status if it exits within `within`.
@@ -303,12 +372,16 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Waits until `/readyz` on `addr` answers 200 (in a cluster: connected to
-/// Redis).
-async fn wait_ready_at(addr: SocketAddr, within: Duration) {
+/// Waits until `/readyz` on `addr` answers `status` within `within`: 200
+/// once ready (in a cluster: connected to Redis), 503 once an outage or a
+/// drain shows.
+pub async fn wait_readyz(addr: SocketAddr, status: u16, within: Duration) {
     let deadline = std::time::Instant::now() + within;
-    while http_get(addr, "/readyz").await.0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "{addr} never ready");
+    while http_get(addr, "/readyz").await.0 != status {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz on {addr} never answered {status} within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,10 +1,15 @@
 //! Test certificates, made by the shipped `scripts/make-cert` (so the script
 //! is exercised by every TLS test) in a folder of the test's own.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 pub struct TestCert {
@@ -87,4 +92,35 @@ pub async fn connect_wss(
     let (ws, _) =
         tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector)).await?;
     Ok(ws)
+}
+
+/// A TLS connection to `addr` (its IP address as the server name) with
+/// `config`; the handshake must end within 5 s.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let connect = TlsConnector::from(config).connect(ServerName::from(addr.ip()), tcp);
+    tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| std::io::Error::other("TLS handshake timed out"))?
+}
+
+/// The SHA-256 fingerprint of a DER certificate, as `openssl x509
+/// -fingerprint -sha256` prints it (what [`TestCert::fingerprint`] returns).
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    let hex: Vec<String> = sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    format!("sha256 Fingerprint={}", hex.join(":"))
+}
+
+/// The fingerprint of the certificate a new handshake with `addr` is shown.
+pub async fn presented(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> String {
+    let s = tls_connect(addr, config).await.expect("TLS handshake");
+    let chain = s.get_ref().1.peer_certificates().expect("a certificate");
+    fingerprint(chain[0].as_ref())
 }

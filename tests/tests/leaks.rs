@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use signaling_e2e::client::{Client, http_get, peer_ids};
 use signaling_e2e::redis::Redis;
 use signaling_e2e::room;
-use signaling_e2e::server::{ServerProcess, TestServer, api_room, clustered};
+use signaling_e2e::server::{ServerProcess, TestServer, api_room};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -154,21 +154,8 @@ fn redis_rooms(redis: &Redis) -> (usize, usize, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_resumes_leave_no_room_nor_subscription_in_a_cluster() {
     let mut redis = Redis::start();
-    let node = |id: &'static str| {
-        let url = redis.url();
-        move |c: &mut signaling::Config| {
-            clustered(url, id)(c);
-            fast(c);
-        }
-    };
-    let n1 = TestServer::start(node("lk1")).await;
-    let n2 = TestServer::start(node("lk2")).await;
-    for n in [&n1, &n2] {
-        eventually("ready", Duration::from_secs(10), 200, async || {
-            http_get(n.addr, "/readyz").await.0
-        })
-        .await;
-    }
+    let n1 = TestServer::node(&redis.url(), "lk1", fast).await;
+    let n2 = TestServer::node(&redis.url(), "lk2", fast).await;
 
     let mut x = n1.client("attacker@1").await;
     let fakes = made_up_resumes(&mut x, "fake", FAKE_RESUMES).await;
@@ -227,14 +214,7 @@ async fn failed_resumes_leave_no_room_nor_subscription_in_a_cluster() {
     redis.kill();
     redis.restart();
     for n in [&n1, &n2] {
-        let probe = async || http_get(n.addr, "/readyz").await.0;
-        eventually(
-            "ready after the restart",
-            Duration::from_secs(15),
-            200,
-            probe,
-        )
-        .await;
+        n.wait_ready_within(Duration::from_secs(15)).await;
     }
     let node_channels = redis
         .list(&["PUBSUB", "CHANNELS", "sig:ch:node:*"])
@@ -253,11 +233,7 @@ async fn failed_resumes_leave_no_room_nor_subscription_in_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_cluster_lists_no_rooms() {
     let redis = Redis::start();
-    let n = TestServer::start(clustered(redis.url(), "empty1")).await;
-    eventually("ready", Duration::from_secs(10), 200, async || {
-        http_get(n.addr, "/readyz").await.0
-    })
-    .await;
+    let n = TestServer::node(&redis.url(), "empty1", |_| {}).await;
     assert_no_rooms_listed(n.addr).await;
     // And again once a room has come and gone.
     let r = room("gone");
@@ -306,32 +282,25 @@ const OFFERS: usize = 800;
 /// a node-lost.
 async fn stall_pair(redis: &Redis, tag: &str, rate: u32) -> (ServerProcess, TestServer) {
     let (cap, rate) = (QUEUE_CAP.to_string(), rate.to_string());
-    let a = ServerProcess::start(&[
-        "--redis-url",
+    let a = ServerProcess::node(
         &redis.url(),
-        "--node-id",
         &format!("{tag}-a"),
-        "--redis-queue-bytes",
-        &cap,
-        "--rate",
-        &rate,
-        "--rate-burst",
-        &rate,
-        "--node-timeout",
-        "60s",
-    ])
+        &[
+            "--redis-queue-bytes",
+            &cap,
+            "--rate",
+            &rate,
+            "--rate-burst",
+            &rate,
+            "--node-timeout",
+            "60s",
+        ],
+    )
     .await;
-    let b = TestServer::start(|c| {
-        clustered(redis.url(), &format!("{tag}-b"))(c);
-        c.node_timeout = Duration::from_secs(60);
+    let b = TestServer::node(&redis.url(), &format!("{tag}-b"), |c| {
+        c.node_timeout = Duration::from_secs(60)
     })
     .await;
-    for addr in [a.addr, b.addr] {
-        eventually("ready", Duration::from_secs(10), 200, async || {
-            http_get(addr, "/readyz").await.0
-        })
-        .await;
-    }
     (a, b)
 }
 

@@ -12,7 +12,7 @@ use signaling_e2e::both;
 use signaling_e2e::client::{Client, WAIT, http_get, peer_ids};
 use signaling_e2e::deployment::Deployment;
 use signaling_e2e::room;
-use signaling_e2e::server::TestServer;
+use signaling_e2e::server::{TestServer, wait_readyz};
 
 const SECRET: &str = "protocol-http-auth-secret-0123456789";
 const TURN_SECRET: &str = "protocol-turn-secret";
@@ -680,11 +680,7 @@ async fn the_api_is_503_unavailable_while_redis_is_down() {
     let redis = d.redis.as_mut().expect("a cluster");
     redis.kill();
     let s = &d.servers[0];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http_get(s.addr, "/readyz").await.0 != 503 {
-        assert!(Instant::now() < deadline, "/readyz never turned 503");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_readyz(s.addr, 503, Duration::from_secs(10)).await;
     for path in ["/api/rooms".to_string(), format!("/api/rooms/{r}")] {
         let resp = get(s.addr, &path, &[]).await;
         assert_eq!(resp.status, 503, "{path}: {resp:?}");
@@ -694,11 +690,7 @@ async fn the_api_is_503_unavailable_while_redis_is_down() {
         assert_eq!(v.as_object().map(|o| o.len()), Some(2), "{path}: {v}");
     }
     redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while http_get(s.addr, "/readyz").await.0 != 200 {
-        assert!(Instant::now() < deadline, "/readyz never came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    s.wait_ready_within(Duration::from_secs(15)).await;
     let (status, body) = http_get(s.addr, "/api/rooms").await;
     assert_eq!(status, 200, "{body}");
 }
@@ -979,12 +971,9 @@ async fn changes_made_during_a_redis_outage_arrive_with_their_reasons() {
         while c.next(Duration::from_millis(200)).await.is_some() {}
     }
     d.redis.as_mut().expect("a cluster").kill();
+    // The outage shows.
     for s in &d.servers {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while http_get(s.addr, "/readyz").await.0 != 503 {
-            assert!(Instant::now() < deadline, "the outage never showed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_readyz(s.addr, 503, Duration::from_secs(10)).await;
     }
     y.send(json!({"type":"update","meta":{"during":"outage"}}))
         .await;

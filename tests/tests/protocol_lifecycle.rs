@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use signaling_e2e::client::{Client, WAIT, peer_ids};
 use signaling_e2e::deployment::Deployment;
 use signaling_e2e::raw::Raw;
-use signaling_e2e::server::{ServerProcess, TestServer, api_room, clustered};
+use signaling_e2e::server::{ServerProcess, TestServer, api_room, wait_api_room};
 use signaling_e2e::{both, join_token, room};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -424,15 +424,7 @@ async fn snapshots_and_events_describe_a_churning_room(d: Deployment) {
     room_now.extend(newcomers.iter().map(|(c, _)| c.peer_id.clone()));
     room_now.sort();
     for s in &d.servers {
-        let deadline = Instant::now() + WAIT;
-        while api_room(s.addr, &r).await != room_now {
-            assert!(
-                Instant::now() < deadline,
-                "{} never listed {room_now:?}",
-                s.addr
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_api_room(s.addr, &r, &room_now).await;
     }
     for (c, view) in &mut newcomers {
         let want: Vec<String> = room_now
@@ -563,8 +555,7 @@ both!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_refusal_waits_in_the_resume_queue_of_a_sender_that_is_away() {
     let redis = signaling_e2e::redis::Redis::start();
-    let ra = TestServer::start(clustered(redis.url(), "late-a")).await;
-    ra.wait_ready().await;
+    let ra = TestServer::node(&redis.url(), "late-a", |_| {}).await;
     let rb = ServerProcess::node(&redis.url(), "late-b", &[]).await;
     let r = room("late");
     let mut a = ra.client("a").await;

@@ -7,9 +7,9 @@
 //! real servers (in-process, or processes where one must die), loopback.
 
 use serde_json::{Value, json};
-use signaling_e2e::client::{Client, WAIT, http_get};
+use signaling_e2e::client::Client;
 use signaling_e2e::redis::Redis;
-use signaling_e2e::server::{TestServer, clustered};
+use signaling_e2e::server::{ServerProcess, TestServer};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,14 +20,6 @@ const PACE: Duration = Duration::from_millis(25);
 /// How long after its last offer the sender may still hear of one that was
 /// not delivered (the receiving side gives up after 2 s).
 const SETTLE: Duration = Duration::from_secs(4);
-
-async fn wait_ready(s: &TestServer) {
-    let deadline = Instant::now() + WAIT;
-    while http_get(s.addr, "/readyz").await.0 != 200 {
-        assert!(Instant::now() < deadline, "{} never ready", s.addr);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Kills the subscription connection of node `node` (`CLIENT KILL`): its
 /// link drops and comes back, as after a network blip. Returns whether
@@ -86,10 +78,8 @@ async fn offers_across(fault: Fault, faults: Vec<Duration>) -> Outcome {
     let redis = Redis::start();
     let url = redis.url();
     let redis = Arc::new(Mutex::new(redis));
-    let ra = TestServer::start(clustered(url.clone(), "ra")).await;
-    let rb = TestServer::start(clustered(url, "rb")).await;
-    wait_ready(&ra).await;
-    wait_ready(&rb).await;
+    let ra = TestServer::node(&url, "ra", |_| {}).await;
+    let rb = TestServer::node(&url, "rb", |_| {}).await;
     let (_room, mut a, mut b) = pair(&ra.ws(), &rb.ws(), "rf").await;
 
     let to = b.peer_id.clone();
@@ -268,15 +258,8 @@ async fn refusals(a: &mut Client, sent: u64) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_to_an_instance_that_died_are_refused_to_their_sender() {
     let redis = Redis::start();
-    let ra = TestServer::start(clustered(redis.url(), "da")).await;
-    wait_ready(&ra).await;
-    let rb = signaling_e2e::server::ServerProcess::start(&[
-        "--redis-url",
-        &redis.url(),
-        "--node-id",
-        "db",
-    ])
-    .await;
+    let ra = TestServer::node(&redis.url(), "da", |_| {}).await;
+    let rb = ServerProcess::node(&redis.url(), "db", &[]).await;
     let (_room, mut a, mut b) = pair(&ra.ws(), &rb.ws(), "rf-dead").await;
     a.send(json!({"type":"offer","id":"before","to":b.peer_id,"sdp":"x"}))
         .await;
@@ -305,8 +288,8 @@ async fn relays_to_an_instance_that_died_are_refused_to_their_sender() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_reaches_a_sender_that_resumed_meanwhile() {
     let redis = Redis::start();
-    let ra = signaling_e2e::server::ServerProcess::node(&redis.url(), "sa", &[]).await;
-    let rb = signaling_e2e::server::ServerProcess::node(&redis.url(), "sb", &[]).await;
+    let ra = ServerProcess::node(&redis.url(), "sa", &[]).await;
+    let rb = ServerProcess::node(&redis.url(), "sb", &[]).await;
     let (room, mut a, b) = pair(&ra.ws(), &rb.ws(), "rf-resumed").await;
     drop(rb); // SIGKILL: b stays listed until the node timeout
     const SENT: u64 = 5;
@@ -333,17 +316,9 @@ async fn relays_past_a_held_peers_full_queue_are_refused_across_instances() {
     const QUEUE: u64 = 4;
     const SENT: u64 = 10;
     let redis = Redis::start();
-    let small_queue = |id: &'static str| {
-        let url = redis.url();
-        move |c: &mut signaling::Config| {
-            clustered(url, id)(c);
-            c.limits.resume_queue = QUEUE as usize;
-        }
-    };
-    let ra = TestServer::start(small_queue("qa")).await;
-    let rb = TestServer::start(small_queue("qb")).await;
-    wait_ready(&ra).await;
-    wait_ready(&rb).await;
+    let small_queue = |c: &mut signaling::Config| c.limits.resume_queue = QUEUE as usize;
+    let ra = TestServer::node(&redis.url(), "qa", small_queue).await;
+    let rb = TestServer::node(&redis.url(), "qb", small_queue).await;
     let (room, mut a, b) = pair(&ra.ws(), &rb.ws(), "rf-full").await;
     let (token, to) = (b.resume.clone(), b.peer_id.clone());
     b.drop_tcp();
@@ -381,21 +356,14 @@ async fn relays_past_a_held_peers_full_queue_are_refused_across_instances() {
 async fn relays_to_a_peer_moving_between_instances_arrive_or_are_refused() {
     const MOVES: usize = 6;
     let redis = Redis::start();
-    let fast = |id: &'static str| {
-        let url = redis.url();
-        move |c: &mut signaling::Config| {
-            clustered(url, id)(c);
-            c.limits.rate = 5000.0;
-            c.limits.rate_burst = 5000.0;
-            c.limits.resume_queue = 8192;
-        }
+    let fast = |c: &mut signaling::Config| {
+        c.limits.rate = 5000.0;
+        c.limits.rate_burst = 5000.0;
+        c.limits.resume_queue = 8192;
     };
-    let ra = TestServer::start(fast("ma")).await;
-    let rb = TestServer::start(fast("mb")).await;
-    let rc = TestServer::start(fast("mc")).await;
-    for s in [&ra, &rb, &rc] {
-        wait_ready(s).await;
-    }
+    let ra = TestServer::node(&redis.url(), "ma", fast).await;
+    let rb = TestServer::node(&redis.url(), "mb", fast).await;
+    let rc = TestServer::node(&redis.url(), "mc", fast).await;
     let (room, mut a, mut b) = pair(&ra.ws(), &rb.ws(), "rf-move").await;
     let to = b.peer_id.clone();
     let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -506,10 +474,8 @@ async fn a_relay_redis_counted_but_never_sent_gets_its_sender_told() {
             .as_deref(),
         Some("+OK")
     );
-    let ra = TestServer::start(clustered(redis.url(), "la")).await;
-    let rb = TestServer::start(clustered(redis.url(), "lb")).await;
-    wait_ready(&ra).await;
-    wait_ready(&rb).await;
+    let ra = TestServer::node(&redis.url(), "la", |_| {}).await;
+    let rb = TestServer::node(&redis.url(), "lb", |_| {}).await;
     let (_room, mut a, mut b) = pair(&ra.ws(), &rb.ws(), "rf-lost").await;
     let to = b.peer_id.clone();
     let big = "x".repeat(40_000);

@@ -21,10 +21,7 @@ fn room(tag: &str) -> String {
 }
 
 async fn node(redis: &Redis, id: &str) -> ServerProcess {
-    let url = redis.url();
-    let p = ServerProcess::start(&["--redis-url", url.as_str(), "--node-id", id]).await;
-    p.wait_ready(Duration::from_secs(10)).await;
-    p
+    ServerProcess::node(&redis.url(), id, &[]).await
 }
 
 /// How a `join` was answered.

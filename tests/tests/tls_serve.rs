@@ -7,17 +7,15 @@
 use serde_json::json;
 use signaling_e2e::client::{Client, http_get};
 use signaling_e2e::server::TestServer;
-use signaling_e2e::tls::TestCert;
+use signaling_e2e::tls::{TestCert, presented, tls_connect};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 const RELOAD_EVERY: Duration = Duration::from_millis(200);
 
@@ -35,17 +33,6 @@ async fn tls_server(cert: &TestCert, tweak: impl FnOnce(&mut signaling::Config))
 
 fn wss(addr: SocketAddr) -> String {
     format!("wss://{addr}/ws")
-}
-
-async fn tls_connect(
-    addr: SocketAddr,
-    config: Arc<ClientConfig>,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    let connect = TlsConnector::from(config).connect(ServerName::from(addr.ip()), tcp);
-    tokio::time::timeout(Duration::from_secs(5), connect)
-        .await
-        .map_err(|_| std::io::Error::other("TLS handshake timed out"))?
 }
 
 /// A GET over TLS: status, response head (lower-cased) and body.
@@ -70,17 +57,6 @@ async fn https_get(
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
-/// The SHA-256 fingerprint of a DER certificate, as `openssl x509
-/// -fingerprint -sha256` prints it (what `TestCert::fingerprint` returns).
-fn fingerprint(der: &[u8]) -> String {
-    use sha2::Digest;
-    let hex: Vec<String> = sha2::Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect();
-    format!("sha256 Fingerprint={}", hex.join(":"))
-}
-
 /// A client that trusts each of these PEM certificates.
 fn trusting(pems: &[&[u8]]) -> Arc<ClientConfig> {
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
@@ -96,13 +72,6 @@ fn trusting(pems: &[&[u8]]) -> Arc<ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Arc::new(config)
-}
-
-/// The fingerprint of the certificate a new handshake is shown.
-async fn presented(addr: SocketAddr, config: Arc<ClientConfig>) -> String {
-    let s = tls_connect(addr, config).await.expect("TLS handshake");
-    let chain = s.get_ref().1.peer_certificates().expect("a certificate");
-    fingerprint(chain[0].as_ref())
 }
 
 /// Asserts docs/protocol.md §1.

@@ -1,12 +1,14 @@
 //! The cluster: several instances on one real Redis behave as one server.
 //! Each test starts its own redis-server on a free loopback port.
 
-mod support;
-
 use serde_json::json;
+use signaling_e2e::client::{Client, http_get, peer_ids};
+use signaling_e2e::redis::Redis;
 use signaling_e2e::room;
+use signaling_e2e::server::{
+    ServerProcess, TestServer, api_room, clustered, wait_api_room, wait_readyz,
+};
 use std::time::{Duration, Instant};
-use support::{Client, Node, Proc, Redis, api_room, peer_ids};
 
 /// `who` joins `r` and learns of every peer in `others`, whether listed in
 /// `joined` or announced right after (a join elsewhere may still be on its
@@ -27,9 +29,9 @@ async fn join_seeing(who: &mut Client, r: &str, others: &[&str]) -> Vec<String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_presence_and_relay() {
     let redis = Redis::start();
-    let n1 = Node::start(&redis.url(), "n1", |_| {}).await;
-    let n2 = Node::start(&redis.url(), "n2", |_| {}).await;
-    let n3 = Node::start(&redis.url(), "n3", |_| {}).await;
+    let n1 = TestServer::node(&redis.url(), "n1", |_| {}).await;
+    let n2 = TestServer::node(&redis.url(), "n2", |_| {}).await;
+    let n3 = TestServer::node(&redis.url(), "n3", |_| {}).await;
     let r = room("three");
 
     let mut a = Client::connect(&n1.ws(), "a@1").await;
@@ -47,7 +49,7 @@ async fn three_instances_share_presence_and_relay() {
     // Once Redis has both, a newcomer gets the whole room in `joined`, oldest first.
     let mut ab = vec![a.peer_id.clone(), b.peer_id.clone()];
     ab.sort();
-    wait_api(n3.addr, &r, &ab).await;
+    wait_api_room(n3.addr, &r, &ab).await;
     let jc = c.join(&r).await;
     assert_eq!(
         peer_ids(&jc["peers"]),
@@ -140,13 +142,8 @@ async fn three_instances_share_presence_and_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_is_announced_node_lost_and_a_restart_resurrects_nobody() {
     let redis = Redis::start();
-    let bin = tokio::task::spawn_blocking(support::server_binary)
-        .await
-        .expect("build");
-    let p1 = Proc::start(&bin, &redis.url(), "k1", &[]);
-    let mut p2 = Proc::start(&bin, &redis.url(), "k2", &[]);
-    p1.wait_ready().await;
-    p2.wait_ready().await;
+    let p1 = ServerProcess::node(&redis.url(), "k1", &[]).await;
+    let mut p2 = ServerProcess::node(&redis.url(), "k2", &[]).await;
     let r = room("kill");
     let mut a = Client::connect(&p1.ws(), "a@1").await;
     let mut b = Client::connect(&p2.ws(), "b@2").await;
@@ -169,24 +166,17 @@ async fn a_killed_instance_is_announced_node_lost_and_a_restart_resurrects_nobod
     assert!(took <= Duration::from_secs(15), "node-lost took {took:?}");
 
     // The same node id comes back: nobody reappears, nobody is announced twice.
-    let p2b = Proc::start(&bin, &redis.url(), "k2", &[]);
-    p2b.wait_ready().await;
+    let _p2b = ServerProcess::node(&redis.url(), "k2", &[]).await;
     a.expect_silence(Duration::from_secs(2)).await;
-    let addr = p1.addr.parse().expect("addr");
-    assert_eq!(api_room(addr, &r).await, [a.peer_id.clone()]);
+    assert_eq!(api_room(p1.addr, &r).await, [a.peer_id.clone()]);
 }
 
 /// Asserts docs/protocol.md §7.2, §15.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_restarted_before_it_was_found_dead_clears_its_old_peers() {
     let redis = Redis::start();
-    let bin = tokio::task::spawn_blocking(support::server_binary)
-        .await
-        .expect("build");
-    let p1 = Proc::start(&bin, &redis.url(), "q1", &[]);
-    let mut p2 = Proc::start(&bin, &redis.url(), "q2", &[]);
-    p1.wait_ready().await;
-    p2.wait_ready().await;
+    let p1 = ServerProcess::node(&redis.url(), "q1", &[]).await;
+    let mut p2 = ServerProcess::node(&redis.url(), "q2", &[]).await;
     let r = room("restart");
     let mut a = Client::connect(&p1.ws(), "a@1").await;
     let mut b = Client::connect(&p2.ws(), "b@2").await;
@@ -194,8 +184,7 @@ async fn an_instance_restarted_before_it_was_found_dead_clears_its_old_peers() {
     join_seeing(&mut b, &r, &[&a.peer_id]).await;
     a.expect("peer-joined").await;
     p2.kill9();
-    let p2b = Proc::start(&bin, &redis.url(), "q2", &[]);
-    p2b.wait_ready().await;
+    let p2b = ServerProcess::node(&redis.url(), "q2", &[]).await;
     // The new run announces what the old one left behind, once.
     let l = a.expect_within("peer-left", Duration::from_secs(5)).await;
     assert_eq!(
@@ -206,15 +195,6 @@ async fn an_instance_restarted_before_it_was_found_dead_clears_its_old_peers() {
     let mut c = Client::connect(&p2b.ws(), "c@2").await;
     let j = c.join(&r).await;
     assert_eq!(peer_ids(&j["peers"]), [a.peer_id.clone()], "no ghost of b");
-}
-
-/// Waits until `/api/rooms/{r}` on `addr` lists exactly `want` (sorted).
-async fn wait_api(addr: std::net::SocketAddr, r: &str, want: &[String]) {
-    let deadline = Instant::now() + support::WAIT;
-    while api_room(addr, r).await != want {
-        assert!(Instant::now() < deadline, "{r} never listed {want:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Collects messages until `done` holds for what has been seen, or `within` passes.
@@ -248,8 +228,8 @@ fn has(seen: &[serde_json::Value], ty: &str, peer: &str) -> bool {
 async fn a_redis_outage_keeps_local_rooms_working_and_views_converge_after() {
     let mut redis = Redis::start();
     let fast = |c: &mut signaling::Config| c.node_timeout = Duration::from_secs(3);
-    let n1 = Node::start(&redis.url(), "o1", fast).await;
-    let n2 = Node::start(&redis.url(), "o2", fast).await;
+    let n1 = TestServer::node(&redis.url(), "o1", fast).await;
+    let n2 = TestServer::node(&redis.url(), "o2", fast).await;
     let r = room("outage");
     let mut a = Client::connect(&n1.ws(), "a@1").await;
     let mut b = Client::connect(&n2.ws(), "b@2").await;
@@ -258,16 +238,10 @@ async fn a_redis_outage_keeps_local_rooms_working_and_views_converge_after() {
     a.expect("peer-joined").await;
 
     redis.kill();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while support::http_get(n1.addr, "/readyz").await.0 != 503 {
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never reported the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // /readyz reports the outage.
+    wait_readyz(n1.addr, 503, Duration::from_secs(10)).await;
     assert_eq!(
-        support::http_get(n1.addr, "/healthz").await.0,
+        http_get(n1.addr, "/healthz").await.0,
         200,
         "liveness ignores Redis"
     );
@@ -349,8 +323,8 @@ async fn a_password_a_database_and_a_unix_socket_in_the_url_are_honoured() {
         "redis+unix://{}?db=3&user=sig&pass=n0de-pw",
         redis.socket().display()
     );
-    let n1 = Node::start(&tcp, "p1", |_| {}).await;
-    let n2 = Node::start(&unix, "p2", |_| {}).await;
+    let n1 = TestServer::node(&tcp, "p1", |_| {}).await;
+    let n2 = TestServer::node(&unix, "p2", |_| {}).await;
     let r = room("secured");
     let mut a = Client::connect(&n1.ws(), "a@1").await;
     let mut b = Client::connect(&n2.ws(), "b@2").await;
@@ -370,7 +344,7 @@ async fn a_password_a_database_and_a_unix_socket_in_the_url_are_honoured() {
     // queue's connection, and read back from there by the other node.
     let mut ab = vec![a.peer_id.clone(), b.peer_id.clone()];
     ab.sort();
-    wait_api(n2.addr, &r, &ab).await;
+    wait_api_room(n2.addr, &r, &ab).await;
     assert_eq!(
         redis.cmd(&["DBSIZE"]).as_deref(),
         Some(":0"),
@@ -379,11 +353,9 @@ async fn a_password_a_database_and_a_unix_socket_in_the_url_are_honoured() {
 
     // A wrong password: the node serves locally but never reports ready.
     let wrong = format!("redis://sig:nope@127.0.0.1:{}", redis.port);
-    let n3 =
-        signaling_e2e::server::TestServer::start(signaling_e2e::server::clustered(wrong, "p3"))
-            .await;
+    let n3 = TestServer::start(clustered(wrong, "p3")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(support::http_get(n3.addr, "/readyz").await.0, 503);
+    assert_eq!(http_get(n3.addr, "/readyz").await.0, 503);
     n3.stop().await;
     n1.stop().await;
     n2.stop().await;
@@ -394,8 +366,8 @@ async fn a_password_a_database_and_a_unix_socket_in_the_url_are_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_recovers_when_its_redis_connection_alone_is_killed() {
     let redis = Redis::start();
-    let n1 = Node::start(&redis.url(), "k1", |_| {}).await;
-    let n2 = Node::start(&redis.url(), "k2", |_| {}).await;
+    let n1 = TestServer::node(&redis.url(), "k1", |_| {}).await;
+    let n2 = TestServer::node(&redis.url(), "k2", |_| {}).await;
     let r = room("killed");
     let mut a = Client::connect(&n1.ws(), "a@1").await;
     let mut b = Client::connect(&n2.ws(), "b@2").await;
@@ -426,7 +398,7 @@ async fn the_queue_recovers_when_its_redis_connection_alone_is_killed() {
     assert_eq!(b.expect("offer").await["from"], a.peer_id.as_str());
     let mut want = vec![a.peer_id.clone(), b.peer_id.clone(), c.peer_id.clone()];
     want.sort();
-    wait_api(n2.addr, &r, &want).await;
+    wait_api_room(n2.addr, &r, &want).await;
     assert_ne!(
         redis.client_id("sig:k1:queue"),
         Some(queue),
@@ -439,7 +411,7 @@ async fn the_queue_recovers_when_its_redis_connection_alone_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_presence_stream_feeds_a_consumer_group() {
     let redis = Redis::start();
-    let n1 = Node::start(&redis.url(), "s1", |_| {}).await;
+    let n1 = TestServer::node(&redis.url(), "s1", |_| {}).await;
     let client = redis::Client::open(redis.url()).expect("url");
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -542,8 +514,8 @@ async fn the_presence_stream_feeds_a_consumer_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigprobe_passes_across_two_instances() {
     let redis = Redis::start();
-    let n1 = Node::start(&redis.url(), "p1", |_| {}).await;
-    let n2 = Node::start(&redis.url(), "p2", |_| {}).await;
+    let n1 = TestServer::node(&redis.url(), "p1", |_| {}).await;
+    let n2 = TestServer::node(&redis.url(), "p2", |_| {}).await;
     let (u1, u2, h) = (n1.ws(), n2.ws(), format!("http://{}", n1.addr));
     let stdout = tokio::task::spawn_blocking(move || {
         signaling_e2e::run_sigprobe(&["--url", &u1, "--url2", &u2, "--http", &h])
@@ -564,8 +536,8 @@ async fn sigprobe_passes_across_two_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_peer_resumes_on_another_instance_with_its_messages() {
     let redis = Redis::start();
-    let n1 = Node::start(&redis.url(), "m1", |_| {}).await;
-    let n2 = Node::start(&redis.url(), "m2", |_| {}).await;
+    let n1 = TestServer::node(&redis.url(), "m1", |_| {}).await;
+    let n2 = TestServer::node(&redis.url(), "m2", |_| {}).await;
     let r = room("move");
     let mut a = Client::connect(&n1.ws(), "a@1").await;
     let mut b = Client::connect(&n2.ws(), "b@2").await;
@@ -624,11 +596,11 @@ async fn a_dropped_peer_resumes_on_another_instance_with_its_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_moves_clients_in_a_rolling_restart_without_anyone_leaving() {
     let redis = Redis::start();
-    let n1 = Node::start(&redis.url(), "g1", |c| {
+    let n1 = TestServer::node(&redis.url(), "g1", |c| {
         c.drain_timeout = Duration::from_secs(5)
     })
     .await;
-    let n2 = Node::start(&redis.url(), "g2", |_| {}).await;
+    let n2 = TestServer::node(&redis.url(), "g2", |_| {}).await;
     let r = room("roll");
     let mut a = Client::connect(&n1.ws(), "a@1").await;
     let mut b = Client::connect(&n2.ws(), "b@2").await;
@@ -655,11 +627,11 @@ async fn goaway_moves_clients_in_a_rolling_restart_without_anyone_leaving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_shutdown_leaves_no_ghosts() {
     let redis = Redis::start();
-    let n1 = Node::start(&redis.url(), "c1", |c| {
+    let n1 = TestServer::node(&redis.url(), "c1", |c| {
         c.drain_timeout = Duration::from_millis(500)
     })
     .await;
-    let n2 = Node::start(&redis.url(), "c2", |_| {}).await;
+    let n2 = TestServer::node(&redis.url(), "c2", |_| {}).await;
     let r = room("ghost");
     let mut a = Client::connect(&n1.ws(), "a@1").await;
     let mut b = Client::connect(&n2.ws(), "b@2").await;
@@ -692,8 +664,8 @@ async fn a_node_lists_its_own_changes_as_soon_as_it_has_confirmed_them() {
         c.limits.outbox_frames = 10_000;
         c.limits.outbox_bytes = 64 << 20;
     };
-    let n1 = Node::start(&redis.url(), "ryw1", busy).await;
-    let n2 = Node::start(&redis.url(), "ryw2", busy).await;
+    let n1 = TestServer::node(&redis.url(), "ryw1", busy).await;
+    let n2 = TestServer::node(&redis.url(), "ryw2", busy).await;
     let bulk = room("bulk");
     let mut b = Client::connect(&n1.ws(), "b").await;
     b.join(&bulk).await;
@@ -727,7 +699,7 @@ async fn a_node_lists_its_own_changes_as_soon_as_it_has_confirmed_them() {
         if api_room(n1.addr, &r).await != [a.peer_id.clone()] {
             misses.push(format!("{r}: /api/rooms/{{room}} without the joiner"));
         }
-        let (_, rooms) = support::http_get(n1.addr, "/api/rooms").await;
+        let (_, rooms) = http_get(n1.addr, "/api/rooms").await;
         if !rooms.contains(&r) {
             misses.push(format!("{r}: /api/rooms without the room"));
         }
