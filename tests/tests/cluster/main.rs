@@ -486,6 +486,7 @@ async fn the_presence_stream_feeds_a_consumer_group() {
     );
     for (_, f) in &events {
         assert_eq!(f["room"], r);
+        assert_eq!(f.get("v").map(String::as_str), Some("1"), "{f:?}");
     }
     let joined: serde_json::Value = serde_json::from_str(&events[1].1["peer"]).expect("peer json");
     assert_eq!(
@@ -720,4 +721,58 @@ async fn a_node_lists_its_own_changes_as_soon_as_it_has_confirmed_them() {
         600,
         "b was told {told_b:?}"
     );
+}
+
+/// What another instance publishes that this one cannot read (a kind of a
+/// newer format, a body that does not parse, bytes that are not UTF-8) is
+/// counted in `signaling_bus_undecodable_total` and logged, and changes
+/// nothing: members hear no event, relays between the instances go on.
+/// (docs/cluster.md, "Node-to-node messages".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_an_instance_cannot_read_are_counted_and_change_nothing() {
+    let redis = Redis::start();
+    let n1 = TestServer::node(&redis.url(), "u1", |_| {}).await;
+    let n2 = TestServer::node(&redis.url(), "u2", |_| {}).await;
+    let r = room("wire");
+    let mut a = Client::connect(&n1.ws(), "a@1").await;
+    let mut b = Client::connect(&n2.ws(), "b@2").await;
+    a.join(&r).await;
+    join_seeing(&mut b, &r, &[&a.peer_id]).await;
+    a.expect("peer-joined").await;
+    assert_eq!(n1.metric("signaling_bus_undecodable_total ").await, 0);
+
+    let room_channel = format!("sig:ch:room:{r}");
+    let unreadable = [
+        (room_channel.as_str(), "X u2\n{}".to_string()),
+        (
+            room_channel.as_str(),
+            format!("L u2\n{} vanished", b.peer_id),
+        ),
+        (room_channel.as_str(), "no first line".to_string()),
+        ("sig:ch:node:u1", "D u2\nno-route".to_string()),
+        ("sig:ch:node:u1", "G u2\n1 2".to_string()),
+    ];
+    for (channel, payload) in &unreadable {
+        // The room's channel reaches both instances, u1's own channel u1.
+        let want = if channel.starts_with("sig:ch:room:") {
+            ":2"
+        } else {
+            ":1"
+        };
+        let heard = redis.cmd(&["PUBLISH", channel, payload]);
+        assert_eq!(heard.as_deref(), Some(want), "{channel}");
+    }
+    for (n, want) in [(&n1, 5), (&n2, 3)] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while n.metric("signaling_bus_undecodable_total ").await < want {
+            assert!(Instant::now() < deadline, "not all counted on {}", n.addr);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(n.metric("signaling_bus_undecodable_total ").await, want);
+    }
+    a.expect_silence(Duration::from_millis(300)).await;
+    b.send(json!({"type":"offer","to":a.peer_id,"sdp":"still"}))
+        .await;
+    assert_eq!(a.expect("offer").await["sdp"], "still");
+    assert_eq!(api_room(n1.addr, &r).await.len(), 2, "b is still listed");
 }
