@@ -130,7 +130,7 @@ impl Deployment {
 /// same name: `one_instance` and `two_instances` (clustered through Redis).
 /// An optional second argument tweaks the config of every instance.
 ///
-/// ```ignore
+/// ```text
 /// async fn relays_an_offer(d: Deployment) { ... }
 /// both!(relays_an_offer);
 /// both!(caps_a_room, |c| c.limits.max_room_peers = 2);
