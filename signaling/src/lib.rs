@@ -44,6 +44,7 @@
 //! | `bus/memory.rs` | the in-memory engine |
 //! | `bus/redis/mod.rs` | the Redis engine: the `Bus` implementation, resume hand-over |
 //! | `bus/redis/link.rs` | connections, reconnect, resync, pub/sub dispatch |
+//! | `bus/redis/resync.rs` | after a reconnect: the presence events this node missed, from what Redis records of the nodes that re-asserted |
 //! | `bus/redis/repair.rs` | Redis's record of this node's peers made what it holds (on connect, and periodically) |
 //! | `bus/redis/publisher.rs` | the ordered, pipelined write queue |
 //! | `bus/redis/sequence.rs` | relays between two nodes numbered: once, in order, gaps reported back |

@@ -18,7 +18,6 @@ use axum::extract::ws::Utf8Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 use signaling_protocol::reply::{self, LeaveReason};
-use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 
 use crate::ids::{NodeId, PeerId, RoomId};
@@ -172,16 +171,6 @@ pub enum Inbound {
 #[derive(Debug, Clone)]
 pub struct Origin(pub Box<str>);
 
-/// Which other nodes a resync may believe Redis about (see
-/// [`InboundHandler::resync`]).
-#[derive(Debug, Default)]
-pub struct SettledNodes {
-    /// Nodes that have re-asserted their peers since this node reconnected.
-    pub settled: HashSet<NodeId>,
-    /// A whole node timeout has passed since: a node not settled is dead.
-    pub timed_out: bool,
-}
-
 /// What the engine calls back into: the node (the hub). Calls never block.
 pub trait InboundHandler: Send + Sync {
     /// Delivers traffic from another node.
@@ -194,25 +183,10 @@ pub trait InboundHandler: Send + Sync {
     /// (connected, or held for a resume), while nothing can remove it: what
     /// `f` queues is ordered before the peer's own leave, if one follows.
     fn with_local(&self, room: &RoomId, peer: &PeerId, f: &mut dyn FnMut(&Arc<PeerInfo>));
-    /// After a reconnect: the room as the cluster now knows it, to bring the
-    /// view of other nodes' members in line with. What Redis holds of a node
-    /// is trusted only once that node has re-asserted its own peers since
-    /// (`nodes.settled`): before that, a node still reconnecting would look
-    /// as if its peers left, and data Redis restored from an older snapshot
-    /// would bring back peers that left. Once `nodes.timed_out`, a node not
-    /// settled is dead, and its members are dropped as `node-lost`.
-    /// A member missing from the snapshot whose node still lists it in its
-    /// own index (`listed`) is kept: Redis lost the room's record (eviction),
-    /// not the peer, and its node writes it back.
-    fn resync(
-        &self,
-        room: &RoomId,
-        snapshot: Vec<Arc<PeerInfo>>,
-        nodes: &SettledNodes,
-        listed: &HashSet<PeerId>,
-    );
-    /// The room's members held by other nodes, as `(peer, node)`: what a
-    /// resync may drop.
+    /// The room's members held by other nodes, as `(peer, node)`: what an
+    /// engine that lost track of the others for a while (a Redis
+    /// reconnect) compares with what the cluster now records, to send the
+    /// presence events it missed.
     fn remote_members(&self, room: &RoomId) -> Vec<(PeerId, NodeId)>;
     /// Node `to` asks for a peer of ours to resume there: if `secret` is its
     /// resume secret, the peer is handed over without a word, and is from

@@ -8,14 +8,13 @@
 
 use dashmap::mapref::entry::Entry;
 use signaling_protocol::reply::{self, LeaveReason};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, warn};
 
 use super::room::{Member, Presence, Room, SyncState};
 use super::{Hub, JoinHold};
-use crate::bus::{Handoff, Inbound, InboundHandler, Origin, PeerInfo, PresenceEvent, SettledNodes};
+use crate::bus::{Handoff, Inbound, InboundHandler, Origin, PeerInfo, PresenceEvent};
 use crate::ids::{NodeId, PeerId, RoomId};
 use crate::outbox::Frame;
 
@@ -238,46 +237,6 @@ impl InboundHandler for Hub {
                 _ => None,
             })
             .collect()
-    }
-
-    fn resync(
-        &self,
-        room_id: &RoomId,
-        snapshot: Vec<Arc<PeerInfo>>,
-        nodes: &SettledNodes,
-        listed: &HashSet<PeerId>,
-    ) {
-        let Some(mut room) = self.rooms.get_mut(room_id) else {
-            return;
-        };
-        if !matches!(room.sync, SyncState::Ready) {
-            return; // a first sync is under way and will see the same state
-        }
-        let known: HashMap<PeerId, Arc<PeerInfo>> = snapshot
-            .into_iter()
-            .filter(|p| p.node != self.node && nodes.settled.contains(&p.node))
-            .map(|p| (p.id.clone(), p))
-            .collect();
-        let gone: Vec<(PeerId, LeaveReason)> = room
-            .members
-            .values()
-            .filter(|m| !known.contains_key(&m.info.id))
-            .filter_map(|m| match &m.presence {
-                Presence::Remote { node } if nodes.settled.contains(node) => (!listed
-                    .contains(&m.info.id))
-                .then(|| (m.info.id.clone(), LeaveReason::Disconnected)),
-                Presence::Remote { .. } if nodes.timed_out => {
-                    Some((m.info.id.clone(), LeaveReason::NodeLost))
-                }
-                _ => None,
-            })
-            .collect();
-        for (peer, reason) in gone {
-            self.remove_remote(&mut room, &peer, reason);
-        }
-        for info in known.into_values() {
-            self.upsert_remote(&mut room, info);
-        }
     }
 
     fn hand_over(

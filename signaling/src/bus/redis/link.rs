@@ -9,10 +9,8 @@
 //! queue, so what waited during the outage is written after the re-assertion.
 //! A resync then brings every room's view in line with Redis.
 
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, AsyncConnectionConfig};
 use serde_json::value::RawValue;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,9 +22,8 @@ use super::resp;
 use super::sequence::{GAP, Gap, Stamp};
 use super::subscriber::{Push, Subscriber};
 use super::wire::{self, Msg};
-use super::{Shared, SubCmd, liveness, parse_peer, read_room, repair};
-use crate::bus::PeerInfo;
-use crate::bus::{Inbound, InboundHandler, Origin, PresenceEvent, SettledNodes};
+use super::{Shared, SubCmd, liveness, parse_peer, repair, resync};
+use crate::bus::{Inbound, InboundHandler, Origin, PresenceEvent};
 use crate::ids::{NodeId, PeerId, RoomId};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -135,7 +132,7 @@ async fn session(
         .as_ref()
         .map(|h| h.watched_rooms())
         .unwrap_or_default();
-    tokio::spawn(resync(shared.clone(), connected_ms, rooms));
+    tokio::spawn(resync::resync(shared.clone(), connected_ms, rooms));
 
     let connected = Instant::now();
     let mut last_probe = Instant::now();
@@ -232,92 +229,6 @@ fn dropped_error() -> redis::RedisError {
         std::io::ErrorKind::ConnectionAborted,
         "redis subscription ended",
     ))
-}
-
-/// After a reconnect, brings the view of each room watched at the connect
-/// (`rooms`) in line with Redis,
-/// a few times over while the other nodes finish reconnecting too, the last
-/// time once a whole node timeout has passed: a node that has not
-/// re-asserted its peers by then is dead (it died while Redis was away, say,
-/// and Redis came back without its heartbeat), and its members go as
-/// `node-lost`. `connected_ms` is Redis's time at the connect, to compare
-/// with the other nodes' heartbeats; the schedule runs on this machine's
-/// monotonic clock.
-async fn resync(shared: Arc<Shared>, connected_ms: u64, rooms: Vec<RoomId>) {
-    if rooms.is_empty() {
-        return;
-    }
-    let timeout = shared.config.node_timeout;
-    let connected = tokio::time::Instant::now();
-    let passes = [Duration::from_secs(1), Duration::from_secs(3)]
-        .into_iter()
-        .filter(|at| *at < timeout)
-        .chain([timeout]);
-    for at in passes {
-        tokio::time::sleep_until(connected + at).await;
-        let (Some(mut conn), Some(handler)) = (shared.conn(), shared.handler()) else {
-            return;
-        };
-        // Nodes that heartbeated since we reconnected have re-asserted their
-        // peers (each does so before its first heartbeat on a connect).
-        let settled: Vec<String> = match conn
-            .zrangebyscore(shared.keys.nodes(), connected_ms, "+inf")
-            .await
-        {
-            Ok(s) => s,
-            Err(_) => return,
-        };
-        let nodes = SettledNodes {
-            settled: settled.into_iter().map(NodeId::new).collect(),
-            timed_out: at >= timeout,
-        };
-        for room in &rooms {
-            let Ok(peers) = read_room(&mut conn, &shared.keys, room).await else {
-                return;
-            };
-            let Ok(listed) =
-                still_listed(&shared, &mut conn, handler.as_ref(), room, &peers, &nodes).await
-            else {
-                return;
-            };
-            handler.resync(room, peers, &nodes, &listed);
-        }
-    }
-}
-
-/// The members of `room` on settled nodes that the room's record in Redis
-/// lacks but their node's own index still lists under this room: the
-/// record was lost (an evicted hash), not the peers, who leave only with
-/// both entries removed.
-async fn still_listed(
-    shared: &Shared,
-    conn: &mut MultiplexedConnection,
-    handler: &dyn InboundHandler,
-    room: &RoomId,
-    snapshot: &[Arc<PeerInfo>],
-    nodes: &SettledNodes,
-) -> redis::RedisResult<HashSet<PeerId>> {
-    let recorded: HashSet<&PeerId> = snapshot.iter().map(|p| &p.id).collect();
-    let missing: Vec<(PeerId, NodeId)> = handler
-        .remote_members(room)
-        .into_iter()
-        .filter(|(peer, node)| !recorded.contains(peer) && nodes.settled.contains(node))
-        .collect();
-    if missing.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let mut pipe = redis::pipe();
-    for (peer, node) in &missing {
-        pipe.hget(shared.keys.node_peers(node), peer.as_str());
-    }
-    // The link's connection has a response timeout of its own.
-    let rooms: Vec<Option<String>> = pipe.query_async(conn).await?;
-    Ok(missing
-        .into_iter()
-        .zip(rooms)
-        .filter(|(_, r)| r.as_deref() == Some(room.as_str()))
-        .map(|((peer, _), _)| peer)
-        .collect())
 }
 
 /// Hands one pub/sub message to the hub. Never blocks. A message this node

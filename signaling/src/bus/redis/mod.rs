@@ -7,7 +7,8 @@
 //!   node channel for messages directed to its peers.
 //! - `link.rs` keeps the connections: it reconnects with backoff, re-subscribes
 //!   from the hub's rooms (the source of truth, not a list of its own), re-asserts
-//!   this node's peers, and resyncs the rooms' views, so views converge after an
+//!   this node's peers, and resyncs the rooms' views (`resync.rs`: the
+//!   events it missed, as ordinary presence events), so views converge after an
 //!   outage without anyone rejoining. While Redis is away, local rooms keep
 //!   working and the queue keeps what must be published.
 //! - `liveness.rs` heartbeats this node and lets exactly one survivor announce a
@@ -27,6 +28,7 @@ mod liveness;
 mod publisher;
 mod repair;
 mod resp;
+mod resync;
 mod scripts;
 mod sequence;
 mod subscriber;
