@@ -182,8 +182,16 @@ impl Client {
         drop(self.ws.into_inner());
     }
 
+    /// A clean close, as a browser does it: a close frame, then whatever the
+    /// server still sends, up to its own close frame. Dropping the socket
+    /// with unread data in it would reset the connection, and the server
+    /// could lose the close frame and take the end for a drop.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(WAIT, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
     }
 }
 
