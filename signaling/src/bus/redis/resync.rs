@@ -200,6 +200,9 @@ mod tests {
             .collect()
     }
 
+    /// §7.2, §15: after an outage, a member found missing without a
+    /// recorded leave is announced `disconnected`, once its node has
+    /// re-asserted its peers (and not while it may still be reconnecting).
     #[test]
     fn redis_is_believed_about_settled_nodes_only() {
         let nodes = SettledNodes {
@@ -233,6 +236,8 @@ mod tests {
         );
     }
 
+    /// §7.2, §15: an instance that died during an outage has its peers
+    /// announced `node-lost` one node timeout after Redis is back.
     #[test]
     fn after_a_node_timeout_a_node_that_never_settled_is_lost() {
         let nodes = SettledNodes {
