@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::PerIp;
 use crate::auth::Auth;
+use crate::bus::{PresenceStore, Transport};
 use crate::config::{Config, Limits};
 use crate::hub::Hub;
 use crate::ice::IceConfig;
@@ -37,6 +38,10 @@ pub struct SessionContext {
 pub struct App {
     pub config: Config,
     pub ctx: Arc<SessionContext>,
+    /// Who is in which room across the cluster (`/api/*`).
+    pub store: Arc<dyn PresenceStore>,
+    /// The cluster engine's health (`/readyz`, `/metrics`, the drain).
+    pub transport: Arc<dyn Transport>,
     pub web_root: PathBuf,
     /// Every WebSocket session, so shutdown can wait for them (axum's graceful
     /// shutdown does not track upgraded connections).

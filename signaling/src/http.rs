@@ -144,7 +144,7 @@ async fn healthz() -> &'static str {
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.ctx.hub.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
-    } else if !app.ctx.hub.bus().is_ready() {
+    } else if !app.transport.is_ready() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "presence bus unavailable\n",
@@ -165,11 +165,10 @@ pub fn metrics_router(app: Arc<App>) -> Router {
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
-    let body = app.ctx.metrics.render(
-        app.ctx.hub.local_rooms(),
-        &app.ctx.hub.bus().stats(),
-        format,
-    );
+    let body = app
+        .ctx
+        .metrics
+        .render(app.ctx.hub.local_rooms(), &app.transport.stats(), format);
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
@@ -205,7 +204,7 @@ async fn api_rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Response 
     if let Some(r) = admin_refusal(&app, &headers) {
         return r;
     }
-    let rooms = match app.ctx.hub.bus().rooms().await {
+    let rooms = match app.store.rooms().await {
         Ok(r) => r,
         Err(e) => return bus_unavailable(e),
     };
@@ -240,13 +239,7 @@ async fn api_room(
     if !is_valid_room(&room, app.config.limits.max_room_len) {
         return not_found();
     }
-    let peers = match app
-        .ctx
-        .hub
-        .bus()
-        .room_peers(&RoomId::new(room.as_str()))
-        .await
-    {
+    let peers = match app.store.room_peers(&RoomId::new(room.as_str())).await {
         Ok(p) => p,
         Err(e) => return bus_unavailable(e),
     };

@@ -12,12 +12,15 @@
 //!
 //! The [hub] holds this node's rooms. Each membership change and each
 //! relay happens under its room's lock and queues its frames before the lock
-//! is released, which is what orders every member's view. The hub tells the
-//! presence [bus] about every change of its own peers, and the bus calls
-//! back into the hub with what other nodes send. The bus is the one boundary
-//! to the rest of the cluster: an in-memory engine (the default, one
-//! instance) or the Redis engine (`--redis-url`, any number of instances; see
-//! `docs/cluster.md`). Nothing outside `bus/` knows which one runs.
+//! is released, which is what orders every member's view. The hub records
+//! every change of its own peers in the cluster's presence store and sends
+//! relays to other nodes through the transport ([bus]: two narrow traits
+//! one engine implements); the engine calls back into the hub with what
+//! other nodes send. The engine is the one boundary to the rest of the
+//! cluster: in memory (the default, one instance) or Redis (`--redis-url`,
+//! any number of instances; see `docs/cluster.md`). Nothing outside `bus/`
+//! knows which one runs; the HTTP side sees only the presence store (for
+//! `/api/*`) and the transport's health.
 //!
 //! # Layout
 //!
@@ -40,7 +43,7 @@
 //! | `hub/room.rs` | one room's members and how each is reached |
 //! | `hub/resume.rs` | resume tokens, the take-over of a member by a resume (here or for another node), adopting one from another node |
 //! | `hub/remote.rs` | remote members: first sync of a room, applying other nodes' traffic |
-//! | `bus/mod.rs` | the engine boundary: the `Bus` and `InboundHandler` traits, value types |
+//! | `bus/mod.rs` | the engine boundary: the `Transport` and `PresenceStore` traits (together `Bus`), `InboundHandler`, value types |
 //! | `bus/memory.rs` | the in-memory engine |
 //! | `bus/redis/mod.rs` | the Redis engine: the `Bus` implementation, resume hand-over |
 //! | `bus/redis/link.rs` | connections, reconnect, resync, pub/sub dispatch |

@@ -143,7 +143,7 @@ pub async fn bind(mut config: Config) -> Result<Server, StartError> {
             resume_queue: config.limits.resume_queue,
             grace: config.grace,
         },
-        bus,
+        bus.clone(),
         metrics.clone(),
     ));
     hub.attach_to_bus();
@@ -159,6 +159,8 @@ pub async fn bind(mut config: Config) -> Result<Server, StartError> {
         ),
     });
     let app = Arc::new(App {
+        store: bus.clone(),
+        transport: bus,
         web_root: config.web_root.clone().unwrap_or_else(default_web_root),
         per_ip: Arc::new(PerIp::default()),
         config,
@@ -300,7 +302,7 @@ impl Server {
         tokio::select! {
             _ = shutdown.cancelled() => {}
             // Nothing to drain: this process must not serve as this node.
-            e = app.ctx.hub.bus().fatal() => {
+            e = app.transport.fatal() => {
                 app.ctx.hub.close_all(CloseCause::Shutdown);
                 stop_listening.cancel();
                 let _ = tokio::time::timeout(FINAL_CLOSE_WAIT, http).await;
@@ -315,7 +317,7 @@ impl Server {
         // stays until it has handed their peers over.
         let clients_gone = async {
             app.sessions.wait().await;
-            while app.ctx.hub.bus().is_shared() && app.ctx.hub.held_peers() > 0 {
+            while app.transport.is_shared() && app.ctx.hub.held_peers() > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
@@ -330,7 +332,7 @@ impl Server {
         }
         // Whoever did not come back elsewhere is gone: say so before leaving.
         app.ctx.hub.evict_all();
-        app.ctx.hub.bus().flush().await;
+        app.transport.flush().await;
         stop_listening.cancel();
         match tokio::time::timeout(FINAL_CLOSE_WAIT, http).await {
             Ok(Ok(result)) => result?,

@@ -6,7 +6,10 @@ use futures_util::future::{BoxFuture, FutureExt};
 use indexmap::IndexMap;
 use std::sync::Arc;
 
-use super::{Bus, BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, RoomSummary};
+use super::{
+    BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, PresenceStore, RoomSummary,
+    Transport,
+};
 use crate::ids::{NodeId, PeerId, RoomId};
 use axum::extract::ws::Utf8Bytes;
 use std::sync::Weak;
@@ -22,7 +25,7 @@ impl MemoryBus {
     }
 }
 
-impl Bus for MemoryBus {
+impl Transport for MemoryBus {
     fn attach(&self, _handler: Weak<dyn InboundHandler>) {}
 
     /// One instance: nobody else holds members.
@@ -63,7 +66,9 @@ impl Bus for MemoryBus {
     fn flush(&self) -> BoxFuture<'_, ()> {
         futures_util::future::ready(()).boxed()
     }
+}
 
+impl PresenceStore for MemoryBus {
     fn publish(&self, room: &RoomId, event: PresenceEvent) {
         match event {
             PresenceEvent::Joined(p) | PresenceEvent::Updated(p) | PresenceEvent::Moved(p) => {

@@ -1,15 +1,16 @@
-//! The presence bus: the one boundary between a node and the rest of the
-//! cluster.
+//! The cluster boundary, in two narrow traits: a [`Transport`] (traffic
+//! between nodes: a room's subscriptions and broadcasts, relays to one node,
+//! resume hand-overs, the engine's health) and a [`PresenceStore`] (the
+//! cluster's record of who is in which room: this node's changes, room
+//! slots against the cap, the rooms read back for `/api/*`). One engine
+//! implements both ([`Bus`]): in memory for a single instance, Redis for a
+//! cluster, chosen once at start-up; nothing else in the server knows which.
 //!
-//! The hub records every presence change of its own peers here and asks it
-//! for the cluster-wide view of rooms (`/api/rooms`). Which engine is behind
-//! it (in memory for a single instance, Redis for a cluster) is chosen once at
-//! start-up; nothing else in the server knows.
-//!
-//! The bus never sees a connection: it deals in rooms, peer records and
+//! The engine never sees a connection: it deals in rooms, peer records and
 //! events. Fan-out to the local connections of a room is the hub's job, and is
-//! done before the bus is told, so local members keep working whatever state
-//! the bus is in.
+//! done before the engine is told, so local members keep working whatever
+//! state the engine is in. What other nodes send comes back through the
+//! [`InboundHandler`] (the hub).
 
 pub mod memory;
 pub mod redis;
@@ -122,7 +123,7 @@ pub struct BusStats {
     /// through; `None` for an engine with nothing to connect to (the
     /// in-memory bus), whose other fields then mean nothing.
     pub connected: Option<bool>,
-    /// See [`Bus::queued_bytes`].
+    /// See [`Transport::queued_bytes`].
     pub queued_bytes: usize,
     /// Connects after the first: each one followed a lost connection.
     pub reconnects: u64,
@@ -150,7 +151,7 @@ pub enum Inbound {
     Broadcast { from_node: NodeId, text: Utf8Bytes },
     /// A message for one of this node's peers: the encoded frame. If the
     /// peer is not here to take it (it left, moved on, or waits for a resume
-    /// with a full queue), its `origin` is told through [`Bus::refuse`].
+    /// with a full queue), its `origin` is told through [`Transport::refuse`].
     Direct {
         to: PeerId,
         text: Utf8Bytes,
@@ -166,7 +167,7 @@ pub enum Inbound {
 
 /// Who sent a direct message from another node (its node, its peer, the
 /// `id` of its request), in the engine's own terms: the hub only hands it
-/// back to [`Bus::refuse`]. Read only then, so a relay that is delivered
+/// back to [`Transport::refuse`]. Read only then, so a relay that is delivered
 /// costs one copy of it and nothing else.
 #[derive(Debug, Clone)]
 pub struct Origin(pub Box<str>);
@@ -195,9 +196,18 @@ pub trait InboundHandler: Send + Sync {
     -> Option<Handoff>;
 }
 
-/// The engine boundary. Implementations: [`memory::MemoryBus`] (one
-/// instance) and [`redis::RedisBus`] (a cluster).
-pub trait Bus: Send + Sync + 'static {
+/// The cluster engine: the two boundaries below, implemented together by
+/// [`memory::MemoryBus`] (one instance) and [`redis::RedisBus`] (a
+/// cluster). The hub holds it whole; the HTTP side holds only the
+/// [`PresenceStore`] (for `/api/*`) and the server the engine's health.
+pub trait Bus: Transport + PresenceStore {}
+
+impl<T: Transport + PresenceStore> Bus for T {}
+
+/// One boundary: traffic between nodes. Subscribing to a room's traffic,
+/// relaying to one node or to a room's nodes, resume hand-overs, and the
+/// engine's own health. What comes in goes to the [`InboundHandler`].
+pub trait Transport: Send + Sync + 'static {
     /// Connects the engine to the node it serves. Called once, before use.
     fn attach(&self, handler: Weak<dyn InboundHandler>);
 
@@ -217,7 +227,7 @@ pub trait Bus: Send + Sync + 'static {
     /// engine's own task) when the engine gives up on it: `node` could not
     /// be reached for a while. Either way it is never delivered twice.
     /// `from` and `reference` (its request's `id`) say who sent it, so the
-    /// receiving node can refuse it ([`Bus::refuse`]) if the peer is not
+    /// receiving node can refuse it ([`Transport::refuse`]) if the peer is not
     /// there to take it after all.
     #[allow(clippy::too_many_arguments)]
     fn send_direct(
@@ -255,37 +265,6 @@ pub trait Bus: Send + Sync + 'static {
     /// the last step of a shutdown.
     fn flush(&self) -> BoxFuture<'_, ()>;
 
-    /// Records a change of one of this node's peers and announces it to the
-    /// other nodes. Never waits: events are applied (or queued) in call order,
-    /// which is the order each peer's events must keep.
-    fn publish(&self, room: &RoomId, event: PresenceEvent);
-
-    /// Takes a slot in `room` for the new peer `peer`, if the room has fewer
-    /// than `cap` members across the cluster. Slots are taken in the same
-    /// order as this node's other changes, so the join that follows
-    /// ([`Bus::publish`]) takes the slot's place. A slot granted (or
-    /// unconfirmed) to a join that does not complete must be given back with
-    /// [`Bus::unreserve`]. The default, for a node on its own, grants every
-    /// slot: its own view of the room is the whole room, and the hub checks
-    /// that already.
-    fn reserve(&self, room: &RoomId, peer: &PeerId, cap: usize) -> BoxFuture<'_, Reservation> {
-        let _ = (room, peer, cap);
-        futures_util::FutureExt::boxed(futures_util::future::ready(Reservation::Granted))
-    }
-
-    /// Gives back the slot [`Bus::reserve`] took for `peer`, whose join did
-    /// not complete. Never waits; nobody is told, since nobody was told of
-    /// the slot.
-    fn unreserve(&self, room: &RoomId, peer: &PeerId) {
-        let _ = (room, peer);
-    }
-
-    /// Every room with members, across the cluster.
-    fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BusError>>;
-
-    /// A room's members across the cluster, oldest first (empty if none).
-    fn room_peers(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>>;
-
     /// Whether other nodes can take this node's peers over (a resume
     /// elsewhere), so a draining node should wait for its held peers.
     fn is_shared(&self) -> bool {
@@ -318,4 +297,40 @@ pub trait Bus: Send + Sync + 'static {
     fn fatal(&self) -> BoxFuture<'_, BusError> {
         futures_util::FutureExt::boxed(futures_util::future::pending())
     }
+}
+
+/// The other boundary: the cluster's record of who is in which room. This
+/// node's changes written (and announced) in order, room slots reserved
+/// against the cap, and the rooms read back for `/api/*`.
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Records a change of one of this node's peers and announces it to the
+    /// other nodes. Never waits: events are applied (or queued) in call order,
+    /// which is the order each peer's events must keep.
+    fn publish(&self, room: &RoomId, event: PresenceEvent);
+
+    /// Takes a slot in `room` for the new peer `peer`, if the room has fewer
+    /// than `cap` members across the cluster. Slots are taken in the same
+    /// order as this node's other changes, so the join that follows
+    /// ([`PresenceStore::publish`]) takes the slot's place. A slot granted (or
+    /// unconfirmed) to a join that does not complete must be given back with
+    /// [`PresenceStore::unreserve`]. The default, for a node on its own, grants every
+    /// slot: its own view of the room is the whole room, and the hub checks
+    /// that already.
+    fn reserve(&self, room: &RoomId, peer: &PeerId, cap: usize) -> BoxFuture<'_, Reservation> {
+        let _ = (room, peer, cap);
+        futures_util::FutureExt::boxed(futures_util::future::ready(Reservation::Granted))
+    }
+
+    /// Gives back the slot [`PresenceStore::reserve`] took for `peer`, whose join did
+    /// not complete. Never waits; nobody is told, since nobody was told of
+    /// the slot.
+    fn unreserve(&self, room: &RoomId, peer: &PeerId) {
+        let _ = (room, peer);
+    }
+
+    /// Every room with members, across the cluster.
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BusError>>;
+
+    /// A room's members across the cluster, oldest first (empty if none).
+    fn room_peers(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>>;
 }

@@ -10,7 +10,7 @@
 //! released. Members held by other nodes are part of the room too
 //! ([`room::Presence::Remote`]); `remote.rs` keeps them in step. The one
 //! wait in a join, for the cluster to grant the new peer a slot in the room
-//! ([`Bus::reserve`]), happens between two holds of the room's lock, never
+//! ([`crate::bus::PresenceStore::reserve`]), happens between two holds of the room's lock, never
 //! under one.
 
 mod remote;
@@ -83,7 +83,7 @@ impl Drop for JoinHold<'_> {
     }
 }
 
-/// A new peer's slot in a room across the cluster ([`Bus::reserve`]),
+/// A new peer's slot in a room across the cluster ([`PresenceStore::reserve`]),
 /// taken before the peer is let in. Dropped before [`Slot::filled`],
 /// however the join ended (refused here after all, or abandoned while the
 /// cluster was asked), it gives the slot back, so no failed join keeps a
@@ -177,10 +177,6 @@ impl Hub {
 
     pub fn node(&self) -> &NodeId {
         &self.node
-    }
-
-    pub fn bus(&self) -> &Arc<dyn Bus> {
-        &self.bus
     }
 
     /// Rooms with members on this node.

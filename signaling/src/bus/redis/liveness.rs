@@ -84,7 +84,7 @@ pub fn lease_time(node_timeout: Duration) -> Duration {
 }
 
 /// This process must not serve as a node another instance is: the link
-/// stops for good and the server stops with `e` (`Bus::fatal`).
+/// stops for good and the server stops with `e` (`Transport::fatal`).
 fn refuse(shared: &Shared, e: LeaseError) -> redis::RedisError {
     error!("{e}");
     let message = e.to_string();

@@ -49,8 +49,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
 use super::{
-    Bus, BusError, Handoff, InboundHandler, Origin, PeerInfo, PresenceEvent, Reservation,
-    RoomSummary, Undelivered,
+    BusError, Handoff, InboundHandler, Origin, PeerInfo, PresenceEvent, PresenceStore, Reservation,
+    RoomSummary, Transport, Undelivered,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
 pub use keys::Keys;
@@ -371,44 +371,9 @@ fn unavailable() -> BusError {
     BusError::Unavailable("redis is not reachable".into())
 }
 
-impl Bus for RedisBus {
+impl Transport for RedisBus {
     fn attach(&self, handler: Weak<dyn InboundHandler>) {
         let _ = self.shared.handler.set(handler);
-    }
-
-    fn publish(&self, room: &RoomId, event: PresenceEvent) {
-        self.enqueue(Op::Presence {
-            room: room.clone(),
-            event,
-        });
-    }
-
-    fn reserve(&self, room: &RoomId, peer: &PeerId, cap: usize) -> BoxFuture<'_, Reservation> {
-        // While Redis is away a join would only wait for the timeout.
-        if !self.is_ready() {
-            return futures_util::future::ready(Reservation::Unconfirmed).boxed();
-        }
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(Op::Reserve {
-            room: room.clone(),
-            peer: peer.clone(),
-            cap,
-            answer: Some(tx),
-        });
-        async move {
-            match tokio::time::timeout(RESERVE_TIMEOUT, rx).await {
-                Ok(Ok(answer)) => answer,
-                _ => Reservation::Unconfirmed,
-            }
-        }
-        .boxed()
-    }
-
-    fn unreserve(&self, room: &RoomId, peer: &PeerId) {
-        self.enqueue(Op::Unreserve {
-            room: room.clone(),
-            peer: peer.clone(),
-        });
     }
 
     fn watch(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>> {
@@ -538,6 +503,82 @@ impl Bus for RedisBus {
         .boxed()
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn queued_bytes(&self) -> usize {
+        RedisBus::queued_bytes(self)
+    }
+
+    fn stats(&self) -> super::BusStats {
+        let shared = &self.shared;
+        super::BusStats {
+            connected: Some(self.is_ready()),
+            queued_bytes: self.queued_bytes(),
+            reconnects: shared.connects.load(Ordering::Relaxed).saturating_sub(1),
+            undecodable: shared.undecodable.load(Ordering::Relaxed),
+            nodes: shared.nodes.load(Ordering::Relaxed),
+            batch_sizes: shared.batch_sizes.snapshot(),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    fn fatal(&self) -> BoxFuture<'_, BusError> {
+        async move {
+            self.shared.lease.stopped.cancelled().await;
+            BusError::Fatal(
+                self.shared
+                    .lease
+                    .fatal
+                    .get()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            )
+        }
+        .boxed()
+    }
+}
+
+impl PresenceStore for RedisBus {
+    fn publish(&self, room: &RoomId, event: PresenceEvent) {
+        self.enqueue(Op::Presence {
+            room: room.clone(),
+            event,
+        });
+    }
+
+    fn reserve(&self, room: &RoomId, peer: &PeerId, cap: usize) -> BoxFuture<'_, Reservation> {
+        // While Redis is away a join would only wait for the timeout.
+        if !self.is_ready() {
+            return futures_util::future::ready(Reservation::Unconfirmed).boxed();
+        }
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Op::Reserve {
+            room: room.clone(),
+            peer: peer.clone(),
+            cap,
+            answer: Some(tx),
+        });
+        async move {
+            match tokio::time::timeout(RESERVE_TIMEOUT, rx).await {
+                Ok(Ok(answer)) => answer,
+                _ => Reservation::Unconfirmed,
+            }
+        }
+        .boxed()
+    }
+
+    fn unreserve(&self, room: &RoomId, peer: &PeerId) {
+        self.enqueue(Op::Unreserve {
+            room: room.clone(),
+            peer: peer.clone(),
+        });
+    }
+
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BusError>> {
         async move {
             self.own_writes_out().await;
@@ -583,45 +624,6 @@ impl Bus for RedisBus {
             self.own_writes_out().await;
             let mut conn = self.shared.conn().ok_or_else(unavailable)?;
             read_room(&mut conn, &self.shared.keys, &room).await
-        }
-        .boxed()
-    }
-
-    fn is_shared(&self) -> bool {
-        true
-    }
-
-    fn queued_bytes(&self) -> usize {
-        RedisBus::queued_bytes(self)
-    }
-
-    fn stats(&self) -> super::BusStats {
-        let shared = &self.shared;
-        super::BusStats {
-            connected: Some(self.is_ready()),
-            queued_bytes: self.queued_bytes(),
-            reconnects: shared.connects.load(Ordering::Relaxed).saturating_sub(1),
-            undecodable: shared.undecodable.load(Ordering::Relaxed),
-            nodes: shared.nodes.load(Ordering::Relaxed),
-            batch_sizes: shared.batch_sizes.snapshot(),
-        }
-    }
-
-    fn is_ready(&self) -> bool {
-        self.shared.ready.load(Ordering::Acquire)
-    }
-
-    fn fatal(&self) -> BoxFuture<'_, BusError> {
-        async move {
-            self.shared.lease.stopped.cancelled().await;
-            BusError::Fatal(
-                self.shared
-                    .lease
-                    .fatal
-                    .get()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            )
         }
         .boxed()
     }
