@@ -205,6 +205,16 @@ impl ServerProcess {
             .join("debug/signaling")
     }
 
+    /// Runs the binary to its end with `args` and `env` added (a
+    /// subcommand, `--help`): its exit status and output.
+    pub fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        std::process::Command::new(Self::binary())
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("the server binary runs")
+    }
+
     /// Starts it on a free loopback port with `args` and waits for `/healthz`.
     pub async fn start(args: &[&str]) -> ServerProcess {
         Self::start_with_env(args, &[]).await

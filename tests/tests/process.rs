@@ -81,10 +81,10 @@ async fn sigterm_drains_with_goaway_and_exits_zero() {
 
 #[test]
 fn a_malformed_redis_url_is_refused_at_start() {
-    let out = Command::new(ServerProcess::binary())
-        .args(["--listen", "127.0.0.1:0", "--redis-url", "not a url"])
-        .output()
-        .expect("runs");
+    let out = ServerProcess::run(
+        &["--listen", "127.0.0.1:0", "--redis-url", "not a url"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("invalid --redis-url"), "{text}");
@@ -92,10 +92,7 @@ fn a_malformed_redis_url_is_refused_at_start() {
 
 #[test]
 fn help_documents_every_flag_and_its_variable() {
-    let out = Command::new(ServerProcess::binary())
-        .arg("--help")
-        .output()
-        .expect("runs");
+    let out = ServerProcess::run(&["--help"], &[]);
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
         "--listen",
@@ -128,12 +125,13 @@ fn help_documents_every_flag_and_its_variable() {
 /// Asserts docs/protocol.md §12.1.
 #[test]
 fn token_prints_an_invite_link_the_server_accepts() {
-    let out = Command::new(ServerProcess::binary())
-        .args(["token", "--room", "standup", "--name", "Ada", "--ttl", "1h"])
-        .args(["--url", "https://call.example/"])
-        .env("SIGNALING_AUTH_SECRET", SECRET)
-        .output()
-        .expect("runs");
+    let out = ServerProcess::run(
+        &["token", "--room", "standup", "--name", "Ada", "--ttl", "1h"]
+            .into_iter()
+            .chain(["--url", "https://call.example/"])
+            .collect::<Vec<_>>(),
+        &[("SIGNALING_AUTH_SECRET", SECRET)],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -173,11 +171,7 @@ fn token_prints_an_invite_link_the_server_accepts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_mode_says_so_and_the_redis_password_never_shows() {
     let url = "redis://:hunter2-redis-password@127.0.0.1:1/";
-    let help = Command::new(ServerProcess::binary())
-        .arg("--help")
-        .env("SIGNALING_REDIS_URL", url)
-        .output()
-        .expect("runs");
+    let help = ServerProcess::run(&["--help"], &[("SIGNALING_REDIS_URL", url)]);
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("--redis-url"));
     assert!(!help.contains("hunter2"), "--help shows the Redis password");
@@ -278,10 +272,7 @@ fn tls_needs_both_flags_and_a_readable_matching_pair() {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("does not match the certificate"), "{text}");
 
-    let help = Command::new(ServerProcess::binary())
-        .arg("--help")
-        .output()
-        .expect("runs");
+    let help = ServerProcess::run(&["--help"], &[]);
     let help = String::from_utf8_lossy(&help.stdout);
     for documented in [
         "--tls-cert",

@@ -236,14 +236,14 @@ async fn a_member_stays_after_its_token_expires() {
 /// join token for R alone, with no `sub`, valid for 24 h.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_command_defaults_to_a_day_and_no_name() {
-    let bin = tokio::task::spawn_blocking(signaling_e2e::server::ServerProcess::binary)
-        .await
-        .expect("build");
-    let out = std::process::Command::new(bin)
-        .args(["token", "--room", "standup"])
-        .env("SIGNALING_AUTH_SECRET", SECRET)
-        .output()
-        .expect("runs");
+    let out = tokio::task::spawn_blocking(|| {
+        signaling_e2e::server::ServerProcess::run(
+            &["token", "--room", "standup"],
+            &[("SIGNALING_AUTH_SECRET", SECRET)],
+        )
+    })
+    .await
+    .expect("the binary ran");
     assert!(
         out.status.success(),
         "{}",
