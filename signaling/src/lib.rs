@@ -44,7 +44,8 @@
 //! | `hub/resume.rs` | resume tokens, the take-over of a member by a resume (here or for another node), adopting one from another node |
 //! | `hub/remote.rs` | remote members: first sync of a room, applying other nodes' traffic |
 //! | `bus/mod.rs` | the engine boundary: the `Transport` and `PresenceStore` traits (together `Bus`), `InboundHandler`, value types |
-//! | `bus/memory.rs` | the in-memory engine |
+//! | `bus/memory.rs` | the in-memory engine (one instance) |
+//! | `bus/linked.rs` | the linked engine: several nodes of one cluster in one process, for tests |
 //! | `bus/redis/mod.rs` | the Redis engine: the `Bus` implementation, resume hand-over |
 //! | `bus/redis/link.rs` | connections, reconnect, resync, pub/sub dispatch |
 //! | `bus/redis/resync.rs` | after a reconnect: the presence events this node missed, from what Redis records of the nodes that re-asserted |
@@ -83,4 +84,4 @@ pub mod tls;
 pub mod upgrade;
 
 pub use config::Config;
-pub use server::{Server, ShutdownHandle, StartError, bind};
+pub use server::{Server, ShutdownHandle, StartError, bind, bind_linked};

@@ -15,7 +15,7 @@ use crate::admission::PerIp;
 use crate::app::{App, SessionContext};
 use crate::auth::Auth;
 use crate::bus::redis::{RedisBus, RedisConfig};
-use crate::bus::{Bus, memory::MemoryBus};
+use crate::bus::{Bus, linked::LinkedCluster, memory::MemoryBus};
 use crate::config::Config;
 use crate::hub::{Hub, HubLimits};
 use crate::ice::IceConfig;
@@ -100,7 +100,20 @@ const GOAWAY_RETRY_AFTER: Duration = Duration::from_millis(250);
 /// After the drain, how long closed connections get to finish their close.
 const FINAL_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-pub async fn bind(mut config: Config) -> Result<Server, StartError> {
+/// Builds the server `config` describes (its engine from `--redis-url`)
+/// and takes its port.
+pub async fn bind(config: Config) -> Result<Server, StartError> {
+    bind_on(config, None).await
+}
+
+/// Like [`bind`], as a node of a cluster held in this process
+/// ([`LinkedCluster`]) whatever `--redis-url` says: several nodes of one
+/// cluster in one test, without a redis-server.
+pub async fn bind_linked(config: Config, cluster: &LinkedCluster) -> Result<Server, StartError> {
+    bind_on(config, Some(cluster)).await
+}
+
+async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<Server, StartError> {
     resolve_secrets(&mut config)?;
     if config.limits.max_read_bytes < config.limits.max_frame_bytes {
         return Err(StartError::ReadLimit {
@@ -123,8 +136,9 @@ pub async fn bind(mut config: Config) -> Result<Server, StartError> {
         .transpose()?;
     let node = NodeId::new(config.node_id.clone().unwrap_or_else(|| random_hex(4)));
     let metrics = Arc::new(Metrics::default());
-    let bus: Arc<dyn Bus> = match &config.redis_url {
-        Some(url) => Arc::new(RedisBus::start(
+    let bus: Arc<dyn Bus> = match (linked, &config.redis_url) {
+        (Some(cluster), _) => cluster.node(node.as_str()),
+        (None, Some(url)) => Arc::new(RedisBus::start(
             RedisConfig {
                 url: url.clone(),
                 prefix: config.redis_prefix.clone(),
@@ -134,7 +148,7 @@ pub async fn bind(mut config: Config) -> Result<Server, StartError> {
             },
             node.clone(),
         )?),
-        None => Arc::new(MemoryBus::new()),
+        (None, None) => Arc::new(MemoryBus::new()),
     };
     let hub = Arc::new(Hub::new(
         node,
@@ -251,7 +265,7 @@ impl Server {
             node = %app.ctx.hub.node(),
             web_root = %app.web_root.display(),
             auth = app.ctx.auth.is_some(),
-            cluster = app.config.redis_url.is_some(),
+            cluster = app.transport.is_shared(),
             "signaling server listening"
         );
         if app.ctx.auth.is_none() {

@@ -11,41 +11,163 @@
 
 use std::time::{Duration, Instant};
 
+use signaling::bus::linked::LinkedCluster;
+
 use crate::client::Client;
 use crate::redis::Redis;
-use crate::server::TestServer;
+use crate::server::{Engine, TestServer, clustered};
 
-/// One instance, or two instances joined through a real redis-server.
+/// One instance, or several instances of one cluster: joined through a
+/// real redis-server, or linked in this process ([`LinkedCluster`]). The
+/// instances of a cluster run on runtimes of their own, so that
+/// [`kill`](Deployment::kill) ends one as a killed process ends.
 pub struct Deployment {
     pub servers: Vec<TestServer>,
     /// The cluster's Redis (stopped when the deployment is dropped).
     pub redis: Option<Redis>,
+    /// The cluster held in this process, for a linked deployment.
+    pub linked: Option<LinkedCluster>,
+    /// Node ids of the cluster's instances, by place.
+    ids: Vec<String>,
+    tweak: std::sync::Arc<dyn Fn(&mut signaling::Config) + Send + Sync>,
 }
 
 impl Deployment {
     /// One instance with the defaults and `tweak` applied.
-    pub async fn one(tweak: impl Fn(&mut signaling::Config)) -> Deployment {
+    pub async fn one(tweak: impl Fn(&mut signaling::Config) + Send + Sync + 'static) -> Deployment {
         Deployment {
             servers: vec![TestServer::start(&tweak).await],
             redis: None,
+            linked: None,
+            ids: Vec::new(),
+            tweak: std::sync::Arc::new(tweak),
         }
     }
 
     /// Two instances on a fresh redis-server of their own, each with `tweak`
     /// applied, once both are ready (connected to Redis).
-    pub async fn two(tweak: impl Fn(&mut signaling::Config)) -> Deployment {
-        let redis = Redis::start();
-        let mut servers = Vec::new();
-        for id in ["conf-a", "conf-b"] {
-            servers.push(TestServer::node(&redis.url(), id, &tweak).await);
+    pub async fn two(tweak: impl Fn(&mut signaling::Config) + Send + Sync + 'static) -> Deployment {
+        Deployment::redis(2, tweak).await
+    }
+
+    /// `n` instances on a fresh redis-server of their own, once all are
+    /// ready.
+    pub async fn redis(
+        n: usize,
+        tweak: impl Fn(&mut signaling::Config) + Send + Sync + 'static,
+    ) -> Deployment {
+        let mut d = Deployment {
+            servers: Vec::new(),
+            redis: Some(Redis::start()),
+            linked: None,
+            ids: Vec::new(),
+            tweak: std::sync::Arc::new(tweak),
+        };
+        for _ in 0..n {
+            d.add_node().await;
         }
-        Deployment {
-            servers,
-            redis: Some(redis),
+        d
+    }
+
+    /// `n` instances of one cluster linked in this process, no Redis.
+    pub async fn linked(
+        n: usize,
+        tweak: impl Fn(&mut signaling::Config) + Send + Sync + 'static,
+    ) -> Deployment {
+        let mut d = Deployment {
+            servers: Vec::new(),
+            redis: None,
+            linked: Some(LinkedCluster::new()),
+            ids: Vec::new(),
+            tweak: std::sync::Arc::new(tweak),
+        };
+        for _ in 0..n {
+            d.add_node().await;
+        }
+        d
+    }
+
+    /// Adds an instance to the cluster, as the next place, once it is ready.
+    pub async fn add_node(&mut self) -> usize {
+        let id = format!("node-{}", self.ids.len());
+        self.start_node(id).await
+    }
+
+    /// Starts a new instance under the id of place `i` (killed before,
+    /// say): a restart. It takes the next place.
+    pub async fn restart_node(&mut self, i: usize) -> usize {
+        let id = self.ids[i].clone();
+        self.start_node(id).await
+    }
+
+    async fn start_node(&mut self, id: String) -> usize {
+        let tweak = self.tweak.clone();
+        let (engine, url) = match (&self.linked, &self.redis) {
+            (Some(cluster), _) => (Engine::Linked(cluster.clone()), None),
+            (None, Some(redis)) => (Engine::FromConfig, Some(redis.url())),
+            (None, None) => panic!("a single instance does not grow"),
+        };
+        let node = id.clone();
+        let server = TestServer::start_alone(
+            move |c| {
+                if let Some(url) = url {
+                    clustered(url, &node)(c);
+                } else {
+                    c.node_id = Some(node);
+                }
+                tweak(c);
+            },
+            engine,
+        )
+        .await;
+        server.wait_ready_within(Duration::from_secs(10)).await;
+        self.servers.push(server);
+        self.ids.push(id);
+        self.servers.len() - 1
+    }
+
+    /// The node id of place `i`'s instance.
+    pub fn node_id(&self, i: usize) -> &str {
+        &self.ids[i % self.ids.len()]
+    }
+
+    /// Kills the instance of place `i` (no drain, no goodbye). Its peers
+    /// are announced `node-lost`: at once on a linked cluster, after
+    /// `--node-timeout` on Redis.
+    pub fn kill(&mut self, i: usize) {
+        self.servers[i].kill();
+    }
+
+    /// The cluster's shared record becomes unreachable for every instance
+    /// (Redis killed; the linked cluster cut).
+    pub fn outage(&mut self) {
+        match (&self.linked, &mut self.redis) {
+            (Some(cluster), _) => cluster.cut(),
+            (None, Some(redis)) => redis.kill(),
+            (None, None) => panic!("a single instance has no cluster to lose"),
         }
     }
 
-    /// Whether the instances share a room through Redis.
+    /// Ends an [`outage`](Self::outage). Redis comes back empty (it keeps
+    /// nothing on disk); the linked record comes back as it was.
+    pub fn restore(&mut self) {
+        match (&self.linked, &mut self.redis) {
+            (Some(cluster), _) => cluster.restore(),
+            (None, Some(redis)) => redis.restart(),
+            (None, None) => panic!("a single instance has no cluster to restore"),
+        }
+    }
+
+    /// Which engine joins the instances: `"one"`, `"redis"` or `"linked"`.
+    pub fn engine(&self) -> &'static str {
+        match (&self.linked, &self.redis) {
+            (Some(_), _) => "linked",
+            (None, Some(_)) => "redis",
+            (None, None) => "one",
+        }
+    }
+
+    /// Whether the instances share rooms (through Redis, or linked).
     pub fn clustered(&self) -> bool {
         self.servers.len() > 1
     }
@@ -126,9 +248,10 @@ impl Deployment {
     }
 }
 
-/// Runs one `async fn(Deployment)` twice, as two tests in a module of the
-/// same name: `one_instance` and `two_instances` (clustered through Redis).
-/// An optional second argument tweaks the config of every instance.
+/// Runs one `async fn(Deployment)` three times, as three tests in a module
+/// of the same name: `one_instance`, `two_instances` (clustered through
+/// Redis) and `two_linked` (clustered in this process). An optional second
+/// argument tweaks the config of every instance.
 ///
 /// ```text
 /// async fn relays_an_offer(d: Deployment) { ... }
@@ -151,6 +274,40 @@ macro_rules! both {
             #[tokio::test]
             async fn two_instances() {
                 let d = $crate::deployment::Deployment::two($tweak).await;
+                super::$name(d).await;
+            }
+
+            #[tokio::test]
+            async fn two_linked() {
+                let d = $crate::deployment::Deployment::linked(2, $tweak).await;
+                super::$name(d).await;
+            }
+        }
+    };
+}
+
+/// Runs one cluster scenario, `async fn(Deployment)`, on both engines, as
+/// two tests in a module of the same name: `redis` (instances joined
+/// through a real redis-server) and `linked` (in this process). The
+/// deployment starts with two instances (more with
+/// [`add_node`](Deployment::add_node)); an optional second argument tweaks
+/// the config of every instance.
+#[macro_export]
+macro_rules! engines {
+    ($name:ident) => {
+        $crate::engines!($name, |_: &mut ::signaling::Config| {});
+    };
+    ($name:ident, $tweak:expr) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                let d = $crate::deployment::Deployment::redis(2, $tweak).await;
+                super::$name(d).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn linked() {
+                let d = $crate::deployment::Deployment::linked(2, $tweak).await;
                 super::$name(d).await;
             }
         }

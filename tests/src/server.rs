@@ -73,6 +73,27 @@ pub struct TestServer {
     pub metrics: SocketAddr,
     pub handle: signaling::ShutdownHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The runtime it runs on, when it has one of its own
+    /// ([`start_alone`](Self::start_alone)): dropping it is a kill.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Which engine an instance started by [`TestServer::start_alone`] joins
+/// its cluster through.
+#[derive(Clone)]
+pub enum Engine {
+    /// The one `--redis-url` names (or none: a node on its own).
+    FromConfig,
+    /// A cluster held in the test process ([`signaling::bus::linked`]).
+    Linked(signaling::bus::linked::LinkedCluster),
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl TestServer {
@@ -94,7 +115,61 @@ impl TestServer {
             metrics,
             handle,
             task,
+            runtime: None,
         }
+    }
+
+    /// Like [`start`](Self::start), on a runtime of its own, through
+    /// `engine`: [`kill`](Self::kill) then ends it at once, every task and
+    /// socket of it, as a killed process would end.
+    pub async fn start_alone(
+        tweak: impl FnOnce(&mut signaling::Config),
+        engine: Engine,
+    ) -> TestServer {
+        let mut cfg = signaling::Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            drain_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        tweak(&mut cfg);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-node")
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let server = runtime
+            .spawn(async move {
+                match &engine {
+                    Engine::FromConfig => signaling::bind(cfg).await,
+                    Engine::Linked(cluster) => signaling::bind_linked(cfg, cluster).await,
+                }
+            })
+            .await
+            .expect("bind runs")
+            .expect("bind");
+        let addr = server.local_addr();
+        let metrics = server.metrics_addr();
+        let handle = server.shutdown_handle();
+        let task = runtime.spawn(server.serve());
+        TestServer {
+            addr,
+            metrics,
+            handle,
+            task,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Ends an instance started with [`start_alone`](Self::start_alone)
+    /// at once: no drain, no goodbye; its sockets close, its cluster
+    /// records stay behind until the others find it dead.
+    pub fn kill(&mut self) {
+        let rt = self
+            .runtime
+            .take()
+            .expect("kill needs a server started alone");
+        rt.shutdown_background();
     }
 
     /// An instance of the cluster on `redis_url` as node `id`, with
@@ -170,9 +245,9 @@ impl TestServer {
     }
 
     /// Shuts down (drain included) and waits for the server to stop.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.handle.shutdown();
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(15), &mut self.task).await;
     }
 }
 

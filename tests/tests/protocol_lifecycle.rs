@@ -894,7 +894,9 @@ async fn a_resume_on_a_draining_instance_is_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_goaway_a_clean_close_is_held_and_the_drain_waits_for_it() {
     let drain = Duration::from_secs(2);
-    let Deployment { mut servers, redis } = Deployment::two(|c| c.drain_timeout = drain).await;
+    let Deployment {
+        mut servers, redis, ..
+    } = Deployment::two(move |c| c.drain_timeout = drain).await;
     let s1 = servers.pop().expect("s1");
     let s0 = servers.pop().expect("s0");
     let r = room("drain-held");
@@ -937,12 +939,14 @@ async fn after_goaway_a_clean_close_is_held_and_the_drain_waits_for_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_still_connected_when_the_drain_ends_gets_1012_and_is_announced_timeout() {
     let drain = Duration::from_millis(800);
-    let d = Deployment::two(|c| c.drain_timeout = drain).await;
+    let d = Deployment::two(move |c| c.drain_timeout = drain).await;
     let r = room("drain-1012");
     let mut w = d.member(1, &r, "watcher").await;
     let mut stayer = d.member(0, &r, "stayer").await;
     w.expect("peer-joined").await;
-    let Deployment { mut servers, redis } = d;
+    let Deployment {
+        mut servers, redis, ..
+    } = d;
     let s1 = servers.pop().expect("s1");
     let s0 = servers.pop().expect("s0");
     let started = Instant::now();
@@ -973,12 +977,14 @@ async fn a_member_still_connected_when_the_drain_ends_gets_1012_and_is_announced
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_goaway_recipe_moves_a_member_unseen_and_the_drain_ends_early() {
     let drain = Duration::from_secs(20);
-    let d = Deployment::two(|c| c.drain_timeout = drain).await;
+    let d = Deployment::two(move |c| c.drain_timeout = drain).await;
     let r = room("drain-move");
     let mut w = d.member(1, &r, "watcher").await;
     let mut m = d.member(0, &r, "mover").await;
     w.expect("peer-joined").await;
-    let Deployment { mut servers, redis } = d;
+    let Deployment {
+        mut servers, redis, ..
+    } = d;
     let s1 = servers.pop().expect("s1");
     let s0 = servers.pop().expect("s0");
     let started = Instant::now();

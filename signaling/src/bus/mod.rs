@@ -12,6 +12,7 @@
 //! state the engine is in. What other nodes send comes back through the
 //! [`InboundHandler`] (the hub).
 
+pub mod linked;
 pub mod memory;
 pub mod redis;
 

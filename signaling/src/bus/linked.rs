@@ -1,0 +1,506 @@
+//! The linked engine: several nodes of one cluster in one process, joined
+//! through a [`LinkedCluster`] in memory instead of a Redis server. It keeps
+//! the promises of the [`Transport`] and [`PresenceStore`] traits the way
+//! the Redis engine does (per-sender order, snapshot-then-events on
+//! `watch`, hand-overs, refusals, `node-lost` when a node dies, changes kept
+//! through an outage and a resync after it), so every cross-node behaviour
+//! of the hub can be exercised in milliseconds, without a redis-server.
+//!
+//! It is for tests and embedding, not a deployment: the nodes share memory.
+//!
+//! How it works: the cluster is one lock over the shared record (rooms,
+//! their members, slot reservations) and the nodes (who is up, which rooms
+//! each watches, each one's inbox). Everything a node is sent goes into its
+//! inbox, in the order it was sent, and one task per node hands it to the
+//! hub; nothing calls into a hub while the cluster's lock is held (the hub
+//! calls the engine while holding its rooms' locks).
+//!
+//! A node is lost when its task is dropped (its runtime shut down: what a
+//! killed process looks like from here) or on [`LinkedCluster::kill`]: its
+//! peers leave as `node-lost`. An outage ([`LinkedCluster::cut`]) cuts every
+//! node off the shared record: relays are refused, presence changes are
+//! kept and sent on [`LinkedCluster::restore`], after which each node gets
+//! the events it missed.
+
+use futures_util::future::{BoxFuture, FutureExt};
+use indexmap::IndexMap;
+use serde_json::value::RawValue;
+use signaling_protocol::reply::LeaveReason;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::{
+    BusError, BusStats, Handoff, Inbound, InboundHandler, Origin, PeerInfo, PresenceEvent,
+    PresenceStore, Reservation, RoomSummary, Transport, Undelivered,
+};
+use crate::ids::{NodeId, PeerId, RoomId};
+use axum::extract::ws::Utf8Bytes;
+
+/// The medium several [`LinkedNode`]s share: what Redis is to the Redis
+/// engine. Cheap to clone; every clone is the same cluster.
+#[derive(Clone, Default)]
+pub struct LinkedCluster {
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Who is in which room, across the cluster, oldest first.
+    rooms: HashMap<RoomId, IndexMap<PeerId, Arc<PeerInfo>>>,
+    /// Slots taken by joins not yet published: room, peer, its node.
+    reserved: HashMap<RoomId, HashMap<PeerId, NodeId>>,
+    nodes: HashMap<NodeId, Slot>,
+    /// An outage: no node reaches the shared record.
+    cut: bool,
+}
+
+/// One node as the cluster sees it.
+struct Slot {
+    inbox: mpsc::UnboundedSender<Delivery>,
+    handler: Weak<dyn InboundHandler>,
+    watching: HashSet<RoomId>,
+    /// Its presence changes made while cut off, in order.
+    pending: Vec<(RoomId, PresenceEvent)>,
+}
+
+/// What a node's task hands to its hub.
+enum Delivery {
+    Room(RoomId, Inbound),
+    /// After an outage: the rooms it watches as the cluster now records
+    /// them, to compare with what it knows.
+    Resync(Vec<(RoomId, Vec<Arc<PeerInfo>>)>),
+}
+
+fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic elsewhere under the lock leaves the record as it was written
+    // so far; going on with it beats poisoning every node.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LinkedCluster {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The engine of node `id`. It joins the cluster when its hub attaches.
+    pub fn node(&self, id: &str) -> Arc<LinkedNode> {
+        Arc::new(LinkedNode {
+            cluster: self.clone(),
+            id: NodeId::new(id),
+        })
+    }
+
+    /// Node `id` dies: it is out of the cluster, and every peer it held
+    /// leaves as `node-lost`. What it still sends is ignored.
+    pub fn kill(&self, id: &str) {
+        lost(&self.shared, &NodeId::new(id));
+    }
+
+    /// Cuts every node off the shared record (a Redis outage).
+    pub fn cut(&self) {
+        lock(&self.shared).cut = true;
+    }
+
+    /// Ends an outage: each node's changes made meanwhile are recorded and
+    /// announced in order, then each node is sent what it missed.
+    pub fn restore(&self) {
+        let mut s = lock(&self.shared);
+        s.cut = false;
+        let ids: Vec<NodeId> = s.nodes.keys().cloned().collect();
+        for id in &ids {
+            let pending = s
+                .nodes
+                .get_mut(id)
+                .map(|n| std::mem::take(&mut n.pending))
+                .unwrap_or_default();
+            for (room, event) in pending {
+                s.record(id, &room, event);
+            }
+        }
+        // Each snapshot is taken under the lock that orders every event, so
+        // what a node is sent after its resync is newer than the snapshot.
+        for id in &ids {
+            let Some(node) = s.nodes.get(id) else {
+                continue;
+            };
+            let views = node
+                .watching
+                .iter()
+                .map(|r| (r.clone(), s.members(r)))
+                .collect();
+            let _ = node.inbox.send(Delivery::Resync(views));
+        }
+    }
+}
+
+/// Takes node `id` out of the cluster; its peers leave as `node-lost`.
+fn lost(shared: &Mutex<Shared>, id: &NodeId) {
+    let mut s = lock(shared);
+    if s.nodes.remove(id).is_none() {
+        return;
+    }
+    for members in s.reserved.values_mut() {
+        members.retain(|_, node| node != id);
+    }
+    let mut gone = Vec::new();
+    for (room, members) in &s.rooms {
+        for p in members.values().filter(|p| p.node == *id) {
+            gone.push((room.clone(), p.id.clone()));
+        }
+    }
+    for (room, peer) in gone {
+        let event = PresenceEvent::Left {
+            peer,
+            reason: LeaveReason::NodeLost,
+        };
+        s.record(id, &room, event);
+    }
+}
+
+impl Shared {
+    fn members(&self, room: &RoomId) -> Vec<Arc<PeerInfo>> {
+        self.rooms
+            .get(room)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Applies one change of `from`'s peers to the record and sends it to
+    /// every other node watching the room.
+    fn record(&mut self, from: &NodeId, room: &RoomId, event: PresenceEvent) {
+        match &event {
+            PresenceEvent::Joined(p) | PresenceEvent::Updated(p) | PresenceEvent::Moved(p) => {
+                if let Some(r) = self.reserved.get_mut(room) {
+                    r.remove(&p.id);
+                }
+                // A known peer keeps its place (a move, an update).
+                self.rooms
+                    .entry(room.clone())
+                    .or_default()
+                    .insert(p.id.clone(), p.clone());
+            }
+            PresenceEvent::Left { peer, .. } => {
+                if let Some(members) = self.rooms.get_mut(room) {
+                    members.shift_remove(peer);
+                    if members.is_empty() {
+                        self.rooms.remove(room);
+                    }
+                }
+            }
+        }
+        if self.reserved.get(room).is_some_and(HashMap::is_empty) {
+            self.reserved.remove(room);
+        }
+        self.to_watchers(from, room, Inbound::Presence(event));
+    }
+
+    fn to_watchers(&self, from: &NodeId, room: &RoomId, msg: Inbound) {
+        for (id, node) in &self.nodes {
+            if id != from && node.watching.contains(room) {
+                let _ = node.inbox.send(Delivery::Room(room.clone(), msg.clone()));
+            }
+        }
+    }
+}
+
+/// One node's engine in a [`LinkedCluster`].
+pub struct LinkedNode {
+    cluster: LinkedCluster,
+    id: NodeId,
+}
+
+/// Marks its node lost when dropped: it lives in the node's delivery task,
+/// which goes when the node's runtime does.
+struct Lease {
+    shared: Weak<Mutex<Shared>>,
+    id: NodeId,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            lost(&shared, &self.id);
+        }
+    }
+}
+
+impl LinkedNode {
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        lock(&self.cluster.shared)
+    }
+
+    /// Runs `f` on this node's slot if it is in the cluster and not cut
+    /// off; otherwise the error says why.
+    fn reach<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> Result<T, BusError> {
+        let mut s = self.shared();
+        if s.cut {
+            return Err(BusError::Unavailable("the cluster is cut off".into()));
+        }
+        if !s.nodes.contains_key(&self.id) {
+            return Err(BusError::Unavailable(
+                "this node is not in the cluster".into(),
+            ));
+        }
+        Ok(f(&mut *s))
+    }
+
+    fn encode_origin(&self, from: &PeerId, reference: Option<&RawValue>) -> Origin {
+        let reference = reference.map(RawValue::get).unwrap_or("");
+        Origin(format!("{}\n{}\n{}", self.id, from, reference).into())
+    }
+}
+
+/// An [`Origin`] made by `encode_origin`: node, peer, and the request's `id`.
+fn decode_origin(origin: &Origin) -> Option<(NodeId, PeerId, Option<Box<RawValue>>)> {
+    let mut parts = origin.0.splitn(3, '\n');
+    let node = NodeId::new(parts.next()?);
+    let peer = PeerId::new(parts.next()?);
+    let reference = match parts.next()? {
+        "" => None,
+        raw => Some(RawValue::from_string(raw.to_owned()).ok()?),
+    };
+    Some((node, peer, reference))
+}
+
+async fn deliver_loop(
+    mut inbox: mpsc::UnboundedReceiver<Delivery>,
+    handler: Weak<dyn InboundHandler>,
+    lease: Lease,
+) {
+    while let Some(d) = inbox.recv().await {
+        let Some(hub) = handler.upgrade() else {
+            return;
+        };
+        match d {
+            Delivery::Room(room, msg) => hub.deliver(&room, msg),
+            Delivery::Resync(views) => {
+                for (room, recorded) in views {
+                    for msg in missed(&lease.id, hub.remote_members(&room), recorded) {
+                        hub.deliver(&room, msg);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a node that knew `known` (remote members and their nodes) of a
+/// room missed, given what the cluster records now.
+fn missed(
+    own: &NodeId,
+    known: Vec<(PeerId, NodeId)>,
+    recorded: Vec<Arc<PeerInfo>>,
+) -> Vec<Inbound> {
+    let here: HashSet<&PeerId> = recorded.iter().map(|p| &p.id).collect();
+    let mut out: Vec<Inbound> = known
+        .iter()
+        .filter(|(peer, _)| !here.contains(peer))
+        .map(|(peer, _)| {
+            Inbound::Presence(PresenceEvent::Left {
+                peer: peer.clone(),
+                reason: LeaveReason::Disconnected,
+            })
+        })
+        .collect();
+    // A member it knows is sent as it is now (a no-op if unchanged).
+    out.extend(
+        recorded
+            .into_iter()
+            .filter(|p| p.node != *own)
+            .map(|p| Inbound::Presence(PresenceEvent::Joined(p))),
+    );
+    out
+}
+
+impl Transport for LinkedNode {
+    fn attach(&self, handler: Weak<dyn InboundHandler>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.cluster.shared).nodes.insert(
+            self.id.clone(),
+            Slot {
+                inbox: tx,
+                handler: handler.clone(),
+                watching: HashSet::new(),
+                pending: Vec::new(),
+            },
+        );
+        let lease = Lease {
+            shared: Arc::downgrade(&self.cluster.shared),
+            id: self.id.clone(),
+        };
+        tokio::spawn(deliver_loop(rx, handler, lease));
+    }
+
+    fn watch(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>> {
+        let mut s = self.shared();
+        // Watched even while cut off, so the resync after covers it.
+        if let Some(node) = s.nodes.get_mut(&self.id) {
+            node.watching.insert(room.clone());
+        }
+        let result = if s.cut {
+            Err(BusError::Unavailable("the cluster is cut off".into()))
+        } else {
+            Ok(s.members(room))
+        };
+        futures_util::future::ready(result).boxed()
+    }
+
+    fn unwatch(&self, room: &RoomId) {
+        if let Some(node) = self.shared().nodes.get_mut(&self.id) {
+            node.watching.remove(room);
+        }
+    }
+
+    fn send_direct(
+        &self,
+        node: &NodeId,
+        room: &RoomId,
+        to: &PeerId,
+        from: &PeerId,
+        reference: Option<&RawValue>,
+        text: Utf8Bytes,
+        undelivered: Undelivered,
+    ) -> Result<(), BusError> {
+        let origin = self.encode_origin(from, reference);
+        let sent = self.reach(|s| {
+            let target = s.nodes.get(node)?;
+            let msg = Inbound::Direct {
+                to: to.clone(),
+                text,
+                origin: Some(origin),
+            };
+            target.inbox.send(Delivery::Room(room.clone(), msg)).ok()
+        })?;
+        if sent.is_none() {
+            // Its node is gone: the sender hears of it once the hub is done
+            // with the room (the callback takes the room's lock).
+            debug!(%node, %to, "relay to a node that is not in the cluster");
+            tokio::spawn(async move { undelivered() });
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, room: &RoomId, origin: &Origin) {
+        let Some((node, sender, reference)) = decode_origin(origin) else {
+            return;
+        };
+        let _ = self.reach(|s| {
+            if let Some(target) = s.nodes.get(&node) {
+                let msg = Inbound::Refused { sender, reference };
+                let _ = target.inbox.send(Delivery::Room(room.clone(), msg));
+            }
+        });
+    }
+
+    fn broadcast(&self, room: &RoomId, text: Utf8Bytes) -> Result<(), BusError> {
+        self.reach(|s| {
+            let msg = Inbound::Broadcast {
+                from_node: self.id.clone(),
+                text,
+            };
+            s.to_watchers(&self.id, room, msg);
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        node: &'a NodeId,
+        room: &'a RoomId,
+        peer: &'a PeerId,
+        secret: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Handoff>, BusError>> {
+        let holder = self.reach(|s| s.nodes.get(node).map(|n| n.handler.clone()));
+        let result = holder.map(|h| {
+            // Called with no lock held: the holder's hub takes its room's.
+            h.and_then(|h| h.upgrade())
+                .and_then(|h| h.hand_over(room, peer, secret, &self.id))
+        });
+        futures_util::future::ready(result).boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        futures_util::future::ready(()).boxed()
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn stats(&self) -> BusStats {
+        let s = self.shared();
+        BusStats {
+            connected: Some(!s.cut && s.nodes.contains_key(&self.id)),
+            nodes: s.nodes.len(),
+            ..BusStats::default()
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        let s = self.shared();
+        !s.cut && s.nodes.contains_key(&self.id)
+    }
+}
+
+impl PresenceStore for LinkedNode {
+    fn publish(&self, room: &RoomId, event: PresenceEvent) {
+        let mut s = self.shared();
+        if s.cut {
+            if let Some(node) = s.nodes.get_mut(&self.id) {
+                node.pending.push((room.clone(), event));
+            }
+            return;
+        }
+        if s.nodes.contains_key(&self.id) {
+            s.record(&self.id, room, event);
+        }
+    }
+
+    fn reserve(&self, room: &RoomId, peer: &PeerId, cap: usize) -> BoxFuture<'_, Reservation> {
+        let answer = self
+            .reach(|s| {
+                let members = s.rooms.get(room).map_or(0, IndexMap::len);
+                let reserved = s.reserved.entry(room.clone()).or_default();
+                if members + reserved.len() >= cap {
+                    Reservation::Full
+                } else {
+                    reserved.insert(peer.clone(), self.id.clone());
+                    Reservation::Granted
+                }
+            })
+            .unwrap_or(Reservation::Unconfirmed);
+        futures_util::future::ready(answer).boxed()
+    }
+
+    fn unreserve(&self, room: &RoomId, peer: &PeerId) {
+        let mut s = self.shared();
+        if let Some(r) = s.reserved.get_mut(room) {
+            r.remove(peer);
+            if r.is_empty() {
+                s.reserved.remove(room);
+            }
+        }
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BusError>> {
+        let result = self.reach(|s| {
+            let mut list: Vec<RoomSummary> = s
+                .rooms
+                .iter()
+                .map(|(room, m)| RoomSummary {
+                    room: room.clone(),
+                    peers: m.len(),
+                })
+                .collect();
+            list.sort_by(|a, b| a.room.cmp(&b.room));
+            list
+        });
+        futures_util::future::ready(result).boxed()
+    }
+
+    fn room_peers(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>> {
+        let result = self.reach(|s| s.members(room));
+        futures_util::future::ready(result).boxed()
+    }
+}
