@@ -243,7 +243,7 @@ impl LinkedNode {
                 "this node is not in the cluster".into(),
             ));
         }
-        Ok(f(&mut *s))
+        Ok(f(&mut s))
     }
 
     fn encode_origin(&self, from: &PeerId, reference: Option<&RawValue>) -> Origin {
