@@ -140,6 +140,42 @@ impl Client {
         }
     }
 
+    /// Joins `room` and learns of every peer in `others`, whether listed in
+    /// `joined` or announced right after (a join on another instance may
+    /// still be on its way). Returns the ids `joined` listed.
+    pub async fn join_seeing(&mut self, room: &str, others: &[&str]) -> Vec<String> {
+        let j = self.join(room).await;
+        let listed = peer_ids(&j["peers"]);
+        for id in others {
+            if !listed.iter().any(|l| l == id) {
+                let pj = self.expect("peer-joined").await;
+                assert_eq!(pj["peer"]["peer_id"], *id, "{}: {pj}", self.label);
+            }
+        }
+        listed
+    }
+
+    /// Collects messages until `done` holds for what has been seen, or
+    /// `within` passes.
+    pub async fn collect_until(
+        &mut self,
+        within: Duration,
+        mut done: impl FnMut(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        while !done(&seen) {
+            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+                break;
+            };
+            match self.next(left).await {
+                Some(v) => seen.push(v),
+                None => break,
+            }
+        }
+        seen
+    }
+
     /// Nothing arrives for `d`.
     pub async fn expect_silence(&mut self, d: Duration) {
         if let Some(v) = self.next(d).await {
@@ -203,4 +239,11 @@ pub fn peer_ids(list: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether `seen` holds a `ty` event (`peer-joined`, `peer-left`, ...)
+/// about `peer`.
+pub fn has_event(seen: &[Value], ty: &str, peer: &str) -> bool {
+    seen.iter()
+        .any(|v| v["type"] == ty && (v["peer_id"] == peer || v["peer"]["peer_id"] == peer))
 }

@@ -131,6 +131,11 @@ impl Deployment {
         &self.ids[i % self.ids.len()]
     }
 
+    /// The instances not killed.
+    pub fn live(&self) -> impl Iterator<Item = &TestServer> {
+        self.servers.iter().filter(|s| !s.is_killed())
+    }
+
     /// Kills the instance of place `i` (no drain, no goodbye). Its peers
     /// are announced `node-lost`: at once on a linked cluster, after
     /// `--node-timeout` on Redis.
@@ -194,7 +199,7 @@ impl Deployment {
 
     /// Waits until every instance's `/api/rooms/{room}` lists `peer_id`.
     pub async fn settle(&self, room: &str, peer_id: &str) {
-        for s in &self.servers {
+        for s in self.live() {
             crate::server::wait_listed(s.addr, room, peer_id).await;
         }
     }
@@ -202,7 +207,7 @@ impl Deployment {
     /// Waits until no instance lists `peer_id` in `room` any more.
     pub async fn settle_gone(&self, room: &str, peer_id: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        for s in &self.servers {
+        for s in self.live() {
             while crate::server::api_room(s.addr, room)
                 .await
                 .iter()
@@ -299,6 +304,9 @@ macro_rules! engines {
     };
     ($name:ident, $tweak:expr) => {
         mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis() {
                 let d = $crate::deployment::Deployment::redis(2, $tweak).await;

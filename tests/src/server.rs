@@ -76,6 +76,7 @@ pub struct TestServer {
     /// The runtime it runs on, when it has one of its own
     /// ([`start_alone`](Self::start_alone)): dropping it is a kill.
     runtime: Option<tokio::runtime::Runtime>,
+    killed: bool,
 }
 
 /// Which engine an instance started by [`TestServer::start_alone`] joins
@@ -116,6 +117,7 @@ impl TestServer {
             handle,
             task,
             runtime: None,
+            killed: false,
         }
     }
 
@@ -158,6 +160,7 @@ impl TestServer {
             handle,
             task,
             runtime: Some(runtime),
+            killed: false,
         }
     }
 
@@ -170,6 +173,12 @@ impl TestServer {
             .take()
             .expect("kill needs a server started alone");
         rt.shutdown_background();
+        self.killed = true;
+    }
+
+    /// Whether [`kill`](Self::kill) ended it.
+    pub fn is_killed(&self) -> bool {
+        self.killed
     }
 
     /// An instance of the cluster on `redis_url` as node `id`, with

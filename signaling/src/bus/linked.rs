@@ -69,8 +69,11 @@ struct Slot {
 enum Delivery {
     Room(RoomId, Inbound),
     /// After an outage: the rooms it watches as the cluster now records
-    /// them, to compare with what it knows.
-    Resync(Vec<(RoomId, Vec<Arc<PeerInfo>>)>),
+    /// them, and the nodes in the cluster, to compare with what it knows.
+    Resync {
+        views: Vec<(RoomId, Vec<Arc<PeerInfo>>)>,
+        live: HashSet<NodeId>,
+    },
 }
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -121,6 +124,7 @@ impl LinkedCluster {
         }
         // Each snapshot is taken under the lock that orders every event, so
         // what a node is sent after its resync is newer than the snapshot.
+        let live: HashSet<NodeId> = s.nodes.keys().cloned().collect();
         for id in &ids {
             let Some(node) = s.nodes.get(id) else {
                 continue;
@@ -130,7 +134,8 @@ impl LinkedCluster {
                 .iter()
                 .map(|r| (r.clone(), s.members(r)))
                 .collect();
-            let _ = node.inbox.send(Delivery::Resync(views));
+            let live = live.clone();
+            let _ = node.inbox.send(Delivery::Resync { views, live });
         }
     }
 }
@@ -196,7 +201,12 @@ impl Shared {
         self.to_watchers(from, room, Inbound::Presence(event));
     }
 
+    /// Sends `msg` to every node but `from` that watches `room`; nothing
+    /// during an outage (the resync after it tells them).
     fn to_watchers(&self, from: &NodeId, room: &RoomId, msg: Inbound) {
+        if self.cut {
+            return;
+        }
         for (id, node) in &self.nodes {
             if id != from && node.watching.contains(room) {
                 let _ = node.inbox.send(Delivery::Room(room.clone(), msg.clone()));
@@ -275,9 +285,10 @@ async fn deliver_loop(
         };
         match d {
             Delivery::Room(room, msg) => hub.deliver(&room, msg),
-            Delivery::Resync(views) => {
+            Delivery::Resync { views, live } => {
                 for (room, recorded) in views {
-                    for msg in missed(&lease.id, hub.remote_members(&room), recorded) {
+                    let known = hub.remote_members(&room);
+                    for msg in missed(&lease.id, known, recorded, &live) {
                         hub.deliver(&room, msg);
                     }
                 }
@@ -287,21 +298,26 @@ async fn deliver_loop(
 }
 
 /// What a node that knew `known` (remote members and their nodes) of a
-/// room missed, given what the cluster records now.
+/// room missed, given what the cluster records now and which nodes are in
+/// it: a member gone without a word left `disconnected` if its node lives
+/// on, `node-lost` if its node died meanwhile.
 fn missed(
     own: &NodeId,
     known: Vec<(PeerId, NodeId)>,
     recorded: Vec<Arc<PeerInfo>>,
+    live: &HashSet<NodeId>,
 ) -> Vec<Inbound> {
     let here: HashSet<&PeerId> = recorded.iter().map(|p| &p.id).collect();
     let mut out: Vec<Inbound> = known
-        .iter()
+        .into_iter()
         .filter(|(peer, _)| !here.contains(peer))
-        .map(|(peer, _)| {
-            Inbound::Presence(PresenceEvent::Left {
-                peer: peer.clone(),
-                reason: LeaveReason::Disconnected,
-            })
+        .map(|(peer, node)| {
+            let reason = if live.contains(&node) {
+                LeaveReason::Disconnected
+            } else {
+                LeaveReason::NodeLost
+            };
+            Inbound::Presence(PresenceEvent::Left { peer, reason })
         })
         .collect();
     // A member it knows is sent as it is now (a no-op if unchanged).

@@ -13,6 +13,8 @@
 //! ([`crate::bus::PresenceStore::reserve`]), happens between two holds of the room's lock, never
 //! under one.
 
+#[cfg(test)]
+mod cluster_tests;
 mod remote;
 mod resume;
 pub mod room;
