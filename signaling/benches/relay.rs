@@ -4,6 +4,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use signaling::bus::memory::MemoryBus;
+use signaling::connections::Connections;
 use signaling::hub::{Hub, HubLimits, JoinRequest, Membership};
 use signaling::ice::IceConfig;
 use signaling::ids::{NodeId, RoomId};
@@ -25,6 +26,7 @@ fn room(n: usize) -> Room {
         .enable_all()
         .build()
         .expect("runtime");
+    let conns = Arc::new(Connections::new());
     let hub = Arc::new(Hub::new(
         NodeId::new("bench"),
         HubLimits {
@@ -34,13 +36,14 @@ fn room(n: usize) -> Room {
         },
         Arc::new(MemoryBus::new()),
         Arc::new(Metrics::default()),
+        conns.clone(),
     ));
     hub.attach_to_bus();
     let ice = IceConfig::from_config(&signaling::Config::default());
     let members = (0..n)
         .map(|i| {
             let outbox = Outbox::new(1 << 20, 1 << 30);
-            let conn = hub.register(outbox.clone());
+            let conn = conns.register(outbox.clone());
             let joined = rt.block_on(hub.join(JoinRequest {
                 room: RoomId::new("bench"),
                 name: format!("peer {i}"),

@@ -16,6 +16,7 @@ use crate::admission::PerIp;
 use crate::auth::Auth;
 use crate::bus::{PresenceStore, Transport};
 use crate::config::{Config, Limits};
+use crate::connections::Connections;
 use crate::hub::Hub;
 use crate::ice::IceConfig;
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ use crate::ratelimit::PerIpRate;
 pub struct SessionContext {
     pub limits: Limits,
     pub hub: Arc<Hub>,
+    /// This node's open connections and the drain.
+    pub conns: Arc<Connections>,
     pub metrics: Arc<Metrics>,
     /// Join tokens are checked with it when auth is on.
     pub auth: Option<Auth>,

@@ -84,7 +84,7 @@ async fn ws(
 ) -> Response {
     // Refused while draining whatever the request looks like, so load
     // balancers probing /ws see the drain too.
-    if app.ctx.hub.is_draining() {
+    if app.ctx.conns.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     let client = admission::client_addr(peer, &headers, &app.config.trusted_proxies);
@@ -116,7 +116,7 @@ async fn ws(
         Err(rejection) => return rejection.into_response(),
     };
     let limits = &app.config.limits;
-    if app.ctx.hub.open_connections() >= limits.max_connections {
+    if app.ctx.conns.len() >= limits.max_connections {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     }
     let max_read = limits.max_read_bytes.max(limits.max_frame_bytes);
@@ -142,7 +142,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.ctx.hub.is_draining() {
+    if app.ctx.conns.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else if !app.transport.is_ready() {
         (

@@ -36,6 +36,7 @@
 //! | `admission.rs` | who may open `/ws`: client address via trusted proxies, Origin, per-address cap |
 //! | `http.rs` | routes: `/ws`, `/healthz`, `/readyz`, `/metrics` (or on `--metrics-listen`), `/api/*`, `/` |
 //! | `upgrade.rs` | the WebSocket upgrade and the frame guard: every client frame budgeted, fragments per message bounded |
+//! | `connections.rs` | this node's open connections and the drain flag: `goaway` to all, the final close |
 //! | `session.rs` | one connection's loop and deadlines, request handling, clean-up |
 //! | `socket.rs` | one connection's WebSocket: reads, batched writes, pings, close handshake |
 //! | `outbox.rs` | the bounded outbound queue and close causes |
@@ -70,6 +71,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod config_file;
+pub mod connections;
 pub mod http;
 pub mod hub;
 pub mod ice;

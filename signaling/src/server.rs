@@ -17,6 +17,7 @@ use crate::auth::Auth;
 use crate::bus::redis::{RedisBus, RedisConfig};
 use crate::bus::{Bus, linked::LinkedCluster, memory::MemoryBus};
 use crate::config::Config;
+use crate::connections::Connections;
 use crate::hub::{Hub, HubLimits};
 use crate::ice::IceConfig;
 use crate::ids::{NodeId, random_hex};
@@ -136,6 +137,7 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
         .transpose()?;
     let node = NodeId::new(config.node_id.clone().unwrap_or_else(|| random_hex(4)));
     let metrics = Arc::new(Metrics::default());
+    let conns = Arc::new(Connections::new());
     let bus: Arc<dyn Bus> = match (linked, &config.redis_url) {
         (Some(cluster), _) => cluster.node(node.as_str()),
         (None, Some(url)) => Arc::new(RedisBus::start(
@@ -159,11 +161,13 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
         },
         bus.clone(),
         metrics.clone(),
+        conns.clone(),
     ));
     hub.attach_to_bus();
     let ctx = Arc::new(SessionContext {
         limits: config.limits.clone(),
         hub,
+        conns,
         metrics,
         auth: config.auth_secret.as_ref().map(|s| Auth::new(s.expose())),
         ice: IceConfig::from_config(&config),
@@ -317,15 +321,15 @@ impl Server {
             _ = shutdown.cancelled() => {}
             // Nothing to drain: this process must not serve as this node.
             e = app.transport.fatal() => {
-                app.ctx.hub.close_all(CloseCause::Shutdown);
+                app.ctx.conns.close_all(CloseCause::Shutdown);
                 stop_listening.cancel();
                 let _ = tokio::time::timeout(FINAL_CLOSE_WAIT, http).await;
                 return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, e));
             }
         }
         let drain = app.config.drain_timeout;
-        info!(clients = app.ctx.hub.open_connections(), timeout = ?drain, "draining");
-        app.ctx.hub.start_drain(GOAWAY_RETRY_AFTER);
+        info!(clients = app.ctx.conns.len(), timeout = ?drain, "draining");
+        app.ctx.conns.start_drain(GOAWAY_RETRY_AFTER);
         app.sessions.close();
         // Clients leave; in a cluster they resume elsewhere, and this node
         // stays until it has handed their peers over.
@@ -336,12 +340,12 @@ impl Server {
             }
         };
         if tokio::time::timeout(drain, clients_gone).await.is_err() {
-            let left = app.ctx.hub.open_connections();
+            let left = app.ctx.conns.len();
             warn!(
                 clients = left,
                 "drain timeout: closing the remaining connections with 1012"
             );
-            app.ctx.hub.close_all(CloseCause::Shutdown);
+            app.ctx.conns.close_all(CloseCause::Shutdown);
             let _ = tokio::time::timeout(FINAL_CLOSE_WAIT, app.sessions.wait()).await;
         }
         // Whoever did not come back elsewhere is gone: say so before leaving.

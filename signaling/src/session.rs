@@ -73,7 +73,7 @@ pub fn run(
 ) -> impl Future<Output = ()> {
     let limits = &ctx.limits;
     let outbox = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
-    let conn = ctx.hub.register(outbox.clone());
+    let conn = ctx.conns.register(outbox.clone());
     ctx.metrics.connection_opened();
     info!(conn, client = %remote.client, "connection opened");
     let mut socket = Socket::new(ws, outbox.ctl().clone(), ctx.metrics.clone());
@@ -117,13 +117,13 @@ impl Session {
             // During a drain every client is told to resume elsewhere, so even a
             // clean close is a drop: nobody should see it leave.
             let dropped = match end {
-                End::Clean => ctx.hub.is_draining(),
+                End::Clean => ctx.conns.is_draining(),
                 End::Dropped => true,
                 End::Forced(c) => c.is_drop(),
             };
             ctx.hub.disconnect(m, conn, dropped, unwritten);
         }
-        ctx.hub.unregister(conn);
+        ctx.conns.unregister(conn);
         ctx.metrics.connection_closed();
         match &membership {
             Some(m) => info!(conn, room = %m.room, peer = %m.peer, end = ?end, "connection closed"),

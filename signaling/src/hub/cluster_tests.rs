@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{Hub, HubLimits, JoinRequest, Membership};
 use crate::bus::linked::LinkedCluster;
+use crate::connections::Connections;
 use crate::ice::IceConfig;
 use crate::ids::{NodeId, RoomId};
 use crate::metrics::Metrics;
@@ -34,12 +35,19 @@ fn cluster(n: usize) -> (LinkedCluster, Vec<Arc<Hub>>) {
                 },
                 c.node(&id),
                 Arc::new(Metrics::default()),
+                Arc::new(Connections::new()),
             ));
             hub.attach_to_bus();
             hub
         })
         .collect();
     (c, hubs)
+}
+
+/// A connection id no other test connection has.
+fn next_conn() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A member as a session holds it: its membership, connection, outbox.
@@ -73,7 +81,7 @@ impl Peer {
 
 async fn join(hub: &Arc<Hub>, room: &str, resume: Option<&str>) -> Peer {
     let out = Outbox::new(1024, 1 << 20);
-    let conn = hub.register(out.clone());
+    let conn = next_conn();
     let ice = IceConfig::from_config(&crate::Config::default());
     let m = hub
         .join(JoinRequest {
@@ -232,7 +240,7 @@ async fn a_held_peer_resumes_on_another_node_with_its_queue_and_nobody_hears() {
             meta: "{}".into(),
             resume: Some(&a.token),
             reference: None,
-            conn: hubs[0].register(out.clone()),
+            conn: next_conn(),
             outbox: out,
             ice: &IceConfig::from_config(&crate::Config::default()),
             identity: None,

@@ -25,15 +25,16 @@ use signaling_protocol::reply::{self, LeaveReason};
 use signaling_protocol::{ErrorCode, RelayKind};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::bus::{Bus, PeerInfo, PresenceEvent, Reservation, Undelivered};
+use crate::connections::Connections;
 use crate::ice::IceConfig;
 use crate::ids::{NodeId, PeerId, RoomId, cluster_ms, random_hex};
 use crate::metrics::Metrics;
-use crate::outbox::{CloseCause, Frame, Outbox};
+use crate::outbox::{Frame, Outbox};
 use room::{ConnId, Member, Presence, Room, Route, SyncState, Undeliverable};
 
 /// The bounds the hub enforces itself.
@@ -155,25 +156,27 @@ pub struct Hub {
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
     rooms: DashMap<RoomId, Room>,
-    /// Every open connection, joined or not: for `goaway` and the final close.
-    conns: DashMap<ConnId, Outbox>,
-    next_conn: AtomicU64,
+    /// This node's connections: joins are refused once they drain.
+    conns: Arc<Connections>,
     next_epoch: AtomicU64,
-    draining: AtomicBool,
 }
 
 impl Hub {
-    pub fn new(node: NodeId, limits: HubLimits, bus: Arc<dyn Bus>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        node: NodeId,
+        limits: HubLimits,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+        conns: Arc<Connections>,
+    ) -> Self {
         Hub {
             node,
             limits,
             bus,
             metrics,
             rooms: DashMap::new(),
-            conns: DashMap::new(),
-            next_conn: AtomicU64::new(1),
+            conns,
             next_epoch: AtomicU64::new(1),
-            draining: AtomicBool::new(false),
         }
     }
 
@@ -192,44 +195,10 @@ impl Hub {
         self.bus.attach(Arc::downgrade(&me));
     }
 
-    pub fn register(&self, outbox: Outbox) -> ConnId {
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        self.conns.insert(id, outbox);
-        id
-    }
-
-    pub fn unregister(&self, conn: ConnId) {
-        self.conns.remove(&conn);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
-    /// Starts the drain: no more joins, and every connection gets `goaway`.
-    pub fn start_drain(&self, retry_after: Duration) {
-        self.draining.store(true, Ordering::Release);
-        let frame = Frame::reply(reply::goaway("shutdown", retry_after.as_millis() as u64));
-        for c in self.conns.iter() {
-            c.value().push(frame.clone());
-        }
-    }
-
-    /// Closes every connection still open (the end of the drain).
-    pub fn close_all(&self, cause: CloseCause) {
-        for c in self.conns.iter() {
-            c.value().close(cause);
-        }
-    }
-
-    pub fn open_connections(&self) -> usize {
-        self.conns.len()
-    }
-
     /// Joins (or resumes into) a room. On success the `joined` reply is
     /// already queued to the joiner, ahead of any event that follows it.
     pub async fn join(self: &Arc<Self>, mut req: JoinRequest<'_>) -> Result<Membership, Refusal> {
-        if self.is_draining() {
+        if self.conns.is_draining() {
             return Err(refuse(
                 ErrorCode::Unavailable,
                 "this instance is shutting down",
