@@ -101,29 +101,39 @@ impl Deployment {
     }
 
     async fn start_node(&mut self, id: String) -> usize {
+        let server = self.start_instance(id.clone()).await;
+        server.wait_ready_within(Duration::from_secs(10)).await;
+        self.servers.push(server);
+        self.ids.push(id);
+        self.servers.len() - 1
+    }
+
+    /// Starts an instance under the id of place `i` while that one runs,
+    /// without waiting for it to be ready (it must never be), and without
+    /// giving it a place.
+    pub async fn start_duplicate(&self, i: usize) -> TestServer {
+        self.start_instance(self.ids[i].clone()).await
+    }
+
+    async fn start_instance(&self, id: String) -> TestServer {
         let tweak = self.tweak.clone();
         let (engine, url) = match (&self.linked, &self.redis) {
             (Some(cluster), _) => (Engine::Linked(cluster.clone()), None),
             (None, Some(redis)) => (Engine::FromConfig, Some(redis.url())),
             (None, None) => panic!("a single instance does not grow"),
         };
-        let node = id.clone();
-        let server = TestServer::start_alone(
+        TestServer::start_alone(
             move |c| {
                 if let Some(url) = url {
-                    clustered(url, &node)(c);
+                    clustered(url, &id)(c);
                 } else {
-                    c.node_id = Some(node);
+                    c.node_id = Some(id);
                 }
                 tweak(c);
             },
             engine,
         )
-        .await;
-        server.wait_ready_within(Duration::from_secs(10)).await;
-        self.servers.push(server);
-        self.ids.push(id);
-        self.servers.len() - 1
+        .await
     }
 
     /// The node id of place `i`'s instance.

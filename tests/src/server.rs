@@ -176,6 +176,16 @@ impl TestServer {
         self.killed = true;
     }
 
+    /// Waits up to `within` for it to stop serving by itself: what
+    /// [`signaling::Server::serve`] returned, or `None` if it still serves.
+    pub async fn ended(&mut self, within: Duration) -> Option<std::io::Result<()>> {
+        match tokio::time::timeout(within, &mut self.task).await {
+            Ok(Ok(result)) => Some(result),
+            Ok(Err(join)) => panic!("the server task failed: {join}"),
+            Err(_) => None,
+        }
+    }
+
     /// Whether [`kill`](Self::kill) ended it.
     pub fn is_killed(&self) -> bool {
         self.killed

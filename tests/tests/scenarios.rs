@@ -454,3 +454,41 @@ engines!(
     a_clean_shutdown_leaves_no_ghosts,
     |c: &mut signaling::Config| { c.drain_timeout = Duration::from_millis(500) }
 );
+
+/// Asserts docs/protocol.md §15: a second instance started under the id of
+/// a running one never serves (not ready, and it stops by itself) and
+/// changes nothing: nobody is announced gone, relays go on, every
+/// instance lists the room as it is.
+async fn a_second_instance_under_a_running_node_id_refuses_and_touches_nothing(d: Deployment) {
+    let (r, mut a, mut b) = d.pair("dup").await;
+    let mut second = d.start_duplicate(1).await;
+    let ended = second.ended(Duration::from_secs(15)).await;
+    println!("{}: the second instance ended with {ended:?}", d.engine());
+    assert!(
+        matches!(ended, Some(Err(_))),
+        "it stops with an error: {ended:?}"
+    );
+    assert_ne!(
+        http_get(second.addr, "/readyz").await.0,
+        200,
+        "it never serves as the node"
+    );
+    for i in 0..3 {
+        a.send(json!({"type":"message","to":b.peer_id,"data":i}))
+            .await;
+        assert_eq!(b.expect("message").await["data"], i);
+        b.send(json!({"type":"message","to":a.peer_id,"data":i}))
+            .await;
+        assert_eq!(a.expect("message").await["data"], i);
+    }
+    a.expect_silence(Duration::from_millis(300)).await;
+    let mut both = vec![a.peer_id.clone(), b.peer_id.clone()];
+    both.sort();
+    for s in d.live() {
+        assert_eq!(api_room(s.addr, &r).await, both);
+    }
+}
+engines!(
+    a_second_instance_under_a_running_node_id_refuses_and_touches_nothing,
+    fast_node_timeout
+);

@@ -27,7 +27,7 @@ use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use signaling_protocol::reply::LeaveReason;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -54,10 +54,14 @@ struct Shared {
     nodes: HashMap<NodeId, Slot>,
     /// An outage: no node reaches the shared record.
     cut: bool,
+    /// Numbers each node's run, so that a node id taken again (a restart)
+    /// is not mistaken for the run before it.
+    runs: u64,
 }
 
 /// One node as the cluster sees it.
 struct Slot {
+    run: u64,
     inbox: mpsc::UnboundedSender<Delivery>,
     handler: Weak<dyn InboundHandler>,
     watching: HashSet<RoomId>,
@@ -92,13 +96,15 @@ impl LinkedCluster {
         Arc::new(LinkedNode {
             cluster: self.clone(),
             id: NodeId::new(id),
+            run: OnceLock::new(),
+            refused: OnceLock::new(),
         })
     }
 
     /// Node `id` dies: it is out of the cluster, and every peer it held
     /// leaves as `node-lost`. What it still sends is ignored.
     pub fn kill(&self, id: &str) {
-        lost(&self.shared, &NodeId::new(id));
+        lost(&self.shared, &NodeId::new(id), None);
     }
 
     /// Cuts every node off the shared record (a Redis outage).
@@ -140,12 +146,15 @@ impl LinkedCluster {
     }
 }
 
-/// Takes node `id` out of the cluster; its peers leave as `node-lost`.
-fn lost(shared: &Mutex<Shared>, id: &NodeId) {
+/// Takes node `id` out of the cluster (if `run` is its run, or whatever
+/// its run); its peers leave as `node-lost`.
+fn lost(shared: &Mutex<Shared>, id: &NodeId, run: Option<u64>) {
     let mut s = lock(shared);
-    if s.nodes.remove(id).is_none() {
+    let this_run = |n: &Slot| run.is_none_or(|r| r == n.run);
+    if s.nodes.get(id).is_none_or(|n| !this_run(n)) {
         return;
     }
+    s.nodes.remove(id);
     for members in s.reserved.values_mut() {
         members.retain(|_, node| node != id);
     }
@@ -219,6 +228,10 @@ impl Shared {
 pub struct LinkedNode {
     cluster: LinkedCluster,
     id: NodeId,
+    /// Its run, once attached.
+    run: OnceLock<u64>,
+    /// Why it could not join the cluster (its id is taken).
+    refused: OnceLock<String>,
 }
 
 /// Marks its node lost when dropped: it lives in the node's delivery task,
@@ -226,12 +239,13 @@ pub struct LinkedNode {
 struct Lease {
     shared: Weak<Mutex<Shared>>,
     id: NodeId,
+    run: u64,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.upgrade() {
-            lost(&shared, &self.id);
+            lost(&shared, &self.id, Some(self.run));
         }
     }
 }
@@ -241,6 +255,16 @@ impl LinkedNode {
         lock(&self.cluster.shared)
     }
 
+    /// This node's slot, if this run of it is in the cluster.
+    fn slot<'s>(&self, s: &'s mut Shared) -> Option<&'s mut Slot> {
+        let run = *self.run.get()?;
+        s.nodes.get_mut(&self.id).filter(|n| n.run == run)
+    }
+
+    fn is_in(&self, s: &mut Shared) -> bool {
+        self.slot(s).is_some()
+    }
+
     /// Runs `f` on this node's slot if it is in the cluster and not cut
     /// off; otherwise the error says why.
     fn reach<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> Result<T, BusError> {
@@ -248,7 +272,7 @@ impl LinkedNode {
         if s.cut {
             return Err(BusError::Unavailable("the cluster is cut off".into()));
         }
-        if !s.nodes.contains_key(&self.id) {
+        if !self.is_in(&mut s) {
             return Err(BusError::Unavailable(
                 "this node is not in the cluster".into(),
             ));
@@ -331,20 +355,35 @@ fn missed(
 }
 
 impl Transport for LinkedNode {
+    /// Joins the cluster, unless another running node has this id: then
+    /// this one never serves ([`Transport::fatal`]), and the other is left
+    /// alone.
     fn attach(&self, handler: Weak<dyn InboundHandler>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.cluster.shared).nodes.insert(
+        let mut s = self.shared();
+        if s.nodes.contains_key(&self.id) {
+            let why = format!("node id {} is in use by another running instance", self.id);
+            let _ = self.refused.set(why);
+            return;
+        }
+        s.runs += 1;
+        let run = s.runs;
+        let _ = self.run.set(run);
+        s.nodes.insert(
             self.id.clone(),
             Slot {
+                run,
                 inbox: tx,
                 handler: handler.clone(),
                 watching: HashSet::new(),
                 pending: Vec::new(),
             },
         );
+        drop(s);
         let lease = Lease {
             shared: Arc::downgrade(&self.cluster.shared),
             id: self.id.clone(),
+            run,
         };
         tokio::spawn(deliver_loop(rx, handler, lease));
     }
@@ -352,7 +391,7 @@ impl Transport for LinkedNode {
     fn watch(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>> {
         let mut s = self.shared();
         // Watched even while cut off, so the resync after covers it.
-        if let Some(node) = s.nodes.get_mut(&self.id) {
+        if let Some(node) = self.slot(&mut s) {
             node.watching.insert(room.clone());
         }
         let result = if s.cut {
@@ -364,7 +403,7 @@ impl Transport for LinkedNode {
     }
 
     fn unwatch(&self, room: &RoomId) {
-        if let Some(node) = self.shared().nodes.get_mut(&self.id) {
+        if let Some(node) = self.slot(&mut self.shared()) {
             node.watching.remove(room);
         }
     }
@@ -445,30 +484,37 @@ impl Transport for LinkedNode {
     }
 
     fn stats(&self) -> BusStats {
-        let s = self.shared();
+        let mut s = self.shared();
         BusStats {
-            connected: Some(!s.cut && s.nodes.contains_key(&self.id)),
+            connected: Some(!s.cut && self.is_in(&mut s)),
             nodes: s.nodes.len(),
             ..BusStats::default()
         }
     }
 
     fn is_ready(&self) -> bool {
-        let s = self.shared();
-        !s.cut && s.nodes.contains_key(&self.id)
+        let mut s = self.shared();
+        !s.cut && self.is_in(&mut s)
+    }
+
+    fn fatal(&self) -> BoxFuture<'_, BusError> {
+        match self.refused.get() {
+            Some(why) => futures_util::future::ready(BusError::Fatal(why.clone())).boxed(),
+            None => futures_util::future::pending().boxed(),
+        }
     }
 }
 
 impl PresenceStore for LinkedNode {
     fn publish(&self, room: &RoomId, event: PresenceEvent) {
         let mut s = self.shared();
-        if s.cut {
-            if let Some(node) = s.nodes.get_mut(&self.id) {
-                node.pending.push((room.clone(), event));
-            }
+        let cut = s.cut;
+        let Some(node) = self.slot(&mut s) else {
             return;
-        }
-        if s.nodes.contains_key(&self.id) {
+        };
+        if cut {
+            node.pending.push((room.clone(), event));
+        } else {
             s.record(&self.id, room, event);
         }
     }
