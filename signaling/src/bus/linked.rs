@@ -566,3 +566,151 @@ impl PresenceStore for LinkedNode {
         futures_util::future::ready(result).boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str, node: &str) -> Arc<PeerInfo> {
+        Arc::new(PeerInfo::new(
+            PeerId::new(id),
+            NodeId::new(node),
+            id.into(),
+            "{}".into(),
+            1,
+        ))
+    }
+
+    #[test]
+    fn an_origin_carries_node_peer_and_ref_whatever_the_ref_holds() {
+        let c = LinkedCluster::new();
+        let n = c.node("n1");
+        for reference in [
+            None,
+            Some("7"),
+            Some("\"a b\\nc\""),
+            Some("{\n \"x\": 1\n}"),
+        ] {
+            let raw = reference.map(|r| RawValue::from_string(r.into()).expect("json"));
+            let origin = n.encode_origin(&PeerId::new("p1"), raw.as_deref());
+            let (node, peer, back) = decode_origin(&origin).expect("decodes");
+            assert_eq!((node.as_str(), peer.as_str()), ("n1", "p1"));
+            assert_eq!(back.as_deref().map(RawValue::get), reference);
+        }
+        assert!(decode_origin(&Origin("only-a-node".into())).is_none());
+    }
+
+    #[test]
+    fn what_a_node_missed_names_leaves_by_whether_their_node_lives() {
+        let own = NodeId::new("me");
+        let live: HashSet<NodeId> = [NodeId::new("me"), NodeId::new("alive")].into();
+        let known = vec![
+            (PeerId::new("stays"), NodeId::new("alive")),
+            (PeerId::new("went"), NodeId::new("alive")),
+            (PeerId::new("lost"), NodeId::new("dead")),
+        ];
+        let recorded = vec![
+            peer("stays", "alive"),
+            peer("new", "alive"),
+            peer("mine", "me"),
+        ];
+        let out = missed(&own, known, recorded, &live);
+        let seen: Vec<String> = out
+            .iter()
+            .map(|m| match m {
+                Inbound::Presence(PresenceEvent::Left { peer, reason }) => {
+                    format!("left {peer} {}", reason.as_str())
+                }
+                Inbound::Presence(PresenceEvent::Joined(p)) => format!("joined {}", p.id),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "left went disconnected",
+                "left lost node-lost",
+                "joined stays",
+                "joined new"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_killed_and_started_again_is_a_new_run_the_old_one_cannot_speak_for() {
+        let c = LinkedCluster::new();
+        let (old, watcher) = (c.node("n1"), c.node("n2"));
+        // Handlers are only needed alive for deliveries; none are made here.
+        let nobody: Weak<dyn InboundHandler> = Weak::<crate::hub::Hub>::new();
+        old.attach(nobody.clone());
+        watcher.attach(nobody.clone());
+        let r = RoomId::new("r");
+        old.publish(&r, PresenceEvent::Joined(peer("a", "n1")));
+        assert_eq!(watcher.room_peers(&r).await.expect("reachable").len(), 1);
+        c.kill("n1");
+        assert!(watcher.room_peers(&r).await.expect("reachable").is_empty());
+        let new = c.node("n1");
+        new.attach(nobody);
+        assert!(new.is_ready() && !old.is_ready());
+        old.publish(&r, PresenceEvent::Joined(peer("ghost", "n1")));
+        new.publish(&r, PresenceEvent::Joined(peer("b", "n1")));
+        let ids: Vec<String> = watcher
+            .room_peers(&r)
+            .await
+            .expect("reachable")
+            .iter()
+            .map(|p| p.id.to_string())
+            .collect();
+        assert_eq!(ids, ["b"], "the old run's publish is ignored");
+    }
+
+    #[tokio::test]
+    async fn a_second_node_under_a_running_id_is_refused_and_changes_nothing() {
+        let c = LinkedCluster::new();
+        let (first, second) = (c.node("n1"), c.node("n1"));
+        let nobody: Weak<dyn InboundHandler> = Weak::<crate::hub::Hub>::new();
+        first.attach(nobody.clone());
+        second.attach(nobody);
+        assert!(first.is_ready());
+        assert!(!second.is_ready());
+        let BusError::Fatal(why) = second.fatal().await else {
+            panic!("not fatal")
+        };
+        assert!(why.contains("in use"), "{why}");
+        let r = RoomId::new("r");
+        second.publish(&r, PresenceEvent::Joined(peer("x", "n1")));
+        assert!(first.room_peers(&r).await.expect("reachable").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_room_cap_counts_slots_reserved_across_nodes() {
+        let c = LinkedCluster::new();
+        let (a, b) = (c.node("a"), c.node("b"));
+        let nobody: Weak<dyn InboundHandler> = Weak::<crate::hub::Hub>::new();
+        a.attach(nobody.clone());
+        b.attach(nobody);
+        let r = RoomId::new("r");
+        assert_eq!(
+            a.reserve(&r, &PeerId::new("p1"), 2).await,
+            Reservation::Granted
+        );
+        assert_eq!(
+            b.reserve(&r, &PeerId::new("p2"), 2).await,
+            Reservation::Granted
+        );
+        assert_eq!(
+            b.reserve(&r, &PeerId::new("p3"), 2).await,
+            Reservation::Full
+        );
+        a.unreserve(&r, &PeerId::new("p1"));
+        assert_eq!(
+            b.reserve(&r, &PeerId::new("p3"), 2).await,
+            Reservation::Granted
+        );
+        c.cut();
+        assert_eq!(
+            a.reserve(&r, &PeerId::new("p4"), 2).await,
+            Reservation::Unconfirmed
+        );
+    }
+}
