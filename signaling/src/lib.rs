@@ -17,8 +17,10 @@
 //! relays to other nodes through the transport ([bus]: two narrow traits
 //! one engine implements); the engine calls back into the hub with what
 //! other nodes send. The engine is the one boundary to the rest of the
-//! cluster: in memory (the default, one instance) or Redis (`--redis-url`,
-//! any number of instances; see `docs/cluster.md`). Nothing outside `bus/`
+//! cluster: in memory (the default, one instance), Redis (`--redis-url`,
+//! any number of instances; see `docs/cluster.md`), or linked (several
+//! instances of one cluster in one process, for tests: [`bind_linked`]).
+//! Nothing outside `bus/`
 //! knows which one runs; the HTTP side sees only the presence store (for
 //! `/api/*`) and the transport's health.
 //!
