@@ -42,6 +42,7 @@
 //! | `session.rs` | one connection's loop and deadlines, request handling, clean-up |
 //! | `socket.rs` | one connection's WebSocket: reads, batched writes, pings, close handshake |
 //! | `outbox.rs` | the bounded outbound queue and close causes |
+//! | `text.rs` | `Text`: an encoded frame, shared, as the hub, outboxes and engines pass it |
 //! | `hub/mod.rs` | rooms: join, relay, update, leave, drop |
 //! | `hub/room.rs` | one room's members and how each is reached |
 //! | `hub/resume.rs` | resume tokens, the take-over of a member by a resume (here or for another node), adopting one from another node |
@@ -84,6 +85,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod session;
 pub mod socket;
+pub mod text;
 pub mod tls;
 pub mod upgrade;
 

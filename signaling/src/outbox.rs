@@ -6,7 +6,7 @@
 //! waits: a full queue means the reader is too slow, and the connection is
 //! closed with 1013 instead of anyone else slowing down.
 
-use axum::extract::ws::Utf8Bytes;
+use crate::text::Text;
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -17,7 +17,7 @@ use std::time::Instant;
 /// One text frame for the socket. Fan-out shares the bytes.
 #[derive(Clone, Debug)]
 pub struct Frame {
-    pub text: Utf8Bytes,
+    pub text: Text,
     /// When the relayed message this frame carries was read, for the latency
     /// histogram; `None` for anything that is not a relayed message. Only
     /// relayed frames are kept for a peer that resumes.
@@ -27,14 +27,14 @@ pub struct Frame {
 impl Frame {
     pub fn reply(text: String) -> Self {
         Frame {
-            text: Utf8Bytes::from(text),
+            text: Text::from(text),
             relayed_at: None,
         }
     }
 
     pub fn relayed(text: String, read_at: Instant) -> Self {
         Frame {
-            text: Utf8Bytes::from(text),
+            text: Text::from(text),
             relayed_at: Some(read_at),
         }
     }

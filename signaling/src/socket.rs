@@ -129,7 +129,7 @@ impl Socket {
                 if let Some(t) = f.relayed_at {
                     self.metrics.relay_latency(t.elapsed());
                 }
-                text(f.text)
+                text(f.text.into_ws())
             } else {
                 break;
             };
@@ -169,7 +169,7 @@ impl Socket {
                         // Kept until the socket took it: if the wait runs
                         // out first, it is still there for a resume.
                         self.pending = Some(f.clone());
-                        self.ws.feed(text(f.text)).await?;
+                        self.ws.feed(text(f.text.into_ws())).await?;
                         self.pending = None;
                     }
                     self.ws.send(Message::Close(Some(close))).await
@@ -218,9 +218,10 @@ impl Socket {
 }
 
 /// A text frame of `text`, as tungstenite's `Message::Text` would make it.
-/// The outbox holds axum's `Utf8Bytes`, which wraps tungstenite's but does
-/// not give it up; its bytes do (without a copy), and a frame takes them
-/// without checking their UTF-8 again, which axum's type guarantees.
+/// The outbox's [`Text`](crate::text::Text) holds axum's `Utf8Bytes`, which
+/// wraps tungstenite's but does not give it up; its bytes do (without a
+/// copy), and a frame takes them without checking their UTF-8 again, which
+/// axum's type guarantees.
 fn text(text: Utf8Bytes) -> Message {
     Message::Frame(WsFrame::message(
         Bytes::from(text),

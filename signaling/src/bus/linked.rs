@@ -36,7 +36,7 @@ use super::{
     PresenceStore, Reservation, RoomSummary, Transport, Undelivered,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
-use axum::extract::ws::Utf8Bytes;
+use crate::text::Text;
 
 /// The medium several [`LinkedNode`]s share: what Redis is to the Redis
 /// engine. Cheap to clone; every clone is the same cluster.
@@ -415,7 +415,7 @@ impl Transport for LinkedNode {
         to: &PeerId,
         from: &PeerId,
         reference: Option<&RawValue>,
-        text: Utf8Bytes,
+        text: Text,
         undelivered: Undelivered,
     ) -> Result<(), BusError> {
         let origin = self.encode_origin(from, reference);
@@ -449,7 +449,7 @@ impl Transport for LinkedNode {
         });
     }
 
-    fn broadcast(&self, room: &RoomId, text: Utf8Bytes) -> Result<(), BusError> {
+    fn broadcast(&self, room: &RoomId, text: Text) -> Result<(), BusError> {
         self.reach(|s| {
             let msg = Inbound::Broadcast {
                 from_node: self.id.clone(),

@@ -11,7 +11,7 @@ use super::{
     Transport,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
-use axum::extract::ws::Utf8Bytes;
+use crate::text::Text;
 use std::sync::Weak;
 
 #[derive(Default)]
@@ -43,13 +43,13 @@ impl Transport for MemoryBus {
         _to: &PeerId,
         _from: &PeerId,
         _reference: Option<&serde_json::value::RawValue>,
-        _text: Utf8Bytes,
+        _text: Text,
         _undelivered: super::Undelivered,
     ) -> Result<(), BusError> {
         Ok(())
     }
 
-    fn broadcast(&self, _room: &RoomId, _text: Utf8Bytes) -> Result<(), BusError> {
+    fn broadcast(&self, _room: &RoomId, _text: Text) -> Result<(), BusError> {
         Ok(())
     }
 

@@ -16,7 +16,7 @@ pub mod linked;
 pub mod memory;
 pub mod redis;
 
-use axum::extract::ws::Utf8Bytes;
+use crate::text::Text;
 use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 use signaling_protocol::reply::{self, LeaveReason};
@@ -81,7 +81,7 @@ pub enum PresenceEvent {
 pub struct Handoff {
     pub info: Arc<PeerInfo>,
     /// The relayed messages queued for it, encoded, in order.
-    pub queued: Vec<Utf8Bytes>,
+    pub queued: Vec<Text>,
 }
 
 /// One line of `/api/rooms`.
@@ -149,13 +149,13 @@ pub enum Inbound {
     /// A presence change of a peer held by another node.
     Presence(PresenceEvent),
     /// A message broadcast by a peer of another node: the encoded frame.
-    Broadcast { from_node: NodeId, text: Utf8Bytes },
+    Broadcast { from_node: NodeId, text: Text },
     /// A message for one of this node's peers: the encoded frame. If the
     /// peer is not here to take it (it left, moved on, or waits for a resume
     /// with a full queue), its `origin` is told through [`Transport::refuse`].
     Direct {
         to: PeerId,
-        text: Utf8Bytes,
+        text: Text,
         origin: Option<Origin>,
     },
     /// A direct message of our peer `sender` that the receiving node could
@@ -238,7 +238,7 @@ pub trait Transport: Send + Sync + 'static {
         to: &PeerId,
         from: &PeerId,
         reference: Option<&RawValue>,
-        text: Utf8Bytes,
+        text: Text,
         undelivered: Undelivered,
     ) -> Result<(), BusError>;
 
@@ -250,7 +250,7 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Sends an encoded frame to the room's members on other nodes. Never
     /// waits; an `Err` means it was not queued.
-    fn broadcast(&self, room: &RoomId, text: Utf8Bytes) -> Result<(), BusError>;
+    fn broadcast(&self, room: &RoomId, text: Text) -> Result<(), BusError>;
 
     /// Asks `node` to hand over its peer `peer` for a resume here. `Ok(None)`:
     /// it refused (wrong secret, or the peer is gone).

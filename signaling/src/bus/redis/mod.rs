@@ -34,7 +34,7 @@ mod sequence;
 mod subscriber;
 mod wire;
 
-use axum::extract::ws::Utf8Bytes;
+use crate::text::Text;
 use dashmap::DashMap;
 use futures_util::future::{BoxFuture, FutureExt};
 use redis::AsyncCommands;
@@ -286,12 +286,7 @@ fn answer_claim(shared: &Shared, from: &str, id: &str, room: &str, peer: &str, s
             shared
                 .handed_over
                 .record(&RoomId::new(room), &PeerId::new(peer));
-            wire::handoff(
-                node,
-                id,
-                &h.info.object,
-                h.queued.iter().map(Utf8Bytes::as_str),
-            )
+            wire::handoff(node, id, &h.info.object, h.queued.iter().map(Text::as_str))
         }
         None => wire::no_handoff(node, id),
     };
@@ -314,7 +309,7 @@ fn complete_claim(shared: &Shared, from: &str, id: u64, body: Option<&str>) {
             queued: w
                 .queued
                 .into_iter()
-                .map(|q| Utf8Bytes::from(q.into_owned()))
+                .map(|q| Text::from(q.into_owned()))
                 .collect(),
         })
     });
@@ -409,7 +404,7 @@ impl Transport for RedisBus {
         to: &PeerId,
         from: &PeerId,
         reference: Option<&RawValue>,
-        text: Utf8Bytes,
+        text: Text,
         undelivered: Undelivered,
     ) -> Result<(), BusError> {
         let (payload, stamp_at) = wire::direct(
@@ -447,7 +442,7 @@ impl Transport for RedisBus {
         )));
     }
 
-    fn broadcast(&self, room: &RoomId, text: Utf8Bytes) -> Result<(), BusError> {
+    fn broadcast(&self, room: &RoomId, text: Text) -> Result<(), BusError> {
         self.shared.try_enqueue(Op::Publish {
             channel: self.shared.keys.room_channel(room),
             payload: wire::broadcast(self.shared.node.as_str(), text.as_str()),
