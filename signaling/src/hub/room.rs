@@ -195,3 +195,123 @@ impl Room {
             .shift_insert(pos, member.info.id.clone(), member);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, node: &str, at: u64) -> Arc<PeerInfo> {
+        Arc::new(PeerInfo::new(
+            PeerId::new(id),
+            NodeId::new(node),
+            id.into(),
+            "{}".into(),
+            at,
+        ))
+    }
+
+    fn connected(id: &str, at: u64, outbox: &Outbox) -> Member {
+        Member {
+            info: info(id, "here", at),
+            resume_secret: Some("s".into()),
+            presence: Presence::connected(1, outbox.clone()),
+        }
+    }
+
+    fn held(id: &str) -> Member {
+        Member {
+            info: info(id, "here", 1),
+            resume_secret: Some("s".into()),
+            presence: Presence::Held {
+                queue: VecDeque::new(),
+                epoch: 1,
+            },
+        }
+    }
+
+    fn popped(o: &Outbox) -> Vec<String> {
+        std::iter::from_fn(|| o.ctl().pop())
+            .map(|f| f.text.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn members_are_kept_oldest_first_whatever_order_they_arrive_in() {
+        let mut room = Room::ready();
+        for (id, at) in [("c", 30), ("a", 10), ("d", 30), ("b", 20)] {
+            room.insert_ordered(Member::remote(info(id, "far", at)));
+        }
+        let ids: Vec<&str> = room.members.keys().map(PeerId::as_str).collect();
+        // Equally old members keep their arrival order.
+        assert_eq!(ids, ["a", "b", "c", "d"]);
+        let b = PeerId::new("b");
+        let listed: Vec<&str> = room.peer_objects(&b).collect();
+        assert_eq!(listed.len(), 3);
+        assert!(listed.iter().all(|o| !o.contains("\"b\"")), "{listed:?}");
+    }
+
+    #[test]
+    fn a_relay_goes_to_the_outbox_the_resume_queue_or_the_members_node() {
+        let out = Outbox::new(8, 4096);
+        let frame = Frame::reply("{\"type\":\"x\"}".into());
+        let mut here = connected("here", 1, &out);
+        assert_eq!(here.relay(&frame, 2), Ok(Route::Local));
+        assert_eq!(popped(&out), ["{\"type\":\"x\"}"]);
+
+        let mut away = held("away");
+        assert_eq!(away.relay(&frame, 2), Ok(Route::Local));
+        assert_eq!(away.relay(&frame, 2), Ok(Route::Local));
+        assert_eq!(away.relay(&frame, 2), Err(Undeliverable::QueueFull));
+
+        let mut far = Member::remote(info("far", "n2", 1));
+        assert_eq!(far.relay(&frame, 2), Ok(Route::Remote(NodeId::new("n2"))));
+    }
+
+    #[test]
+    fn a_member_whose_outbox_is_full_keeps_what_comes_for_its_resume_up_to_the_cap() {
+        let out = Outbox::new(1, 4096);
+        let frame = Frame::reply("{}".into());
+        let mut m = connected("slow", 1, &out);
+        assert_eq!(m.relay(&frame, 1), Ok(Route::Local));
+        // The outbox is full from here on: the overflow takes one more.
+        assert_eq!(m.relay(&frame, 1), Ok(Route::Local));
+        assert_eq!(m.relay(&frame, 1), Err(Undeliverable::QueueFull));
+        let Presence::Connected { overflow, .. } = &m.presence else {
+            panic!("still connected")
+        };
+        assert_eq!(overflow.len(), 1);
+    }
+
+    #[test]
+    fn room_events_reach_connected_members_but_the_subject_held_ones_and_remote_ones() {
+        let (a_out, b_out) = (Outbox::new(8, 4096), Outbox::new(8, 4096));
+        let mut room = Room::ready();
+        room.insert_ordered(connected("a", 1, &a_out));
+        room.insert_ordered(connected("b", 2, &b_out));
+        room.insert_ordered(held("h"));
+        room.insert_ordered(Member::remote(info("r", "n2", 3)));
+        room.notify_others(&PeerId::new("a"), &Frame::reply("{\"ev\":1}".into()));
+        assert!(popped(&a_out).is_empty(), "no echo");
+        assert_eq!(popped(&b_out), ["{\"ev\":1}"]);
+        let Presence::Held { queue, .. } = &room.members["h"].presence else {
+            panic!("held")
+        };
+        assert!(
+            queue.is_empty(),
+            "a held member gets the room in its next joined"
+        );
+        assert!(room.has_local() && room.has_remote() && room.in_use());
+    }
+
+    #[test]
+    fn a_room_is_in_use_while_a_join_is_under_way_or_a_local_member_is_in_it() {
+        let mut room = Room::ready();
+        room.insert_ordered(Member::remote(info("r", "n2", 1)));
+        assert!(!room.in_use(), "remote members alone do not keep it");
+        room.joining = 1;
+        assert!(room.in_use());
+        room.joining = 0;
+        room.insert_ordered(held("h"));
+        assert!(room.in_use());
+    }
+}
