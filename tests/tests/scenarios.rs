@@ -181,12 +181,7 @@ engines!(
 async fn a_killed_instance_is_announced_node_lost_and_a_restart_resurrects_nobody(
     mut d: Deployment,
 ) {
-    let r = room("kill");
-    let mut a = d.client(0, "a@0").await;
-    let mut b = d.client(1, "b@1").await;
-    a.join(&r).await;
-    b.join_seeing(&r, &[&a.peer_id]).await;
-    a.expect("peer-joined").await;
+    let (r, mut a, b) = d.pair("kill").await;
 
     let killed = Instant::now();
     d.kill(1);
@@ -227,12 +222,7 @@ engines!(
 /// keeps every instance's rooms working locally; afterwards views converge
 /// without anyone rejoining, and relays cross again.
 async fn an_outage_keeps_local_rooms_working_and_views_converge_after(mut d: Deployment) {
-    let r = room("outage");
-    let mut a = d.client(0, "a@0").await;
-    let mut b = d.client(1, "b@1").await;
-    a.join(&r).await;
-    b.join_seeing(&r, &[&a.peer_id]).await;
-    a.expect("peer-joined").await;
+    let (r, mut a, mut b) = d.pair("outage").await;
 
     d.outage();
     // /readyz reports the outage; liveness ignores it.
@@ -327,12 +317,7 @@ engines!(
 /// Asserts docs/protocol.md §15: an instance that dies during an outage
 /// has its peers announced `node-lost` once the cluster is back.
 async fn an_instance_lost_during_an_outage_is_announced_node_lost_after(mut d: Deployment) {
-    let r = room("lost-in-outage");
-    let mut a = d.client(0, "a@0").await;
-    let mut b = d.client(1, "b@1").await;
-    a.join(&r).await;
-    b.join_seeing(&r, &[&a.peer_id]).await;
-    a.expect("peer-joined").await;
+    let (r, mut a, b) = d.pair("lost-in-outage").await;
     d.outage();
     wait_readyz(d.server(0).addr, 503, Duration::from_secs(10)).await;
     d.kill(1);
@@ -353,12 +338,7 @@ engines!(
 
 /// Asserts docs/protocol.md §9, §15.
 async fn a_dropped_peer_resumes_on_another_instance_with_its_messages(d: Deployment) {
-    let r = room("move");
-    let mut a = d.client(0, "a@0").await;
-    let mut b = d.client(1, "b@1").await;
-    a.join(&r).await;
-    b.join_seeing(&r, &[&a.peer_id]).await;
-    a.expect("peer-joined").await;
+    let (r, a, mut b) = d.pair("move").await;
     let (a_id, token) = (a.peer_id.clone(), a.resume.clone());
     a.drop_tcp();
     d.server(0).wait_held(1).await;
@@ -408,12 +388,7 @@ engines!(a_dropped_peer_resumes_on_another_instance_with_its_messages);
 
 /// Asserts docs/protocol.md §10, §15.
 async fn goaway_moves_clients_in_a_rolling_restart_without_anyone_leaving(d: Deployment) {
-    let r = room("roll");
-    let mut a = d.client(0, "a@0").await;
-    let mut b = d.client(1, "b@1").await;
-    a.join(&r).await;
-    b.join_seeing(&r, &[&a.peer_id]).await;
-    a.expect("peer-joined").await;
+    let (r, mut a, mut b) = d.pair("roll").await;
     let (a_id, token) = (a.peer_id.clone(), a.resume.clone());
     let mut servers = d.servers.into_iter();
     let (n0, n1) = (servers.next().expect("n0"), servers.next().expect("n1"));

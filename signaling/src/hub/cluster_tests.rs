@@ -112,6 +112,20 @@ async fn join(hub: &Arc<Hub>, room: &str, resume: Option<&str>) -> Peer {
     }
 }
 
+/// One member of room `r` on each hub `at` names, joined in that order,
+/// once every node has heard of every join, with nothing left unread.
+async fn members<const N: usize>(hubs: &[Arc<Hub>], at: [usize; N]) -> [Peer; N] {
+    let mut peers = Vec::new();
+    for i in at {
+        peers.push(join(&hubs[i], "r", None).await);
+    }
+    settle().await;
+    for p in &peers {
+        p.frames();
+    }
+    peers.try_into().unwrap_or_else(|_| unreachable!("N peers"))
+}
+
 fn say(hub: &Arc<Hub>, from: &Peer, to: &Peer, data: &str) {
     hub.relay(
         &from.m,
@@ -151,13 +165,8 @@ async fn a_join_reaches_the_other_node_and_a_newcomer_there_lists_it() {
 #[tokio::test(start_paused = true)]
 async fn relays_cross_in_order_and_one_to_a_peer_gone_meanwhile_is_refused() {
     let (_c, hubs) = cluster(2);
-    let a = join(&hubs[0], "r", None).await;
-    let b = join(&hubs[1], "r", None).await;
-    // Keeps the room on b's node after b leaves.
-    let _k = join(&hubs[1], "r", None).await;
-    settle().await;
-    a.frames();
-    b.frames();
+    // k keeps the room on b's node after b leaves.
+    let [a, b, _k] = members(&hubs, [0, 1, 1]).await;
     for i in 0..20 {
         say(&hubs[0], &a, &b, &i.to_string());
     }
@@ -183,10 +192,7 @@ async fn relays_cross_in_order_and_one_to_a_peer_gone_meanwhile_is_refused() {
 #[tokio::test(start_paused = true)]
 async fn a_dropped_peer_is_announced_timeout_on_the_other_node_once_the_grace_ends() {
     let (_c, hubs) = cluster(2);
-    let a = join(&hubs[0], "r", None).await;
-    let b = join(&hubs[1], "r", None).await;
-    settle().await;
-    a.frames();
+    let [a, b] = members(&hubs, [0, 1]).await;
     hubs[1].disconnect(&b.m, b.conn, true, Vec::new());
     tokio::time::sleep(GRACE - Duration::from_secs(1)).await;
     assert!(a.frames().is_empty(), "held peers are present");
@@ -202,13 +208,7 @@ async fn a_dropped_peer_is_announced_timeout_on_the_other_node_once_the_grace_en
 #[tokio::test(start_paused = true)]
 async fn a_held_peer_resumes_on_another_node_with_its_queue_and_nobody_hears() {
     let (_c, hubs) = cluster(2);
-    let a = join(&hubs[0], "r", None).await;
-    let b = join(&hubs[1], "r", None).await;
-    let w = join(&hubs[0], "r", None).await;
-    settle().await;
-    a.frames();
-    b.frames();
-    w.frames();
+    let [a, b, w] = members(&hubs, [0, 1, 0]).await;
     hubs[0].disconnect(&a.m, a.conn, true, Vec::new());
     for i in 0..3 {
         say(&hubs[1], &b, &a, &format!("gap{i}"));
@@ -252,12 +252,7 @@ async fn a_held_peer_resumes_on_another_node_with_its_queue_and_nobody_hears() {
 #[tokio::test(start_paused = true)]
 async fn a_killed_node_s_peers_are_announced_node_lost() {
     let (c, hubs) = cluster(3);
-    let a = join(&hubs[0], "r", None).await;
-    let b = join(&hubs[1], "r", None).await;
-    let x = join(&hubs[2], "r", None).await;
-    settle().await;
-    a.frames();
-    b.frames();
+    let [a, b, x] = members(&hubs, [0, 1, 2]).await;
     c.kill("n2");
     settle().await;
     for p in [&a, &b] {
@@ -273,12 +268,7 @@ async fn a_killed_node_s_peers_are_announced_node_lost() {
 #[tokio::test(start_paused = true)]
 async fn after_an_outage_each_node_hears_what_it_missed_in_order() {
     let (c, hubs) = cluster(2);
-    let a = join(&hubs[0], "r", None).await;
-    let b = join(&hubs[1], "r", None).await;
-    let e = join(&hubs[1], "r", None).await;
-    settle().await;
-    a.frames();
-    b.frames();
+    let [a, b, e] = members(&hubs, [0, 1, 1]).await;
     c.cut();
     assert!(!crate::bus::Transport::is_ready(&*c.node("n0")));
     hubs[1].leave(&b.m, LeaveReason::Left);
