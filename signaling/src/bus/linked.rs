@@ -54,6 +54,8 @@ struct Shared {
     nodes: HashMap<NodeId, Slot>,
     /// An outage: no node reaches the shared record.
     cut: bool,
+    /// `watch` calls still to go unanswered ([`LinkedCluster::fail_watches`]).
+    failing_watches: usize,
     /// Numbers each node's run, so that a node id taken again (a restart)
     /// is not mistaken for the run before it.
     runs: u64,
@@ -105,6 +107,12 @@ impl LinkedCluster {
     /// leaves as `node-lost`. What it still sends is ignored.
     pub fn kill(&self, id: &str) {
         lost(&self.shared, &NodeId::new(id), None);
+    }
+
+    /// The next `n` room syncs (`watch`) anywhere get no answer, while
+    /// everything else works: a cluster too slow to answer in time.
+    pub fn fail_watches(&self, n: usize) {
+        lock(&self.shared).failing_watches = n;
     }
 
     /// Cuts every node off the shared record (a Redis outage).
@@ -396,6 +404,11 @@ impl Transport for LinkedNode {
         }
         let result = if s.cut {
             Err(BusError::Unavailable("the cluster is cut off".into()))
+        } else if s.failing_watches > 0 {
+            s.failing_watches -= 1;
+            Err(BusError::Unavailable(
+                "the cluster did not answer in time".into(),
+            ))
         } else {
             Ok(s.members(room))
         };

@@ -295,3 +295,29 @@ async fn after_an_outage_each_node_hears_what_it_missed_in_order() {
     assert_eq!(got[0]["reason"], "left", "the leave kept its reason");
     assert!(d.frames().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_room_whose_first_sync_got_no_answer_syncs_again_and_learns_its_members() {
+    let (c, hubs) = cluster(2);
+    let b = join(&hubs[1], "r", None).await;
+    // a's node subscribes, but its read of the room gets no answer.
+    c.fail_watches(1);
+    let a = join(&hubs[0], "r", None).await;
+    settle().await;
+    assert!(a.frames().is_empty(), "a does not know b yet");
+    // The retry, a second later, brings b in; events flow from then on.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = a.frames();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0]["type"].as_str(), got[0]["peer"]["peer_id"].as_str()),
+        (Some("peer-joined"), Some(b.id()))
+    );
+    assert_eq!(b.types(), ["peer-joined"]);
+    say(&hubs[0], &a, &b, "hi");
+    settle().await;
+    assert_eq!(b.frames()[0]["data"], "hi");
+    hubs[1].leave(&b.m, LeaveReason::Left);
+    settle().await;
+    assert_eq!(a.types(), ["peer-left"]);
+}

@@ -9,7 +9,12 @@
 use dashmap::mapref::entry::Entry;
 use signaling_protocol::reply::{self, LeaveReason};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// After a first sync the cluster did not answer: the first retry's wait,
+/// doubled after each failure up to the last.
+const SYNC_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SYNC_RETRY_MAX: Duration = Duration::from_secs(10);
 use tracing::{debug, warn};
 
 use super::room::{Member, Presence, Room, SyncState};
@@ -22,7 +27,7 @@ impl Hub {
     /// Makes sure this node knows `room`'s remote members, asking the
     /// cluster if it is the first to need them. Concurrent joiners wait.
     /// The room stays at least as long as the returned hold.
-    pub(super) async fn ensure_view(&self, room: &RoomId) -> JoinHold<'_> {
+    pub(super) async fn ensure_view(self: &Arc<Self>, room: &RoomId) -> JoinHold<'_> {
         enum Next {
             Ready,
             Wait(tokio::sync::watch::Receiver<bool>),
@@ -55,16 +60,26 @@ impl Hub {
             Next::Wait(mut rx) => {
                 let _ = rx.wait_for(|done| *done).await;
             }
-            Next::Sync => self.sync_view(room).await,
+            Next::Sync => {
+                if !self.sync_view(room, false).await {
+                    self.retry_sync(room.clone());
+                }
+            }
         }
         hold
     }
 
-    async fn sync_view(&self, room_id: &RoomId) {
+    /// Asks the cluster for the room's remote members and applies them, then
+    /// what was buffered meanwhile. Members found are announced to the local
+    /// ones if `announce` (a sync again, after members joined here), and
+    /// only listed otherwise (the first joiner's `joined` lists them).
+    /// Returns whether the cluster answered.
+    async fn sync_view(&self, room_id: &RoomId, announce: bool) -> bool {
         let snapshot = self.bus.watch(room_id).await;
         let Some(mut room) = self.rooms.get_mut(room_id) else {
-            return;
+            return true;
         };
+        let answered = snapshot.is_ok();
         let (buffered, done) = match std::mem::replace(&mut room.sync, SyncState::Ready) {
             SyncState::Pending { buffered, done } => (buffered, Some(done)),
             SyncState::Ready => (Vec::new(), None),
@@ -72,13 +87,18 @@ impl Hub {
         match snapshot {
             Ok(peers) => {
                 for p in peers {
-                    if p.node != self.node && !room.members.contains_key(&p.id) {
+                    if p.node == self.node || room.members.contains_key(&p.id) {
+                        continue;
+                    }
+                    if announce {
+                        self.upsert_remote(&mut room, p);
+                    } else {
                         room.insert_ordered(Member::remote(p));
                     }
                 }
             }
             Err(e) => {
-                warn!(room = %room_id, error = %e, "room served locally until the bus is back")
+                warn!(room = %room_id, error = %e, "room served locally until the cluster answers")
             }
         }
         for msg in buffered {
@@ -87,6 +107,44 @@ impl Hub {
         if let Some(done) = done {
             let _ = done.send(true);
         }
+        answered
+    }
+
+    /// A room whose first sync got no answer (the cluster slow or away)
+    /// asks again, backing off, until it gets one or nobody here needs the
+    /// room any more. A reconnect's resync may fix the view sooner; a sync
+    /// again is harmless (remote events are idempotent), and it is what
+    /// fixes the view when no reconnect comes (a slow answer, not a lost
+    /// connection).
+    fn retry_sync(self: &Arc<Self>, room: RoomId) {
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut wait = SYNC_RETRY_FIRST;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(hub) = hub.upgrade() else { return };
+                {
+                    let Some(mut r) = hub.rooms.get_mut(&room) else {
+                        return;
+                    };
+                    // A sync under way (a join's) answers for this one.
+                    if !matches!(r.sync, SyncState::Ready) {
+                        continue;
+                    }
+                    // Traffic arriving during the sync waits for it, as
+                    // during a first sync.
+                    r.sync = SyncState::Pending {
+                        buffered: Vec::new(),
+                        done: tokio::sync::watch::channel(false).0,
+                    };
+                }
+                if hub.sync_view(&room, true).await {
+                    debug!(%room, "room synced with the cluster after all");
+                    return;
+                }
+                wait = (wait * 2).min(SYNC_RETRY_MAX);
+            }
+        });
     }
 
     fn apply(&self, room: &mut Room, room_id: &RoomId, msg: Inbound) {
