@@ -102,9 +102,10 @@ pub struct Config {
     #[arg(long, env = "SIGNALING_WEB_ROOT")]
     pub web_root: Option<PathBuf>,
 
-    /// Shared secret for HS256 join and admin tokens. Without it joining is open
-    /// and `/api/*` needs no token: for development only, and the server says
-    /// so loudly at start.
+    /// Shared secret for HS256/384/512 join and admin tokens (at least 32
+    /// bytes). Without it, `--auth-key` and `--auth-jwks`, joining is open and
+    /// `/api/*` needs no token: for development only, and the server says so
+    /// loudly at start.
     #[arg(long, env = "SIGNALING_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret, conflicts_with = "auth_secret_file")]
     pub auth_secret: Option<Secret>,
 
@@ -112,6 +113,30 @@ pub struct Config {
     /// secret stays out of the environment and the process list.
     #[arg(long, env = "SIGNALING_AUTH_SECRET_FILE")]
     pub auth_secret_file: Option<PathBuf>,
+
+    /// Public keys that sign tokens (RS256/384/512, PS256/384/512 with RSA;
+    /// ES256, ES384 with EC P-256, P-384; EdDSA with Ed25519): PEM files,
+    /// comma-separated. Any of them, the secret or the JWKS keys may sign.
+    #[arg(long, env = "SIGNALING_AUTH_KEY", value_delimiter = ',')]
+    pub auth_key: Vec<PathBuf>,
+
+    /// A JWKS document (a file) of the keys that sign tokens, as an identity
+    /// provider publishes it: a token's `kid` picks its key.
+    #[arg(long, env = "SIGNALING_AUTH_JWKS")]
+    pub auth_jwks: Option<PathBuf>,
+
+    /// Tokens must carry this `iss` (your identity provider's issuer).
+    #[arg(long, env = "SIGNALING_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// Tokens must carry this `aud` (alone or in a list).
+    #[arg(long, env = "SIGNALING_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+
+    /// How far the clocks of token issuers and this server may disagree
+    /// when `exp`, `nbf` and `iat` are checked.
+    #[arg(long, env = "SIGNALING_AUTH_LEEWAY", default_value = "5s", value_parser = parse_duration)]
+    pub auth_leeway: Duration,
 
     /// STUN URLs handed to clients in `joined.ice_servers`, comma-separated
     /// (e.g. `stun:stun.example.org:3478`).

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::admission::PerIp;
 use crate::app::{App, SessionContext};
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthKeys};
 use crate::bus::redis::{RedisBus, RedisConfig};
 use crate::bus::{Bus, linked::LinkedCluster, memory::MemoryBus};
 use crate::config::Config;
@@ -45,6 +45,20 @@ pub enum StartError {
     EmptySecret(PathBuf),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::KeyError),
+}
+
+/// The token keys and checks the flags give.
+fn auth_keys(config: &Config) -> AuthKeys {
+    AuthKeys {
+        secret: config.auth_secret.as_ref().map(|s| s.expose().to_owned()),
+        key_files: config.auth_key.clone(),
+        jwks: config.auth_jwks.clone(),
+        issuer: config.auth_issuer.clone(),
+        audience: config.auth_audience.clone(),
+        leeway: config.auth_leeway,
+    }
 }
 
 /// A secret from `--*-secret-file`: the file's text without its trailing
@@ -135,6 +149,9 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
         .metrics_listen
         .map(|addr| listen(addr).map_err(|source| StartError::Bind { addr, source }))
         .transpose()?;
+    // Before the port is taken too: a weak secret or an unreadable key
+    // stops the start.
+    let auth = Auth::from_keys(&auth_keys(&config))?;
     let node = NodeId::new(config.node_id.clone().unwrap_or_else(|| random_hex(4)));
     let metrics = Arc::new(Metrics::default());
     let conns = Arc::new(Connections::new());
@@ -169,7 +186,7 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
         hub,
         conns,
         metrics,
-        auth: config.auth_secret.as_ref().map(|s| Auth::new(s.expose())),
+        auth,
         ice: IceConfig::from_config(&config),
         join_rate: PerIpRate::new(
             config.limits.join_rate_per_ip,
@@ -274,7 +291,8 @@ impl Server {
         );
         if app.ctx.auth.is_none() {
             warn!(
-                "OPEN MODE: no --auth-secret, so anyone who can reach this server can join any \
+                "OPEN MODE: no --auth-secret (nor --auth-key, --auth-jwks), so anyone who can \
+                 reach this server can join any \
                  room, list every room and its members at /api/rooms, and answer the offers in \
                  them. Fine on a laptop; never expose it. Set --auth-secret (or \
                  SIGNALING_AUTH_SECRET_FILE) before anyone else can reach it."

@@ -8,7 +8,7 @@ use signaling_e2e::tls::{TestCert, presented};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const SECRET: &str = "process-test-secret-0123456789";
+const SECRET: &str = "process-test-secret-0123456789abcdef";
 const SDP_MARKER: &str = "a=x-process-test-marker";
 
 fn sign(claims: Value) -> String {
@@ -149,8 +149,8 @@ fn token_prints_an_invite_link_the_server_accepts() {
         .verify_join(&token, "standup", signaling::auth::now_unix())
         .expect("a valid join token for the room");
     assert_eq!(claims.sub.as_deref(), Some("Ada"));
-    let ttl = claims.exp - signaling::auth::now_unix();
-    assert!((3500..=3600).contains(&ttl), "exp {ttl} s away");
+    let ttl = claims.exp - signaling::auth::now_unix() as f64;
+    assert!((3500.0..=3600.0).contains(&ttl), "exp {ttl} s away");
     assert!(
         signaling::auth::Auth::new(SECRET)
             .verify_join(&token, "another-room", signaling::auth::now_unix())

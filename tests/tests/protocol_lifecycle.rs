@@ -836,7 +836,7 @@ both!(
 /// §9: with auth on, a resume needs a valid join token for the room too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_needs_a_join_token_when_auth_is_on() {
-    const SECRET: &str = "lifecycle-secret";
+    const SECRET: &str = "lifecycle-secret-0123456789abcdefghijk";
     let s = TestServer::start(|c| c.auth_secret = Some(SECRET.into())).await;
     let r = room("auth");
     let token = join_token(SECRET, &r);

@@ -135,7 +135,7 @@ async fn join_fields_of_the_wrong_type_are_bad_message_with_ref() {
     s.stop().await;
 }
 
-const SECRET: &str = "protocol-messages-secret";
+const SECRET: &str = "protocol-messages-secret-0123456789abcdef";
 
 /// §4.1, §1, §6: a `token` in the `join` wins over the one in the upgrade
 /// URL, both ways; without a valid token the join is `unauthorized` with

@@ -384,7 +384,7 @@ async fn resume_tokens_work_once_within_the_grace_and_take_over_a_stale_connecti
     s.stop().await;
 }
 
-const SECRET: &str = "e2e-auth-secret";
+const SECRET: &str = "e2e-auth-secret-0123456789abcdefghijk";
 
 fn token(claims: serde_json::Value) -> String {
     signaling::auth::Auth::new(SECRET).sign(&claims)
