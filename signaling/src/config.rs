@@ -134,8 +134,10 @@ pub struct Config {
     pub auth_audience: Option<String>,
 
     /// How far the clocks of token issuers and this server may disagree
-    /// when `exp`, `nbf` and `iat` are checked.
-    #[arg(long, env = "SIGNALING_AUTH_LEEWAY", default_value = "5s", value_parser = parse_duration)]
+    /// when `exp`, `nbf` and `iat` are checked (none by default: a token is
+    /// refused from its `exp` on, and one issued a second in the future is
+    /// refused; give a few seconds if your issuer's clock may run ahead).
+    #[arg(long, env = "SIGNALING_AUTH_LEEWAY", default_value = "0s", value_parser = parse_duration)]
     pub auth_leeway: Duration,
 
     /// STUN URLs handed to clients in `joined.ice_servers`, comma-separated

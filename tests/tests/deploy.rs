@@ -1305,7 +1305,7 @@ async fn the_compose_nodes_metrics_listener_is_reached_and_nginx_refuses_it() {
                 "SIGNALING_LISTEN" => continue,
                 "SIGNALING_METRICS_LISTEN" => metrics.to_string(),
                 "SIGNALING_REDIS_URL" => redis.url(),
-                _ => interpolate(&v, "a-secret-for-this-test"),
+                _ => interpolate(&v, "a-secret-for-this-test-of-at-least-32-bytes"),
             };
             env.push((k, v));
         }

@@ -21,9 +21,11 @@ const TURN_SECRET: &str = "protocol-turn-secret";
 
 /// §12.1, §4.1: every refusal reason of a join token gets `unauthorized`
 /// with the join's `ref` (a missing, malformed, expired, wrongly signed or
-/// other-room token, one without `room` or `exp`, any `alg` but HS256, an
-/// `exp` that is this very second), the connection stays open for another
-/// try, and claims the document does not define are ignored.
+/// other-room token, one without `room` or `exp`, an `alg` that is not the
+/// signature's or that no key takes, an `exp` that is this very second, an
+/// `nbf` or `iat` in the future), the connection stays open for another
+/// try, and claims the document does not define (nor `iss`, `aud` when the
+/// server requires none) are ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_join_token_is_unauthorized_and_the_connection_stays() {
     let s = TestServer::start(|c| c.auth_secret = Some(SECRET.into())).await;
@@ -66,7 +68,7 @@ async fn every_kind_of_bad_join_token_is_unauthorized_and_the_connection_stays()
             )),
         ),
         (
-            "alg HS384",
+            "alg HS384 over an HS256 signature",
             Some(jwt(
                 SECRET,
                 &json!({"alg":"HS384","typ":"JWT"}),
@@ -82,6 +84,22 @@ async fn every_kind_of_bad_join_token_is_unauthorized_and_the_connection_stays()
             )),
         ),
         ("alg none", Some(unsigned(&json!({"room":r,"exp":exp})))),
+        (
+            "nbf in the future",
+            Some(jwt(
+                SECRET,
+                &hs256,
+                &json!({"room":r,"exp":exp,"nbf":now + 60}),
+            )),
+        ),
+        (
+            "issued in the future",
+            Some(jwt(
+                SECRET,
+                &hs256,
+                &json!({"room":r,"exp":exp,"iat":now + 60}),
+            )),
+        ),
     ];
     let mut c = s.client("c").await;
     for (i, (why, token)) in refused.iter().enumerate() {
@@ -98,12 +116,11 @@ async fn every_kind_of_bad_join_token_is_unauthorized_and_the_connection_stays()
         );
     }
     // The same connection joins once it brings a good token; `*` admits to
-    // every room, and claims nobody defined (a future `nbf` included) are
-    // ignored.
+    // every room, and claims nobody required are ignored.
     let good = jwt(
         SECRET,
         &hs256,
-        &json!({"room":"*","exp":exp,"nbf":exp + 3600,"aud":"someone-else",
+        &json!({"room":"*","exp":exp,"nbf":now,"iat":now,"aud":"someone-else",
                 "iss":"elsewhere","jti":7,"admin":false,"x-custom":{"a":[1]}}),
     );
     let j = c.join_with(&r, json!({"token": good})).await;
