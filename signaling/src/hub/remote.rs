@@ -10,11 +10,6 @@ use dashmap::mapref::entry::Entry;
 use signaling_protocol::reply::{self, LeaveReason};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// After a first sync the cluster did not answer: the first retry's wait,
-/// doubled after each failure up to the last.
-const SYNC_RETRY_FIRST: Duration = Duration::from_secs(1);
-const SYNC_RETRY_MAX: Duration = Duration::from_secs(10);
 use tracing::{debug, warn};
 
 use super::room::{Member, Presence, Room, SyncState};
@@ -22,6 +17,11 @@ use super::{Hub, JoinHold};
 use crate::bus::{Handoff, Inbound, InboundHandler, Origin, PeerInfo, PresenceEvent};
 use crate::ids::{NodeId, PeerId, RoomId};
 use crate::outbox::Frame;
+
+/// After a first sync the cluster did not answer: the first retry's wait,
+/// doubled after each failure up to the last.
+const SYNC_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SYNC_RETRY_MAX: Duration = Duration::from_secs(10);
 
 impl Hub {
     /// Makes sure this node knows `room`'s remote members, asking the
