@@ -157,24 +157,22 @@ impl Auth {
         if !keys.any() {
             return Ok(None);
         }
-        let mut auth = Auth {
-            keys: Vec::new(),
-            signer: None,
-            issuer: keys.issuer.clone(),
-            audience: keys.audience.clone(),
-            leeway: keys.leeway.as_secs_f64(),
-        };
-        if let Some(secret) = &keys.secret {
-            if secret.len() < MIN_SECRET_BYTES {
+        let mut auth = match &keys.secret {
+            Some(secret) if secret.len() < MIN_SECRET_BYTES => {
                 return Err(KeyError::WeakSecret(secret.len()));
             }
-            auth = Auth {
-                issuer: auth.issuer,
-                audience: auth.audience,
-                leeway: auth.leeway,
-                ..Auth::new(secret)
-            };
-        }
+            Some(secret) => Auth::new(secret),
+            None => Auth {
+                keys: Vec::new(),
+                signer: None,
+                issuer: None,
+                audience: None,
+                leeway: 0.0,
+            },
+        };
+        auth.issuer = keys.issuer.clone();
+        auth.audience = keys.audience.clone();
+        auth.leeway = keys.leeway.as_secs_f64();
         for path in &keys.key_files {
             auth.keys.push(pem_key(path)?);
         }

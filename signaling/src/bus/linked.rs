@@ -594,6 +594,14 @@ mod tests {
         ))
     }
 
+    /// Joins each node to its cluster without a hub: these tests read the
+    /// shared record, and no delivery needs a handler alive.
+    fn attach(nodes: &[&Arc<LinkedNode>]) {
+        for n in nodes {
+            n.attach(Weak::<crate::hub::Hub>::new());
+        }
+    }
+
     #[test]
     fn an_origin_carries_node_peer_and_ref_whatever_the_ref_holds() {
         let c = LinkedCluster::new();
@@ -653,17 +661,14 @@ mod tests {
     async fn a_node_killed_and_started_again_is_a_new_run_the_old_one_cannot_speak_for() {
         let c = LinkedCluster::new();
         let (old, watcher) = (c.node("n1"), c.node("n2"));
-        // Handlers are only needed alive for deliveries; none are made here.
-        let nobody: Weak<dyn InboundHandler> = Weak::<crate::hub::Hub>::new();
-        old.attach(nobody.clone());
-        watcher.attach(nobody.clone());
+        attach(&[&old, &watcher]);
         let r = RoomId::new("r");
         old.publish(&r, PresenceEvent::Joined(peer("a", "n1")));
         assert_eq!(watcher.room_peers(&r).await.expect("reachable").len(), 1);
         c.kill("n1");
         assert!(watcher.room_peers(&r).await.expect("reachable").is_empty());
         let new = c.node("n1");
-        new.attach(nobody);
+        attach(&[&new]);
         assert!(new.is_ready() && !old.is_ready());
         old.publish(&r, PresenceEvent::Joined(peer("ghost", "n1")));
         new.publish(&r, PresenceEvent::Joined(peer("b", "n1")));
@@ -681,9 +686,7 @@ mod tests {
     async fn a_second_node_under_a_running_id_is_refused_and_changes_nothing() {
         let c = LinkedCluster::new();
         let (first, second) = (c.node("n1"), c.node("n1"));
-        let nobody: Weak<dyn InboundHandler> = Weak::<crate::hub::Hub>::new();
-        first.attach(nobody.clone());
-        second.attach(nobody);
+        attach(&[&first, &second]);
         assert!(first.is_ready());
         assert!(!second.is_ready());
         let BusError::Fatal(why) = second.fatal().await else {
@@ -699,9 +702,7 @@ mod tests {
     async fn the_room_cap_counts_slots_reserved_across_nodes() {
         let c = LinkedCluster::new();
         let (a, b) = (c.node("a"), c.node("b"));
-        let nobody: Weak<dyn InboundHandler> = Weak::<crate::hub::Hub>::new();
-        a.attach(nobody.clone());
-        b.attach(nobody);
+        attach(&[&a, &b]);
         let r = RoomId::new("r");
         assert_eq!(
             a.reserve(&r, &PeerId::new("p1"), 2).await,
