@@ -54,6 +54,7 @@ fn room(n: usize) -> Room {
                 outbox: outbox.clone(),
                 ice: &ice,
                 identity: None,
+                replace_same_identity: false,
             }));
             let Ok(m) = joined else {
                 panic!("member {i} joins")

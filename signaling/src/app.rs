@@ -31,6 +31,8 @@ pub struct SessionContext {
     pub metrics: Arc<Metrics>,
     /// Join tokens are checked with it when auth is on.
     pub auth: Option<Auth>,
+    /// `--same-identity`: the rule when a token does not choose one.
+    pub same_identity: crate::auth::SameIdentity,
     /// What goes into `joined.ice_servers`.
     pub ice: IceConfig,
     /// Joins per client address (`--join-rate-per-ip`).

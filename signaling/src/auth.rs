@@ -76,9 +76,12 @@ pub enum KeyError {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Claims {
     pub sub: Option<String>,
-    pub room: Option<String>,
+    /// The rooms it admits to (`room` and `rooms`); `*` is every room.
+    pub rooms: Vec<String>,
     pub exp: f64,
     pub admin: bool,
+    /// What a member may do, and how it joins ([`Grants`]).
+    pub grants: Grants,
 }
 
 /// What the server is told to check tokens with.
@@ -245,21 +248,26 @@ impl Auth {
             }
         }
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let mut rooms: Vec<String> = text("room").into_iter().collect();
+        if let Some(Value::Array(list)) = claims.get("rooms") {
+            rooms.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
         Ok(Claims {
             sub: text("sub"),
-            room: text("room"),
+            rooms,
             exp,
             admin: claims.get("admin") == Some(&Value::Bool(true)),
+            grants: Grants::read(&claims).ok_or(AuthError::Malformed)?,
         })
     }
 
     /// A join token for `room`: its claims (for the identity) if valid.
     pub fn verify_join(&self, token: &str, room: &str, now_unix: u64) -> Result<Claims, AuthError> {
         let claims = self.verify(token, now_unix)?;
-        match claims.room.as_deref() {
-            Some("*") => Ok(claims),
-            Some(r) if r == room => Ok(claims),
-            _ => Err(AuthError::WrongRoom),
+        if claims.rooms.iter().any(|r| r == "*" || r == room) {
+            Ok(claims)
+        } else {
+            Err(AuthError::WrongRoom)
         }
     }
 
@@ -284,6 +292,76 @@ impl Auth {
         // A JSON object always encodes.
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, key)
             .expect("claims are a JSON value")
+    }
+}
+
+/// What a join token grants beyond the room, as LiveKit's video grant
+/// does: the `grants` claim (an object, every field optional) and the
+/// `name` and `same_identity` claims. Without a token (open mode) a member
+/// may do everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants {
+    /// `grants.update_meta` (default true): may send `update`.
+    pub update_meta: bool,
+    /// `grants.broadcast` (default true): may send `message` without `to`.
+    pub broadcast: bool,
+    /// `name`: the display name, which the client's own `name` cannot change.
+    pub name: Option<String>,
+    /// `same_identity`: what a join does to a member of the room with the
+    /// same `sub` (`None`: as the server's `--same-identity` says).
+    pub same_identity: Option<SameIdentity>,
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Grants {
+            update_meta: true,
+            broadcast: true,
+            name: None,
+            same_identity: None,
+        }
+    }
+}
+
+/// A room's rule for a second connection with the same verified identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SameIdentity {
+    /// Both stay members, each with its own `peer_id`.
+    #[default]
+    Allow,
+    /// The newer connection takes the place of the older one, which is
+    /// removed (`peer-left` reason `replaced`, close code 4003).
+    Replace,
+}
+
+impl Grants {
+    /// The grants of a token's claims; `None` if one is of the wrong type
+    /// (the token is then malformed, not silently granted more).
+    fn read(claims: &Map<String, Value>) -> Option<Grants> {
+        let mut g = Grants::default();
+        match claims.get("grants") {
+            None => {}
+            Some(Value::Object(o)) => {
+                let flag = |name: &str, default: bool| match o.get(name) {
+                    None => Some(default),
+                    Some(v) => v.as_bool(),
+                };
+                g.update_meta = flag("update_meta", true)?;
+                g.broadcast = flag("broadcast", true)?;
+            }
+            Some(_) => return None,
+        }
+        g.name = match claims.get("name") {
+            None => None,
+            Some(v) => Some(v.as_str()?.to_owned()),
+        };
+        g.same_identity = match claims.get("same_identity").map(Value::as_str) {
+            None => None,
+            Some(Some("allow")) => Some(SameIdentity::Allow),
+            Some(Some("replace")) => Some(SameIdentity::Replace),
+            Some(_) => return None,
+        };
+        Some(g)
     }
 }
 

@@ -166,6 +166,14 @@ pub struct Config {
     #[arg(long, env = "SIGNALING_TURN_TTL", default_value = "1h", value_parser = parse_duration)]
     pub turn_ttl: Duration,
 
+    /// With auth on, what a join does to a member of the room with the same
+    /// verified identity (the token's `sub`): `allow` keeps both, `replace`
+    /// removes the older one (`peer-left` reason `replaced`, close code
+    /// 4003), on whichever instance it is. A token's `same_identity` claim
+    /// chooses for its own joins.
+    #[arg(long, env = "SIGNALING_SAME_IDENTITY", value_enum, default_value_t = crate::auth::SameIdentity::Allow)]
+    pub same_identity: crate::auth::SameIdentity,
+
     /// How long a dropped connection's peer is held for `resume` before the
     /// others get `peer-left` with reason `timeout`.
     #[arg(long, env = "SIGNALING_GRACE", default_value = "10s", value_parser = parse_duration)]

@@ -2,13 +2,11 @@
 //! the static browser client.
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde::Deserialize;
-use signaling_protocol::reply::push_str;
-use signaling_protocol::room::is_valid_room;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -18,8 +16,6 @@ use tracing::debug;
 
 use crate::admission;
 use crate::app::App;
-use crate::auth::now_unix;
-use crate::ids::RoomId;
 use crate::metrics::Format;
 use crate::session;
 use crate::upgrade::{FrameBudget, UpgradeRefused, WsUpgrade};
@@ -53,8 +49,7 @@ pub fn router(app: Arc<App>) -> Router {
         router
     };
     router
-        .route("/api/rooms", get(api_rooms))
-        .route("/api/rooms/{room}", get(api_room))
+        .merge(crate::api::routes())
         .fallback_service(web)
         .with_state(app)
 }
@@ -170,91 +165,4 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         .metrics
         .render(app.ctx.hub.local_rooms(), &app.transport.stats(), format);
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
-}
-
-fn json(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// With an auth secret, `/api/*` needs `Authorization: Bearer <admin JWT>`.
-fn admin_refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
-    let auth = app.ctx.auth.as_ref()?;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match token.map(|t| auth.verify_admin(t.trim(), now_unix())) {
-        Some(Ok(())) => None,
-        _ => Some(json(
-            StatusCode::UNAUTHORIZED,
-            r#"{"error":"unauthorized","message":"an admin token is required"}"#.into(),
-        )),
-    }
-}
-
-fn bus_unavailable(e: impl std::fmt::Display) -> Response {
-    let mut body = String::from(r#"{"error":"unavailable","message":"#);
-    push_str(&mut body, &e.to_string());
-    body.push('}');
-    json(StatusCode::SERVICE_UNAVAILABLE, body)
-}
-
-/// `{"rooms":[{"room":"...","peers":N},...]}`
-async fn api_rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Some(r) = admin_refusal(&app, &headers) {
-        return r;
-    }
-    let rooms = match app.store.rooms().await {
-        Ok(r) => r,
-        Err(e) => return bus_unavailable(e),
-    };
-    let mut body = String::from(r#"{"rooms":["#);
-    for (i, r) in rooms.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(r#"{"room":"#);
-        push_str(&mut body, r.room.as_str());
-        body.push_str(&format!(r#","peers":{}}}"#, r.peers));
-    }
-    body.push_str("]}");
-    json(StatusCode::OK, body)
-}
-
-/// `{"room":"...","peers":[peer objects, oldest first]}`, 404 when empty.
-async fn api_room(
-    State(app): State<Arc<App>>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(r) = admin_refusal(&app, &headers) {
-        return r;
-    }
-    let not_found = || {
-        json(
-            StatusCode::NOT_FOUND,
-            r#"{"error":"not_found","message":"no such room"}"#.into(),
-        )
-    };
-    if !is_valid_room(&room, app.config.limits.max_room_len) {
-        return not_found();
-    }
-    let peers = match app.store.room_peers(&RoomId::new(room.as_str())).await {
-        Ok(p) => p,
-        Err(e) => return bus_unavailable(e),
-    };
-    if peers.is_empty() {
-        return not_found();
-    }
-    let mut body = String::from(r#"{"room":"#);
-    push_str(&mut body, &room);
-    body.push_str(r#","peers":["#);
-    for (i, p) in peers.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&p.object);
-    }
-    body.push_str("]}");
-    json(StatusCode::OK, body)
 }

@@ -36,7 +36,8 @@
 //! | `accept.rs` | the accept loop: hyper per connection, header deadline, plain-HTTP caps |
 //! | `tls.rs` | `--tls-cert`/`--tls-key`: loading the pair, reloading it when the files change |
 //! | `admission.rs` | who may open `/ws`: client address via trusted proxies, Origin, per-address cap |
-//! | `http.rs` | routes: `/ws`, `/healthz`, `/readyz`, `/metrics` (or on `--metrics-listen`), `/api/*`, `/` |
+//! | `http.rs` | routes: `/ws`, `/healthz`, `/readyz`, `/metrics` (or on `--metrics-listen`), `/` |
+//! | `api.rs` | the admin API under `/api`: rooms and peers read and acted on across the cluster, its OpenAPI document |
 //! | `upgrade.rs` | the WebSocket upgrade and the frame guard: every client frame budgeted, fragments per message bounded |
 //! | `connections.rs` | this node's open connections and the drain flag: `goaway` to all, the final close |
 //! | `session.rs` | one connection's loop and deadlines, request handling, clean-up |
@@ -45,6 +46,7 @@
 //! | `text.rs` | `Text`: an encoded frame, shared, as the hub, outboxes and engines pass it |
 //! | `hub/mod.rs` | rooms: join, relay, update, leave, drop |
 //! | `hub/room.rs` | one room's members and how each is reached |
+//! | `hub/admin.rs` | room commands: kicks, room closes, peer updates, room meta, server messages, same-identity replacement |
 //! | `hub/resume.rs` | resume tokens, the take-over of a member by a resume (here or for another node), adopting one from another node |
 //! | `hub/remote.rs` | remote members: first sync of a room, applying other nodes' traffic |
 //! | `bus/mod.rs` | the engine boundary: the `Transport` and `PresenceStore` traits (together `Bus`), `InboundHandler`, value types |
@@ -59,7 +61,7 @@
 //! | `bus/redis/liveness.rs` | the node lease, heartbeats and announcing dead nodes |
 //! | `bus/redis/wire.rs` | the node-to-node format (version 1): every channel message's encoder, one decoder, the stream's version |
 //! | `bus/redis/keys.rs`, `scripts.rs` | the key layout, the Lua scripts |
-//! | `auth.rs` | HS256 join and admin tokens |
+//! | `auth.rs` | join and admin tokens (JWT: HMAC, RSA, EC, EdDSA keys), grants |
 //! | `ice.rs` | `joined.ice_servers`: STUN, TURN with ephemeral credentials |
 //! | `ratelimit.rs` | per-connection and per-address token buckets, flood rule |
 //! | `metrics.rs` | counters, gauges, histograms and their exposition (prometheus-client), `process_*` |
@@ -69,6 +71,7 @@
 
 pub mod accept;
 pub mod admission;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod bus;

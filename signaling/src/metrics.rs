@@ -37,12 +37,7 @@ const LATENCY_BUCKETS_US: [u64; 12] = [
     25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
 ];
 
-const REASONS: [LeaveReason; 4] = [
-    LeaveReason::Left,
-    LeaveReason::Disconnected,
-    LeaveReason::Timeout,
-    LeaveReason::NodeLost,
-];
+const REASONS: [LeaveReason; 6] = LeaveReason::ALL;
 
 /// One label, as the families below key their series.
 type Label = [(&'static str, &'static str); 1];

@@ -58,10 +58,17 @@ pub enum CloseCause {
     Shutdown,
     /// The peer resumed on another connection; this one is stale (4000).
     Replaced,
+    /// The application's backend removed the peer (admin API) (4001).
+    Kicked,
+    /// The application's backend closed the room (4002).
+    RoomClosed,
+    /// A newer connection with the same verified identity took the peer's
+    /// place (4003).
+    Superseded,
 }
 
 impl CloseCause {
-    pub const ALL: [CloseCause; 7] = [
+    pub const ALL: [CloseCause; 10] = [
         CloseCause::SlowReader,
         CloseCause::Flood,
         CloseCause::JoinDeadline,
@@ -69,6 +76,9 @@ impl CloseCause {
         CloseCause::TooBig,
         CloseCause::Shutdown,
         CloseCause::Replaced,
+        CloseCause::Kicked,
+        CloseCause::RoomClosed,
+        CloseCause::Superseded,
     ];
 
     /// The close code and reason to send, if a close frame is sent at all.
@@ -81,6 +91,9 @@ impl CloseCause {
             CloseCause::TooBig => Some((1009, "frame too large to read")),
             CloseCause::Shutdown => Some((1012, "server restarting")),
             CloseCause::Replaced => Some((4000, "resumed on another connection")),
+            CloseCause::Kicked => Some((4001, "removed from the room by the server")),
+            CloseCause::RoomClosed => Some((4002, "the room was closed")),
+            CloseCause::Superseded => Some((4003, "the same identity joined again")),
         }
     }
 
@@ -93,6 +106,9 @@ impl CloseCause {
             CloseCause::TooBig => "too_big",
             CloseCause::Shutdown => "shutdown",
             CloseCause::Replaced => "replaced",
+            CloseCause::Kicked => "kicked",
+            CloseCause::RoomClosed => "room_closed",
+            CloseCause::Superseded => "superseded",
         }
     }
 

@@ -187,6 +187,7 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
         conns,
         metrics,
         auth,
+        same_identity: config.same_identity,
         ice: IceConfig::from_config(&config),
         join_rate: PerIpRate::new(
             config.limits.join_rate_per_ip,

@@ -20,7 +20,7 @@ use tracing::{debug, info};
 
 use crate::admission::Slot;
 use crate::app::SessionContext;
-use crate::auth::now_unix;
+use crate::auth::{Grants, SameIdentity, now_unix};
 use crate::hub::room::ConnId;
 use crate::hub::{JoinRequest, Membership, Refusal};
 use crate::ids::RoomId;
@@ -51,6 +51,8 @@ struct Session {
     /// The `?token=` of the upgrade request.
     query_token: Option<String>,
     membership: Option<Membership>,
+    /// What the join token of the membership grants (everything in open mode).
+    grants: Grants,
     ever_joined: bool,
     remote: Remote,
 }
@@ -84,6 +86,7 @@ pub fn run(
         outbox,
         query_token,
         membership: None,
+        grants: Grants::default(),
         ever_joined: false,
         remote,
     };
@@ -345,6 +348,7 @@ impl Session {
             None => "{}".to_owned(),
         };
         let mut identity = None;
+        let mut grants = Grants::default();
         if let Some(auth) = &self.ctx.auth {
             let token = join.token.as_deref().or(self.query_token.as_deref());
             let claims = token
@@ -358,16 +362,22 @@ impl Session {
                     )
                 })?;
             identity = claims.sub;
+            grants = claims.grants;
         }
-        let name = join
+        // The token's `name` is the one shown; else the client's, else the
+        // identity.
+        let name = grants
             .name
-            .map(|n| n.into_owned())
+            .as_deref()
+            .map(|n| name_from(n, limits.max_name_chars))
+            .or_else(|| join.name.map(|n| n.into_owned()))
             .or_else(|| {
                 identity
                     .as_deref()
                     .map(|sub| name_from(sub, limits.max_name_chars))
             })
             .unwrap_or_default();
+        let policy = grants.same_identity.unwrap_or(self.ctx.same_identity);
         let room = RoomId::new(join.room.as_ref());
         let resuming = join.resume.is_some();
         let m = self
@@ -383,11 +393,13 @@ impl Session {
                 outbox: self.outbox.clone(),
                 ice: &self.ctx.ice,
                 identity: identity.as_deref(),
+                replace_same_identity: policy == SameIdentity::Replace,
             })
             .await?;
         info!(conn = self.conn, room = %m.room, peer = %m.peer, resumed = resuming, "peer joined");
         self.ever_joined = true;
         self.membership = Some(m);
+        self.grants = grants;
         Ok(())
     }
 
@@ -403,6 +415,12 @@ impl Session {
         if kind == RelayKind::Message && payload.get().len() > self.ctx.limits.max_data_bytes {
             return Err(too_large("data", self.ctx.limits.max_data_bytes));
         }
+        if kind == RelayKind::Message && to.is_none() && !self.grants.broadcast {
+            return Err(refusal(
+                ErrorCode::Unauthorized,
+                "the join token does not grant `message` to the whole room",
+            ));
+        }
         self.ctx
             .hub
             .relay(from, kind, to, payload.get(), now, reference)
@@ -413,6 +431,12 @@ impl Session {
         let who = self.joined()?;
         if meta.get().len() > self.ctx.limits.max_meta_bytes {
             return Err(too_large("meta", self.ctx.limits.max_meta_bytes));
+        }
+        if !self.grants.update_meta {
+            return Err(refusal(
+                ErrorCode::Unauthorized,
+                "the join token does not grant `update`",
+            ));
         }
         self.ctx.hub.update(who, meta.get().to_owned())
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use signaling_e2e::both;
-use signaling_e2e::client::{Client, WAIT, http_get, peer_ids};
+use signaling_e2e::client::{Client, Resp, WAIT, http_get, http_request, peer_ids};
 use signaling_e2e::deployment::Deployment;
 use signaling_e2e::room;
 use signaling_e2e::server::{TestServer, wait_readyz};
@@ -586,7 +586,7 @@ async fn api_rooms_lists_every_room_sorted_by_name(d: Deployment) {
     let mut m = d.member(0, &mike, "m").await;
     let mut a1 = d.member(1, &alpha, "a1").await;
     let want = json!({"rooms":[
-        {"room":alpha,"peers":2},{"room":mike,"peers":1},{"room":zulu,"peers":1}
+        {"room":alpha,"peer_count":2},{"room":mike,"peer_count":1},{"room":zulu,"peer_count":1}
     ]});
     for s in &d.servers {
         eventually_json(s.addr, "/api/rooms", &want).await;
@@ -595,7 +595,7 @@ async fn api_rooms_lists_every_room_sorted_by_name(d: Deployment) {
     a1.expect("left").await;
     m.send(json!({"type":"leave"})).await;
     m.expect("left").await;
-    let want = json!({"rooms":[{"room":alpha,"peers":1},{"room":zulu,"peers":1}]});
+    let want = json!({"rooms":[{"room":alpha,"peer_count":1},{"room":zulu,"peer_count":1}]});
     for s in &d.servers {
         eventually_json(s.addr, "/api/rooms", &want).await;
     }
@@ -1319,58 +1319,9 @@ async fn eventually_json(addr: SocketAddr, path: &str, want: &Value) {
     }
 }
 
-/// An HTTP response: status, headers (names lower-cased) and body.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("a JSON body ({e}): {:?}", self.body))
-    }
-}
-
-/// `GET path` with extra headers, on a connection of its own; the whole
-/// response (bodies here are never chunked: they have a known length).
+/// `GET path` with extra headers, on a connection of its own.
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    http_request(addr, "GET", path, headers, None).await
 }
 
 fn peer_ids_of(peers: &[signaling_client::Peer]) -> Vec<&str> {

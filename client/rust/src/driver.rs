@@ -418,6 +418,8 @@ impl Driver {
         let e = match msg {
             ServerMessage::PeerJoined { peer } => Event::PeerJoined(peer),
             ServerMessage::PeerUpdated { peer } => Event::PeerUpdated(peer),
+            ServerMessage::Updated { peer } => Event::Updated(peer),
+            ServerMessage::RoomUpdated { room, meta } => Event::RoomUpdated { room, meta },
             ServerMessage::PeerLeft { peer_id, reason } => Event::PeerLeft { peer_id, reason },
             ServerMessage::Offer { from, sdp } => Event::Offer { from, sdp },
             ServerMessage::Answer { from, sdp } => Event::Answer { from, sdp },

@@ -41,6 +41,14 @@ pub enum Event {
         from: String,
         data: Value,
     },
+    /// The server (the application's backend, through the admin API)
+    /// changed this client's own `name` or `meta`.
+    Updated(Peer),
+    /// The room's `meta` was set (the application's backend).
+    RoomUpdated {
+        room: String,
+        meta: Value,
+    },
     /// The server refused something sent without waiting (`offer`, ...).
     Error {
         code: String,

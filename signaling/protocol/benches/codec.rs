@@ -61,6 +61,7 @@ fn encoding(c: &mut Criterion) {
                 "Someone",
                 r#"{"muted":false}"#,
                 1_700_000_000_000,
+                None,
             )
         })
         .collect();
@@ -74,6 +75,7 @@ fn encoding(c: &mut Criterion) {
                 peers.iter().map(String::as_str),
                 "[]",
                 "token",
+                "{}",
             )
         })
     });

@@ -17,6 +17,9 @@ pub struct Peer {
     pub meta: Value,
     #[serde(default)]
     pub joined_at: u64,
+    /// The verified identity (the token's `sub`) when auth is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// An ICE candidate as browsers give it (`RTCIceCandidateInit`).
@@ -88,6 +91,18 @@ pub enum ServerMessage {
         ice_servers: Vec<Value>,
         resume: String,
         protocol: u32,
+        /// The room's `meta`, as the application's backend set it.
+        #[serde(default)]
+        room_meta: Value,
+    },
+    /// The server changed this client's own peer object (admin API).
+    Updated {
+        peer: Peer,
+    },
+    /// The room's `meta` was set (admin API).
+    RoomUpdated {
+        room: String,
+        meta: Value,
     },
     PeerJoined {
         peer: Peer,
@@ -205,10 +220,14 @@ mod tests {
 
     #[test]
     fn what_the_server_sends_clients_parse() {
-        let peer = reply::peer_object("p1", "al", r#"{"m":1}"#, 5);
+        let peer = reply::peer_object("p1", "al", r#"{"m":1}"#, 5, Some("user-1"));
         let cases = [
-            reply::joined(None, "r", "p2", [peer.as_str()], "[]", "tok"),
+            reply::joined(None, "r", "p2", [peer.as_str()], "[]", "tok", "{}"),
             reply::peer_joined(&peer),
+            reply::updated(&peer),
+            reply::room_updated("r", r#"{"topic":"x"}"#),
+            reply::peer_left("p1", LeaveReason::Kicked),
+            reply::relayed(RelayKind::Message, reply::SERVER_SENDER, "{}"),
             reply::peer_updated(&peer),
             reply::peer_left("p1", LeaveReason::Timeout),
             reply::relayed(RelayKind::Offer, "p1", "\"v=0\""),
@@ -222,8 +241,15 @@ mod tests {
         for c in cases {
             ServerMessage::from_json(&c).unwrap_or_else(|e| panic!("{c}: {e}"));
         }
-        let j =
-            ServerMessage::from_json(&reply::joined(None, "r", "p2", [peer.as_str()], "[]", "t"));
+        let j = ServerMessage::from_json(&reply::joined(
+            None,
+            "r",
+            "p2",
+            [peer.as_str()],
+            "[]",
+            "t",
+            "{}",
+        ));
         match j {
             Ok(ServerMessage::Joined { peers, .. }) => assert_eq!(peers[0].meta, json!({"m":1})),
             other => panic!("{other:?}"),

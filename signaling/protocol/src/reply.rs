@@ -21,18 +21,25 @@ pub enum LeaveReason {
     Timeout,
     /// Its server instance died.
     NodeLost,
+    /// The application's backend removed it (admin API), or closed its room.
+    Kicked,
+    /// A newer connection with the same verified identity took its place
+    /// (the room's same-identity policy is `replace`).
+    Replaced,
 }
 
 impl LeaveReason {
+    pub const ALL: [LeaveReason; 6] = [
+        LeaveReason::Left,
+        LeaveReason::Disconnected,
+        LeaveReason::Timeout,
+        LeaveReason::NodeLost,
+        LeaveReason::Kicked,
+        LeaveReason::Replaced,
+    ];
+
     pub fn parse(s: &str) -> Option<LeaveReason> {
-        [
-            LeaveReason::Left,
-            LeaveReason::Disconnected,
-            LeaveReason::Timeout,
-            LeaveReason::NodeLost,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        LeaveReason::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +48,8 @@ impl LeaveReason {
             LeaveReason::Disconnected => "disconnected",
             LeaveReason::Timeout => "timeout",
             LeaveReason::NodeLost => "node-lost",
+            LeaveReason::Kicked => "kicked",
+            LeaveReason::Replaced => "replaced",
         }
     }
 }
@@ -84,21 +93,34 @@ fn open(ty: &str, reference: Option<&RawValue>, capacity: usize) -> String {
     out
 }
 
-/// A peer object: `{"peer_id","name","meta","joined_at"}`. `meta` is raw JSON (an object).
-pub fn peer_object(peer_id: &str, name: &str, meta: &str, joined_at_ms: u64) -> String {
-    let mut out = String::with_capacity(peer_id.len() + name.len() + meta.len() + 64);
+/// A peer object: `{"peer_id","name","meta","joined_at"}`, and `identity`
+/// when its token gave one. `meta` is raw JSON (an object).
+pub fn peer_object(
+    peer_id: &str,
+    name: &str,
+    meta: &str,
+    joined_at_ms: u64,
+    identity: Option<&str>,
+) -> String {
+    let extra = identity.map_or(0, |i| i.len() + 16);
+    let mut out = String::with_capacity(peer_id.len() + name.len() + meta.len() + 64 + extra);
     out.push_str("{\"peer_id\":");
     push_str(&mut out, peer_id);
     out.push_str(",\"name\":");
     push_str(&mut out, name);
     out.push_str(",\"meta\":");
     out.push_str(meta);
-    let _ = write!(out, ",\"joined_at\":{joined_at_ms}}}");
+    let _ = write!(out, ",\"joined_at\":{joined_at_ms}");
+    if let Some(identity) = identity {
+        out.push_str(",\"identity\":");
+        push_str(&mut out, identity);
+    }
+    out.push('}');
     out
 }
 
 /// The reply to `join`. `peers` are encoded peer objects, oldest first;
-/// `ice_servers` is a JSON array.
+/// `ice_servers` is a JSON array; `room_meta` a JSON object.
 pub fn joined<'p>(
     reference: Option<&RawValue>,
     room: &str,
@@ -106,8 +128,13 @@ pub fn joined<'p>(
     peers: impl IntoIterator<Item = &'p str>,
     ice_servers: &str,
     resume: &str,
+    room_meta: &str,
 ) -> String {
-    let mut out = open("joined", reference, 256 + ice_servers.len());
+    let mut out = open(
+        "joined",
+        reference,
+        256 + ice_servers.len() + room_meta.len(),
+    );
     out.push_str(",\"room\":");
     push_str(&mut out, room);
     out.push_str(",\"peer_id\":");
@@ -123,9 +150,32 @@ pub fn joined<'p>(
     out.push_str(ice_servers);
     out.push_str(",\"resume\":");
     push_str(&mut out, resume);
-    let _ = write!(out, ",\"protocol\":{}}}", crate::PROTOCOL_VERSION);
+    let _ = write!(out, ",\"protocol\":{}", crate::PROTOCOL_VERSION);
+    out.push_str(",\"room_meta\":");
+    out.push_str(room_meta);
+    out.push('}');
     out
 }
+
+/// `room-updated`: the room's `meta` (a JSON object) was set.
+pub fn room_updated(room: &str, meta: &str) -> String {
+    let mut out = open("room-updated", None, room.len() + meta.len() + 24);
+    out.push_str(",\"room\":");
+    push_str(&mut out, room);
+    out.push_str(",\"meta\":");
+    out.push_str(meta);
+    out.push('}');
+    out
+}
+
+/// `updated`: the server changed the receiver's own peer object (its
+/// `name` or `meta`, through the admin API).
+pub fn updated(peer: &str) -> String {
+    with_peer("updated", peer)
+}
+
+/// What a server message says it is from: no peer id can be this.
+pub const SERVER_SENDER: &str = "server";
 
 /// `peer-joined` about an encoded peer object.
 pub fn peer_joined(peer: &str) -> String {
@@ -229,7 +279,7 @@ mod tests {
     #[test]
     fn messages_have_the_documented_shape() {
         let id = RawValue::from_string("\"r-1\"".into()).unwrap();
-        let peer = peer_object("p1", "al\"ice", r#"{"m":true}"#, 1_700_000_000_000);
+        let peer = peer_object("p1", "al\"ice", r#"{"m":true}"#, 1_700_000_000_000, None);
         assert_eq!(
             parse(&joined(
                 Some(&id),
@@ -237,11 +287,25 @@ mod tests {
                 "p2",
                 [peer.as_str()],
                 "[]",
-                "tok"
+                "tok",
+                r#"{"topic":"t"}"#
             )),
             json!({"type":"joined","ref":"r-1","room":"room","peer_id":"p2",
                    "peers":[{"peer_id":"p1","name":"al\"ice","meta":{"m":true},"joined_at":1_700_000_000_000u64}],
-                   "ice_servers":[],"resume":"tok","protocol":1})
+                   "ice_servers":[],"resume":"tok","protocol":1,"room_meta":{"topic":"t"}})
+        );
+        assert_eq!(
+            parse(&peer_object("p1", "a", "{}", 1, Some("u\"1"))),
+            json!({"peer_id":"p1","name":"a","meta":{},"joined_at":1,"identity":"u\"1"})
+        );
+        assert_eq!(
+            parse(&room_updated("r", r#"{"a":1}"#)),
+            json!({"type":"room-updated","room":"r","meta":{"a":1}})
+        );
+        assert_eq!(parse(&updated(&peer))["type"], json!("updated"));
+        assert_eq!(
+            parse(&peer_left("p1", LeaveReason::Kicked))["reason"],
+            json!("kicked")
         );
         assert_eq!(
             parse(&peer_left("p1", LeaveReason::NodeLost)),

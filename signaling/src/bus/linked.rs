@@ -33,7 +33,7 @@ use tracing::debug;
 
 use super::{
     BusError, BusStats, Handoff, Inbound, InboundHandler, Origin, PeerInfo, PresenceEvent,
-    PresenceStore, Reservation, RoomSummary, Transport, Undelivered,
+    PresenceStore, Reservation, RoomCommand, RoomSummary, Transport, Undelivered,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
 use crate::text::Text;
@@ -49,6 +49,8 @@ pub struct LinkedCluster {
 struct Shared {
     /// Who is in which room, across the cluster, oldest first.
     rooms: HashMap<RoomId, IndexMap<PeerId, Arc<PeerInfo>>>,
+    /// Rooms' `meta`, for as long as they have members.
+    metas: HashMap<RoomId, String>,
     /// Slots taken by joins not yet published: room, peer, its node.
     reserved: HashMap<RoomId, HashMap<PeerId, NodeId>>,
     nodes: HashMap<NodeId, Slot>,
@@ -208,6 +210,7 @@ impl Shared {
                     members.shift_remove(peer);
                     if members.is_empty() {
                         self.rooms.remove(room);
+                        self.metas.remove(room);
                     }
                 }
             }
@@ -472,6 +475,10 @@ impl Transport for LinkedNode {
         })
     }
 
+    fn command(&self, room: &RoomId, cmd: &RoomCommand) -> Result<(), BusError> {
+        self.reach(|s| s.to_watchers(&self.id, room, Inbound::Command(cmd.clone())))
+    }
+
     fn claim<'a>(
         &'a self,
         node: &'a NodeId,
@@ -576,6 +583,33 @@ impl PresenceStore for LinkedNode {
 
     fn room_peers(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>> {
         let result = self.reach(|s| s.members(room));
+        futures_util::future::ready(result).boxed()
+    }
+
+    fn set_room_meta<'a>(
+        &'a self,
+        room: &'a RoomId,
+        meta: &'a str,
+    ) -> BoxFuture<'a, Result<bool, BusError>> {
+        let result = self.reach(|s| {
+            if !s.rooms.contains_key(room) {
+                return false;
+            }
+            s.metas.insert(room.clone(), meta.to_owned());
+            let cmd = RoomCommand::Meta {
+                meta: meta.to_owned(),
+            };
+            s.to_watchers(&self.id, room, Inbound::Command(cmd));
+            true
+        });
+        futures_util::future::ready(result).boxed()
+    }
+
+    fn room_meta<'a>(
+        &'a self,
+        room: &'a RoomId,
+    ) -> BoxFuture<'a, Result<Option<String>, BusError>> {
+        let result = self.reach(|s| s.metas.get(room).cloned());
         futures_util::future::ready(result).boxed()
     }
 }

@@ -7,8 +7,8 @@ use indexmap::IndexMap;
 use std::sync::Arc;
 
 use super::{
-    BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, PresenceStore, RoomSummary,
-    Transport,
+    BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, PresenceStore, RoomCommand,
+    RoomSummary, Transport,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
 use crate::text::Text;
@@ -16,7 +16,14 @@ use std::sync::Weak;
 
 #[derive(Default)]
 pub struct MemoryBus {
-    rooms: DashMap<RoomId, IndexMap<PeerId, Arc<PeerInfo>>>,
+    rooms: DashMap<RoomId, Record>,
+}
+
+/// A room as recorded: its members in join order, and its `meta`.
+#[derive(Default)]
+struct Record {
+    peers: IndexMap<PeerId, Arc<PeerInfo>>,
+    meta: Option<String>,
 }
 
 impl MemoryBus {
@@ -53,6 +60,10 @@ impl Transport for MemoryBus {
         Ok(())
     }
 
+    fn command(&self, _room: &RoomId, _cmd: &RoomCommand) -> Result<(), BusError> {
+        Ok(())
+    }
+
     fn claim<'a>(
         &'a self,
         _node: &'a NodeId,
@@ -75,13 +86,14 @@ impl PresenceStore for MemoryBus {
                 self.rooms
                     .entry(room.clone())
                     .or_default()
+                    .peers
                     .insert(p.id.clone(), p);
             }
             PresenceEvent::Left { peer, .. } => {
-                if let Some(mut members) = self.rooms.get_mut(room) {
-                    members.shift_remove(&peer);
+                if let Some(mut r) = self.rooms.get_mut(room) {
+                    r.peers.shift_remove(&peer);
                 }
-                self.rooms.remove_if(room, |_, m| m.is_empty());
+                self.rooms.remove_if(room, |_, r| r.peers.is_empty());
             }
         }
     }
@@ -92,7 +104,7 @@ impl PresenceStore for MemoryBus {
             .iter()
             .map(|r| RoomSummary {
                 room: r.key().clone(),
-                peers: r.value().len(),
+                peers: r.value().peers.len(),
             })
             .collect();
         list.sort_by(|a, b| a.room.cmp(&b.room));
@@ -103,9 +115,32 @@ impl PresenceStore for MemoryBus {
         let peers = self
             .rooms
             .get(room)
-            .map(|m| m.values().cloned().collect())
+            .map(|r| r.peers.values().cloned().collect())
             .unwrap_or_default();
         futures_util::future::ready(Ok(peers)).boxed()
+    }
+
+    fn set_room_meta<'a>(
+        &'a self,
+        room: &'a RoomId,
+        meta: &'a str,
+    ) -> BoxFuture<'a, Result<bool, BusError>> {
+        let set = match self.rooms.get_mut(room) {
+            Some(mut r) => {
+                r.meta = Some(meta.to_owned());
+                true
+            }
+            None => false,
+        };
+        futures_util::future::ready(Ok(set)).boxed()
+    }
+
+    fn room_meta<'a>(
+        &'a self,
+        room: &'a RoomId,
+    ) -> BoxFuture<'a, Result<Option<String>, BusError>> {
+        let meta = self.rooms.get(room).and_then(|r| r.meta.clone());
+        futures_util::future::ready(Ok(meta)).boxed()
     }
 }
 

@@ -35,32 +35,85 @@ pub struct PeerInfo {
     /// The `meta` object as raw JSON.
     pub meta: String,
     pub joined_at_ms: u64,
+    /// The verified identity its token gave (`sub`), when auth is on.
+    pub identity: Option<String>,
     pub object: Arc<str>,
 }
 
 impl PeerInfo {
     pub fn new(id: PeerId, node: NodeId, name: String, meta: String, joined_at_ms: u64) -> Self {
-        let object = reply::peer_object(id.as_str(), &name, &meta, joined_at_ms).into();
+        PeerInfo::with_identity(id, node, name, meta, joined_at_ms, None)
+    }
+
+    pub fn with_identity(
+        id: PeerId,
+        node: NodeId,
+        name: String,
+        meta: String,
+        joined_at_ms: u64,
+        identity: Option<String>,
+    ) -> Self {
+        let object =
+            reply::peer_object(id.as_str(), &name, &meta, joined_at_ms, identity.as_deref()).into();
         PeerInfo {
             id,
             node,
             name,
             meta,
             joined_at_ms,
+            identity,
             object,
         }
     }
 
     /// The same peer with new `meta`.
     pub fn with_meta(&self, meta: String) -> Self {
-        PeerInfo::new(
+        self.changed(self.name.clone(), meta, self.node.clone())
+    }
+
+    /// The same peer held by `node` now.
+    pub fn moved_to(&self, node: NodeId) -> Self {
+        self.changed(self.name.clone(), self.meta.clone(), node)
+    }
+
+    /// The same peer with a new `name` and `meta` (the admin API's change).
+    pub fn renamed(&self, name: String, meta: String) -> Self {
+        self.changed(name, meta, self.node.clone())
+    }
+
+    fn changed(&self, name: String, meta: String, node: NodeId) -> Self {
+        PeerInfo::with_identity(
             self.id.clone(),
-            self.node.clone(),
-            self.name.clone(),
+            node,
+            name,
             meta,
             self.joined_at_ms,
+            self.identity.clone(),
         )
     }
+}
+
+/// What the application's backend (the admin API) or a joining peer asks
+/// of a room, sent to every node holding members of it; each applies it to
+/// its own members. Applying one twice changes nothing more.
+#[derive(Debug, Clone)]
+pub enum RoomCommand {
+    /// Removes the peer (if it is this node's): it is closed with a code
+    /// saying why and the others see `peer-left` with `reason`.
+    Kick { peer: PeerId, reason: LeaveReason },
+    /// Removes every member (`kicked`): the room is gone.
+    Close,
+    /// Sets a peer's `name` and/or `meta` (if it is this node's).
+    Update {
+        peer: PeerId,
+        name: Option<String>,
+        meta: Option<String>,
+    },
+    /// The room's `meta` (a JSON object) is now this: members get
+    /// `room-updated`.
+    Meta { meta: String },
+    /// An encoded server `message` for every member, or for one peer.
+    Message { to: Option<PeerId>, text: Text },
 }
 
 /// A change in a room's membership, as published by the node that owns the peer.
@@ -164,6 +217,8 @@ pub enum Inbound {
         sender: PeerId,
         reference: Option<Box<RawValue>>,
     },
+    /// The admin API (or a join on another node) acting on the room.
+    Command(RoomCommand),
 }
 
 /// Who sent a direct message from another node (its node, its peer, the
@@ -252,6 +307,11 @@ pub trait Transport: Send + Sync + 'static {
     /// waits; an `Err` means it was not queued.
     fn broadcast(&self, room: &RoomId, text: Text) -> Result<(), BusError>;
 
+    /// Sends `cmd` to the other nodes holding members of `room` (any node
+    /// may send one, member or not). Never waits; an `Err` means it was not
+    /// queued.
+    fn command(&self, room: &RoomId, cmd: &RoomCommand) -> Result<(), BusError>;
+
     /// Asks `node` to hand over its peer `peer` for a resume here. `Ok(None)`:
     /// it refused (wrong secret, or the peer is gone).
     fn claim<'a>(
@@ -334,4 +394,18 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// A room's members across the cluster, oldest first (empty if none).
     fn room_peers(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<Arc<PeerInfo>>, BusError>>;
+
+    /// Records the room's `meta` (a JSON object) and sends every node of
+    /// the room [`RoomCommand::Meta`], in that order. `Ok(false)`: the room
+    /// has no members, and nothing was recorded. The meta goes with the
+    /// room: it is forgotten when the last member leaves.
+    fn set_room_meta<'a>(
+        &'a self,
+        room: &'a RoomId,
+        meta: &'a str,
+    ) -> BoxFuture<'a, Result<bool, BusError>>;
+
+    /// The room's `meta` as recorded (`None`: never set, or the room is empty).
+    fn room_meta<'a>(&'a self, room: &'a RoomId)
+    -> BoxFuture<'a, Result<Option<String>, BusError>>;
 }

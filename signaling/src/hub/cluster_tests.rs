@@ -94,6 +94,7 @@ async fn join(hub: &Arc<Hub>, room: &str, resume: Option<&str>) -> Peer {
             outbox: out.clone(),
             ice: &ice,
             identity: None,
+            replace_same_identity: false,
         })
         .await
         .unwrap_or_else(|e| panic!("join refused: {e:?}"));
@@ -244,6 +245,7 @@ async fn a_held_peer_resumes_on_another_node_with_its_queue_and_nobody_hears() {
             outbox: out,
             ice: &IceConfig::from_config(&crate::Config::default()),
             identity: None,
+            replace_same_identity: false,
         })
         .await;
     assert!(refused.is_err(), "a spent resume token is refused");

@@ -13,6 +13,7 @@
 //! ([`crate::bus::PresenceStore::reserve`]), happens between two holds of the room's lock, never
 //! under one.
 
+mod admin;
 #[cfg(test)]
 mod cluster_tests;
 mod remote;
@@ -127,9 +128,12 @@ pub struct JoinRequest<'a> {
     pub outbox: Outbox,
     /// What goes into `joined.ice_servers` (TURN credentials are per peer).
     pub ice: &'a IceConfig,
-    /// The token's verified identity (`sub`), when auth is on: the TURN
-    /// username names it.
+    /// The token's verified identity (`sub`), when auth is on: the peer
+    /// object carries it, and the TURN username names it.
     pub identity: Option<&'a str>,
+    /// Whether a member with the same identity is removed (`replaced`)
+    /// when this one joins, rather than kept beside it.
+    pub replace_same_identity: bool,
 }
 
 impl JoinRequest<'_> {
@@ -145,6 +149,7 @@ impl JoinRequest<'_> {
                 .ice
                 .for_peer(peer, self.identity, crate::auth::now_unix()),
             &resume::make_token(peer, secret),
+            room.meta_json(),
         );
         self.outbox.push(Frame::reply(joined));
     }
@@ -208,15 +213,19 @@ impl Hub {
             return self.resume(token, req).await;
         }
         let peer = PeerId::random();
-        let info = Arc::new(PeerInfo::new(
+        let info = Arc::new(PeerInfo::with_identity(
             peer.clone(),
             self.node.clone(),
             std::mem::take(&mut req.name),
             std::mem::take(&mut req.meta),
             cluster_ms(),
+            req.identity.map(str::to_owned),
         ));
         let secret = random_hex(16);
         let _hold = self.ensure_view(&req.room).await;
+        if let (true, Some(identity)) = (req.replace_same_identity, req.identity) {
+            self.replace_identity(&req.room, identity);
+        }
         let cap = self.limits.max_room_peers;
         let full = || refuse(ErrorCode::RoomFull, "the room is full");
         // Full as this node sees it: no need to ask the cluster.
@@ -482,13 +491,22 @@ impl Hub {
         reason: LeaveReason,
         pred: impl Fn(&Member) -> bool,
     ) -> bool {
+        self.remove_member(who, reason, pred).is_some()
+    }
+
+    /// Removes `who` if `pred` holds for it, announcing `reason`, and
+    /// returns it.
+    fn remove_member(
+        &self,
+        who: &Membership,
+        reason: LeaveReason,
+        pred: impl Fn(&Member) -> bool,
+    ) -> Option<Member> {
         let removed = {
-            let Some(mut room) = self.rooms.get_mut(&who.room) else {
-                return false;
-            };
+            let mut room = self.rooms.get_mut(&who.room)?;
             match room.members.get(&who.peer) {
                 Some(m) if pred(m) => {}
-                _ => return false,
+                _ => return None,
             }
             let removed = room.members.shift_remove(&who.peer);
             room.notify_others(
@@ -498,9 +516,7 @@ impl Hub {
             removed
         };
         self.forget_if_unused(&who.room);
-        let Some(m) = removed else {
-            return false;
-        };
+        let m = removed?;
         if matches!(m.presence, Presence::Held { .. }) {
             self.metrics.held_changed(-1);
         }
@@ -512,7 +528,7 @@ impl Hub {
                 reason,
             },
         );
-        true
+        Some(m)
     }
 
     /// The room a [`JoinHold`] keeps. Only a bug could make it vanish: then

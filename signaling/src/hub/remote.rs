@@ -76,6 +76,12 @@ impl Hub {
     /// Returns whether the cluster answered.
     async fn sync_view(&self, room_id: &RoomId, announce: bool) -> bool {
         let snapshot = self.bus.watch(room_id).await;
+        // Read after the watch: a meta set since is read here or sent
+        // after (as a command, buffered until the snapshot is applied).
+        let meta = match &snapshot {
+            Ok(peers) if !peers.is_empty() => self.bus.room_meta(room_id).await.ok().flatten(),
+            _ => None,
+        };
         let Some(mut room) = self.rooms.get_mut(room_id) else {
             return true;
         };
@@ -84,6 +90,9 @@ impl Hub {
             SyncState::Pending { buffered, done } => (buffered, Some(done)),
             SyncState::Ready => (Vec::new(), None),
         };
+        if meta.is_some() {
+            room.meta = meta;
+        }
         match snapshot {
             Ok(peers) => {
                 for p in peers {
@@ -101,8 +110,16 @@ impl Hub {
                 warn!(room = %room_id, error = %e, "room served locally until the cluster answers")
             }
         }
+        let mut commands = Vec::new();
         for msg in buffered {
-            self.apply(&mut room, room_id, msg);
+            match msg {
+                Inbound::Command(cmd) => commands.push(cmd),
+                msg => self.apply(&mut room, room_id, msg),
+            }
+        }
+        drop(room);
+        for cmd in commands {
+            self.apply_command(room_id, &cmd);
         }
         if let Some(done) = done {
             let _ = done.send(true);
@@ -195,6 +212,11 @@ impl Hub {
                 reference.as_deref(),
                 "the peer was no longer on its instance, or its message queue was full: message not delivered",
             ),
+            // Commands take the room's lock themselves: `deliver` and
+            // `sync_view` apply them once it is released, never here.
+            Inbound::Command(cmd) => {
+                warn!(room = %room_id, ?cmd, "a room command reached the locked path: not applied");
+            }
         }
     }
 
@@ -248,6 +270,16 @@ impl Hub {
 
 impl InboundHandler for Hub {
     fn deliver(&self, room_id: &RoomId, msg: Inbound) {
+        if let Inbound::Command(cmd) = msg {
+            if let Some(mut room) = self.rooms.get_mut(room_id) {
+                if let SyncState::Pending { buffered, .. } = &mut room.sync {
+                    buffered.push(Inbound::Command(cmd));
+                    return;
+                }
+            }
+            self.apply_command(room_id, &cmd);
+            return;
+        }
         let Some(mut room) = self.rooms.get_mut(room_id) else {
             if let Inbound::Direct { to, origin, .. } = &msg {
                 self.refuse_direct(room_id, to, origin.as_ref());

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::room::{Member, Presence, Room};
 use super::{Hub, JoinRequest, Membership, Refusal, refuse};
-use crate::bus::{Handoff, PeerInfo, PresenceEvent};
+use crate::bus::{Handoff, PresenceEvent};
 use crate::ids::{PeerId, random_hex};
 use crate::outbox::{CloseCause, Frame};
 use std::time::Instant;
@@ -117,13 +117,7 @@ impl Hub {
     /// learn where it lives now.
     fn adopt(&self, handoff: Handoff, req: JoinRequest<'_>) -> Result<Membership, Refusal> {
         let old = handoff.info;
-        let info = Arc::new(PeerInfo::new(
-            old.id.clone(),
-            self.node.clone(),
-            old.name.clone(),
-            old.meta.clone(),
-            old.joined_at_ms,
-        ));
+        let info = Arc::new(old.moved_to(self.node.clone()));
         let peer = info.id.clone();
         let secret = random_hex(16);
         {

@@ -130,6 +130,8 @@ pub struct Room {
     /// stays, so it cannot be forgotten (and unwatched) under a joiner; the
     /// last one to end forgets it if nobody local is in it by then.
     pub joining: u32,
+    /// The room's `meta` (a JSON object) as the admin API set it, if it did.
+    pub meta: Option<String>,
 }
 
 impl Room {
@@ -139,6 +141,7 @@ impl Room {
             members: IndexMap::new(),
             sync: SyncState::Ready,
             joining: 0,
+            meta: None,
         }
     }
 
@@ -151,6 +154,7 @@ impl Room {
                 done,
             },
             joining: 0,
+            meta: None,
         };
         (room, rx)
     }
@@ -161,6 +165,11 @@ impl Room {
             .values()
             .filter(move |m| &m.info.id != except)
             .map(|m| &*m.info.object)
+    }
+
+    /// The room's `meta` for `joined`: `{}` until one is set.
+    pub fn meta_json(&self) -> &str {
+        self.meta.as_deref().unwrap_or("{}")
     }
 
     /// Sends a room event to every local member but `except`.

@@ -27,6 +27,12 @@ impl Keys {
         format!("{}:room:", self.prefix)
     }
 
+    /// STRING: a room's `meta` (a JSON object), set through the admin API;
+    /// deleted with the room's last member.
+    pub fn room_meta(&self, room: &RoomId) -> String {
+        format!("{}:roommeta:{room}", self.prefix)
+    }
+
     /// SET of the rooms that have members.
     pub fn rooms(&self) -> String {
         format!("{}:rooms", self.prefix)

@@ -302,6 +302,19 @@ fn dispatch(shared: &Shared, node_channel: &str, channel: &[u8], payload: &[u8])
             from_node: NodeId::new(node),
             text: frame.to_owned().into(),
         },
+        // Our own commands were applied here before they were sent.
+        Msg::Act { node, .. } if node == shared.node.as_str() => return,
+        Msg::Act { body, .. } => match wire::command_body(body).and_then(super::decode_command) {
+            Some(cmd) => Inbound::Command(cmd),
+            None => {
+                shared.undecodable.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    channel,
+                    "a room command from another instance could not be read"
+                );
+                return;
+            }
+        },
         _ => return,
     };
     handler.deliver(&room, inbound);

@@ -50,7 +50,7 @@ use tracing::warn;
 
 use super::{
     BusError, Handoff, InboundHandler, Origin, PeerInfo, PresenceEvent, PresenceStore, Reservation,
-    RoomSummary, Transport, Undelivered,
+    RoomCommand, RoomSummary, Transport, Undelivered,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
 pub use keys::Keys;
@@ -325,17 +325,65 @@ struct StoredPeer<'a> {
     #[serde(borrow)]
     meta: &'a RawValue,
     joined_at: u64,
+    #[serde(default)]
+    identity: Option<String>,
 }
 
 fn parse_peer(node: &str, object: &str) -> Option<Arc<PeerInfo>> {
     let p: StoredPeer<'_> = serde_json::from_str(object).ok()?;
-    Some(Arc::new(PeerInfo::new(
+    Some(Arc::new(PeerInfo::with_identity(
         PeerId::new(p.peer_id),
         NodeId::new(node),
         p.name,
         p.meta.get().to_owned(),
         p.joined_at,
+        p.identity,
     )))
+}
+
+/// Encodes `cmd` from `node`.
+fn encode_command(node: &str, cmd: &RoomCommand) -> Vec<u8> {
+    let w = match cmd {
+        RoomCommand::Kick { peer, reason } => wire::Command::Kick {
+            peer: peer.as_str().into(),
+            reason: reason.as_str().into(),
+        },
+        RoomCommand::Close => wire::Command::Close,
+        RoomCommand::Update { peer, name, meta } => wire::Command::Update {
+            peer: peer.as_str().into(),
+            name: name.as_deref().map(Into::into),
+            meta: meta.as_deref().map(Into::into),
+        },
+        RoomCommand::Meta { meta } => wire::Command::Meta {
+            meta: meta.as_str().into(),
+        },
+        RoomCommand::Message { to, text } => wire::Command::Message {
+            to: to.as_ref().map(|p| p.as_str().into()),
+            frame: text.as_str().into(),
+        },
+    };
+    wire::act(node, &w)
+}
+
+/// A room command read off the wire (`None`: not one this node knows).
+fn decode_command(cmd: wire::Command<'_>) -> Option<RoomCommand> {
+    Some(match cmd {
+        wire::Command::Kick { peer, reason } => RoomCommand::Kick {
+            peer: PeerId::new(peer.as_ref()),
+            reason: signaling_protocol::reply::LeaveReason::parse(&reason)?,
+        },
+        wire::Command::Close => RoomCommand::Close,
+        wire::Command::Update { peer, name, meta } => RoomCommand::Update {
+            peer: PeerId::new(peer.as_ref()),
+            name: name.map(Into::into),
+            meta: meta.map(Into::into),
+        },
+        wire::Command::Meta { meta } => RoomCommand::Meta { meta: meta.into() },
+        wire::Command::Message { to, frame } => RoomCommand::Message {
+            to: to.map(|p| PeerId::new(p.as_ref())),
+            text: Text::from(frame.into_owned()),
+        },
+    })
 }
 
 /// A room hash read back, oldest first.
@@ -446,6 +494,14 @@ impl Transport for RedisBus {
         self.shared.try_enqueue(Op::Publish {
             channel: self.shared.keys.room_channel(room),
             payload: wire::broadcast(self.shared.node.as_str(), text.as_str()),
+        })
+    }
+
+    fn command(&self, room: &RoomId, cmd: &RoomCommand) -> Result<(), BusError> {
+        let payload = encode_command(self.shared.node.as_str(), cmd);
+        self.shared.try_enqueue(Op::Publish {
+            channel: self.shared.keys.room_channel(room),
+            payload,
         })
     }
 
@@ -619,6 +675,57 @@ impl PresenceStore for RedisBus {
             self.own_writes_out().await;
             let mut conn = self.shared.conn().ok_or_else(unavailable)?;
             read_room(&mut conn, &self.shared.keys, &room).await
+        }
+        .boxed()
+    }
+
+    fn set_room_meta<'a>(
+        &'a self,
+        room: &'a RoomId,
+        meta: &'a str,
+    ) -> BoxFuture<'a, Result<bool, BusError>> {
+        async move {
+            let cmd = RoomCommand::Meta {
+                meta: meta.to_owned(),
+            };
+            let payload = encode_command(self.shared.node.as_str(), &cmd);
+            // After this node's own presence writes, so a room it just
+            // opened is found.
+            self.own_writes_out().await;
+            let mut conn = self.shared.conn().ok_or_else(unavailable)?;
+            let keys = &self.shared.keys;
+            let set: i64 = tokio::time::timeout(
+                QUERY_TIMEOUT,
+                redis::cmd("EVAL")
+                    .arg(scripts::SET_ROOM_META)
+                    .arg(4)
+                    .arg(keys.room_meta(room))
+                    .arg(keys.room(room))
+                    .arg(keys.rooms())
+                    .arg(keys.room_channel(room))
+                    .arg(room.as_str())
+                    .arg(meta)
+                    .arg(payload)
+                    .query_async(&mut conn),
+            )
+            .await
+            .map_err(|_| unavailable())?
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            Ok(set == 1)
+        }
+        .boxed()
+    }
+
+    fn room_meta<'a>(
+        &'a self,
+        room: &'a RoomId,
+    ) -> BoxFuture<'a, Result<Option<String>, BusError>> {
+        async move {
+            let mut conn = self.shared.conn().ok_or_else(unavailable)?;
+            tokio::time::timeout(QUERY_TIMEOUT, conn.get(self.shared.keys.room_meta(room)))
+                .await
+                .map_err(|_| unavailable())?
+                .map_err(|e| BusError::Unavailable(e.to_string()))
         }
         .boxed()
     }

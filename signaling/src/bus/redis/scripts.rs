@@ -48,13 +48,14 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
 return 1
 "#;
 
-/// KEYS: room hash, rooms set, node peers, room channel, stream.
+/// KEYS: room hash, rooms set, node peers, room channel, stream, room meta.
 /// ARGV: room, peer, node, reason, payload, ts, maxlen, only_if_present.
 /// With `only_if_present` = 1 (announcing a dead node's peers) a peer that is
 /// already gone is not announced again, so two announcers cannot duplicate.
 /// A peer that another node holds now (it moved) is left alone. A
 /// reservation in the peer's place (its join never completed) is removed
-/// without a word: nobody was ever told of it.
+/// without a word: nobody was ever told of it. The room's meta goes with
+/// its last member.
 pub const REMOVE: &str = r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
@@ -66,6 +67,7 @@ local reserved = cur and string.sub(cur, -1) == '\n'
 if reserved or (not existed and ARGV[8] == '1') then
   if reserved and redis.call('EXISTS', KEYS[1]) == 0
     and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+    redis.call('DEL', KEYS[6])
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
       'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[6])
   end
@@ -78,6 +80,7 @@ if existed then
     'reason', ARGV[4], 'ts', ARGV[6])
   if redis.call('EXISTS', KEYS[1]) == 0
     and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+    redis.call('DEL', KEYS[6])
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
       'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[6])
   end
@@ -107,8 +110,8 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return 1
 "#;
 
-/// KEYS: room hash, rooms set, node peers, stream. ARGV: room, peer, node,
-/// ts, maxlen.
+/// KEYS: room hash, rooms set, node peers, stream, room meta. ARGV: room,
+/// peer, node, ts, maxlen.
 /// Gives back a slot [`RESERVE`] took for a join that did not complete:
 /// only a reservation of `node`'s is removed, never a peer, and nothing is
 /// announced. A room it leaves empty is closed (if a member had opened it).
@@ -120,9 +123,24 @@ redis.call('HDEL', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0
   and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[5])
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'v', '1',
     'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[4])
 end
+return 1
+"#;
+
+/// KEYS: room meta, room hash, rooms set, room channel. ARGV: room, meta,
+/// payload (the `A` message announcing it).
+/// Sets a room's meta and announces it, if the room has members (it is in
+/// the rooms set): returns 1, else 0 and nothing is written.
+pub const SET_ROOM_META: &str = r#"
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0
+  or redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[4], ARGV[3])
 return 1
 "#;
 

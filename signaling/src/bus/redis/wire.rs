@@ -19,6 +19,7 @@
 //! | `H` hand-over | node | `<id>\n{"peer":<peer object>,"queued":[<frame>, ...]}` |
 //! | `N` no hand-over | node | `<id>` |
 //! | `P` probe | node | empty: a node checking that its own subscription hears |
+//! | `A` act | room | a [`Command`] as JSON: the admin API (or a join elsewhere) acting on the room's members |
 //!
 //! A direct message's first line goes on after the node: its stamp (see
 //! `sequence.rs`), its sender's peer id and the `id` of the sender's request,
@@ -104,6 +105,11 @@ pub enum Msg<'a> {
     },
     Probe {
         node: &'a str,
+    },
+    /// `body` is the command's JSON: see [`command_body`].
+    Act {
+        node: &'a str,
+        body: &'a str,
     },
 }
 
@@ -212,6 +218,7 @@ pub fn decode(bytes: &[u8]) -> Result<Msg<'_>, WireError> {
             id: body.parse().map_err(|_| bad())?,
         },
         b'P' => Msg::Probe { node },
+        b'A' => Msg::Act { node, body },
         _ => return Err(WireError::UnknownKind(kind.to_string())),
     })
 }
@@ -335,6 +342,50 @@ pub fn no_handoff(node: &str, id: &str) -> Vec<u8> {
 
 pub fn probe(node: &str) -> Vec<u8> {
     encode(b'P', node, &[])
+}
+
+/// What an `A` message carries: one room command. `meta` travels as the
+/// text of its JSON object (a string: serde cannot borrow raw JSON inside a
+/// tagged enum); `frame` is an encoded server message.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Command<'a> {
+    Kick {
+        #[serde(borrow)]
+        peer: Cow<'a, str>,
+        #[serde(borrow)]
+        reason: Cow<'a, str>,
+    },
+    Close,
+    Update {
+        #[serde(borrow)]
+        peer: Cow<'a, str>,
+        #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+        name: Option<Cow<'a, str>>,
+        #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+        meta: Option<Cow<'a, str>>,
+    },
+    Meta {
+        #[serde(borrow)]
+        meta: Cow<'a, str>,
+    },
+    Message {
+        #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+        to: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        frame: Cow<'a, str>,
+    },
+}
+
+/// A room command of `node`'s.
+pub fn act(node: &str, cmd: &Command<'_>) -> Vec<u8> {
+    // Strings only: serializing cannot fail.
+    let json = serde_json::to_string(cmd).unwrap_or_default();
+    encode(b'A', node, &[&json])
+}
+
+pub fn command_body(body: &str) -> Option<Command<'_>> {
+    serde_json::from_str(body).ok()
 }
 
 /// What a direct message's first line says after the kind.
@@ -464,6 +515,32 @@ mod tests {
             Msg::NoHandoff { node: "n1", id: 12 }
         );
         assert_eq!(round_trip(&probe("n1")), Msg::Probe { node: "n1" });
+        let meta = r#"{"topic":"x"}"#;
+        for cmd in [
+            Command::Kick {
+                peer: "p1".into(),
+                reason: "kicked".into(),
+            },
+            Command::Close,
+            Command::Update {
+                peer: "p1".into(),
+                name: Some("Ada\nL".into()),
+                meta: Some(meta.into()),
+            },
+            Command::Meta { meta: meta.into() },
+            Command::Message {
+                to: None,
+                frame: r#"{"type":"message","from":"server","data":1}"#.into(),
+            },
+        ] {
+            let payload = act("n1", &cmd);
+            let Msg::Act { node, body } = round_trip(&payload) else {
+                panic!("not an act")
+            };
+            assert_eq!(node, "n1");
+            let back = command_body(body).map(|c| serde_json::to_string(&c).unwrap());
+            assert_eq!(back, serde_json::to_string(&cmd).ok());
+        }
         assert!(is_probe(&probe("n1")));
         assert!(!is_probe(&broadcast("n1", "{}")));
     }

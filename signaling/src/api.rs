@@ -1,0 +1,745 @@
+//! The admin API under `/api`: what an application's backend reads and does
+//! to rooms, from any node, for peers on any node. Reads go to the cluster's
+//! presence store; actions go to the hub, which applies them to this node's
+//! members and sends them to the room's other nodes ([`crate::hub`]'s
+//! `admin.rs`). With auth on, every route but the OpenAPI document needs an
+//! admin token (`Authorization: Bearer`).
+//!
+//! Every request and answer body is a type here, and the OpenAPI document
+//! (`/api/openapi.json`) is generated from them and from the routes'
+//! annotations, so the two cannot drift apart.
+
+// The helpers' errors are the handlers' answers, returned as they are; a
+// Response is large, but these run once per admin request, off the hot path.
+#![allow(clippy::result_large_err)]
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use signaling_protocol::reply;
+use signaling_protocol::room::is_valid_room;
+use signaling_protocol::{RelayKind, ijson};
+use std::sync::Arc;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::app::App;
+use crate::auth::now_unix;
+use crate::bus::{BusError, PeerInfo, RoomCommand};
+use crate::ids::RoomId;
+use signaling_protocol::reply::LeaveReason;
+
+/// Bodies past this are refused before they are read (413, by axum); the
+/// documented limits (`meta`, `data`) are checked on what is read.
+const MAX_BODY: usize = 1024 * 1024;
+/// Rooms per page of `GET /api/rooms` unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/rooms", get(list_rooms))
+        .route("/api/rooms/{room}", get(get_room).delete(close_room))
+        .route(
+            "/api/rooms/{room}/meta",
+            get(get_room_meta).put(set_room_meta),
+        )
+        .route(
+            "/api/rooms/{room}/peers/{peer}",
+            get(get_peer).patch(update_peer).delete(kick_peer),
+        )
+        .route(
+            "/api/rooms/{room}/messages",
+            axum::routing::post(send_message),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// The OpenAPI document of this API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Signaling admin API",
+        description = "Rooms and peers across the cluster: read them, and act on them. See docs/protocol.md, section 14."
+    ),
+    paths(
+        list_rooms,
+        get_room,
+        close_room,
+        get_room_meta,
+        set_room_meta,
+        get_peer,
+        update_peer,
+        kick_peer,
+        send_message
+    ),
+    components(schemas(
+        RoomList,
+        RoomLine,
+        Room,
+        Peer,
+        RoomMeta,
+        Closed,
+        PeerChange,
+        ServerMessage,
+        Sent,
+        ApiError
+    )),
+    modifiers(&BearerAuth),
+    security(("admin_token" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT with `\"admin\": true` (docs/protocol.md 12.2); not needed in open mode",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// One page of rooms, sorted by name.
+#[derive(Serialize, ToSchema)]
+pub struct RoomList {
+    pub rooms: Vec<RoomLine>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A room with members, in a list.
+#[derive(Serialize, ToSchema)]
+pub struct RoomLine {
+    pub room: String,
+    /// Members across the cluster, held ones included.
+    pub peer_count: usize,
+}
+
+/// A room with its members.
+#[derive(Serialize, ToSchema)]
+pub struct Room {
+    pub room: String,
+    /// The room's metadata as last set (`{}` until then).
+    #[schema(value_type = Object)]
+    pub meta: Box<RawValue>,
+    pub peer_count: usize,
+    /// Peer objects, oldest first.
+    pub peers: Vec<Peer>,
+}
+
+/// A peer object, as clients see it in `joined` and `peer-joined`.
+#[derive(Serialize, ToSchema)]
+pub struct Peer {
+    pub peer_id: String,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub meta: Box<RawValue>,
+    /// Unix milliseconds.
+    pub joined_at: u64,
+    /// The verified identity (the join token's `sub`), when auth is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+/// A room's metadata.
+#[derive(Serialize, ToSchema)]
+pub struct RoomMeta {
+    pub room: String,
+    #[schema(value_type = Object)]
+    pub meta: Box<RawValue>,
+}
+
+/// A closed room.
+#[derive(Serialize, ToSchema)]
+pub struct Closed {
+    pub room: String,
+    /// Members removed (`peer-left` reason `kicked`, close code 4002).
+    pub removed: usize,
+}
+
+/// What to change of a peer: either or both.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerChange {
+    /// A new display name (at most `--max-name-chars` characters, no control characters).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A new `meta` object (at most `--max-meta-bytes`), replacing the old one.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Box<RawValue>>,
+}
+
+/// A message from the server to the room's members, or to one of them.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerMessage {
+    /// Any JSON value (I-JSON, at most `--max-data-bytes`): delivered as
+    /// `{"type":"message","from":"server","data":...}`.
+    #[schema(value_type = Object)]
+    pub data: Box<RawValue>,
+    /// A `peer_id`: only that peer gets it.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// A message handed to the members' instances.
+#[derive(Serialize, ToSchema)]
+pub struct Sent {
+    pub room: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// Every error answer.
+#[derive(Serialize, ToSchema)]
+pub struct ApiError {
+    /// `unauthorized`, `not_found`, `bad_request`, `too_large` or `unavailable`.
+    pub error: &'static str,
+    pub message: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Page {
+    /// Rooms per page (1 to 1000; 100 by default).
+    pub limit: Option<usize>,
+    /// Only rooms whose name sorts after this one (the previous page's `next`).
+    pub after: Option<String>,
+}
+
+fn error(status: StatusCode, error: &'static str, message: impl Into<String>) -> Response {
+    let body = ApiError {
+        error,
+        message: message.into(),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+fn not_found(what: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such {what}"),
+    )
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn unavailable(e: BusError) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        e.to_string(),
+    )
+}
+
+/// With auth on, an admin token is required.
+fn refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let auth = app.ctx.auth.as_ref()?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token.map(|t| auth.verify_admin(t.trim(), now_unix())) {
+        Some(Ok(())) => None,
+        _ => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an admin token is required",
+        )),
+    }
+}
+
+/// The room named in the path, if the name is one (an invalid name is a
+/// room that does not exist).
+fn room_id(app: &App, room: &str) -> Result<RoomId, Response> {
+    if is_valid_room(room, app.config.limits.max_room_len) {
+        Ok(RoomId::new(room))
+    } else {
+        Err(not_found("room"))
+    }
+}
+
+/// Meta as stored: always a JSON object (checked when it was set).
+fn raw(json: &str) -> Box<RawValue> {
+    RawValue::from_string(json.to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+impl From<&PeerInfo> for Peer {
+    fn from(p: &PeerInfo) -> Self {
+        Peer {
+            peer_id: p.id.as_str().to_owned(),
+            name: p.name.clone(),
+            meta: raw(&p.meta),
+            joined_at: p.joined_at_ms,
+            identity: p.identity.clone(),
+        }
+    }
+}
+
+/// A JSON object body of at most `max` bytes, as raw JSON.
+fn object(json: &RawValue, field: &str, max: usize) -> Result<(), Response> {
+    if !json.get().trim_start().starts_with('{') {
+        return Err(bad_request(format!("`{field}` must be a JSON object")));
+    }
+    if json.get().len() > max {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("`{field}` is larger than {max} bytes"),
+        ));
+    }
+    ijson::check(json).map_err(|e| bad_request(format!("`{field}`: {e}")))
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("the body is not valid: {e}")))
+}
+
+/// The peer, if it is a member of the room anywhere in the cluster.
+async fn find_peer(app: &App, room: &RoomId, peer: &str) -> Result<Arc<PeerInfo>, Response> {
+    let peers = app.store.room_peers(room).await.map_err(unavailable)?;
+    peers
+        .into_iter()
+        .find(|p| p.id.as_str() == peer)
+        .ok_or_else(|| not_found("peer in this room"))
+}
+
+#[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "This document")))]
+async fn openapi() -> Response {
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// Lists the rooms that have members, across the cluster, by name.
+#[utoipa::path(get, path = "/api/rooms", params(Page), tag = "rooms",
+    responses(
+        (status = 200, body = RoomList),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 503, body = ApiError)
+    ))]
+async fn list_rooms(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    let Ok(Query(page)) = page else {
+        return bad_request("`limit` must be a number");
+    };
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return bad_request(format!("`limit` must be 1 to {MAX_PAGE}"));
+    }
+    let rooms = match app.store.rooms().await {
+        Ok(r) => r,
+        Err(e) => return unavailable(e),
+    };
+    let after = page.after.as_deref().unwrap_or("");
+    let mut rest = rooms.iter().filter(|r| r.room.as_str() > after);
+    let lines: Vec<RoomLine> = rest
+        .by_ref()
+        .take(limit)
+        .map(|r| RoomLine {
+            room: r.room.as_str().to_owned(),
+            peer_count: r.peers,
+        })
+        .collect();
+    let next = match rest.next() {
+        Some(_) => lines.last().map(|l| l.room.clone()),
+        None => None,
+    };
+    axum::Json(RoomList { rooms: lines, next }).into_response()
+}
+
+/// One room: its metadata and its members, across the cluster.
+#[utoipa::path(get, path = "/api/rooms/{room}", tag = "rooms",
+    params(("room" = String, Path, description = "The room's name")),
+    responses(
+        (status = 200, body = Room),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError, description = "No member, or not a room name"),
+        (status = 503, body = ApiError)
+    ))]
+async fn get_room(
+    State(app): State<Arc<App>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    let room = match room_id(&app, &room) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let (peers, meta) =
+        match tokio::try_join!(app.store.room_peers(&room), app.store.room_meta(&room)) {
+            Ok(v) => v,
+            Err(e) => return unavailable(e),
+        };
+    if peers.is_empty() {
+        return not_found("room");
+    }
+    axum::Json(Room {
+        room: room.as_str().to_owned(),
+        meta: raw(meta.as_deref().unwrap_or("{}")),
+        peer_count: peers.len(),
+        peers: peers.iter().map(|p| Peer::from(&**p)).collect(),
+    })
+    .into_response()
+}
+
+/// Closes a room: every member is removed (`peer-left` reason `kicked`,
+/// close code 4002), on every instance.
+#[utoipa::path(delete, path = "/api/rooms/{room}", tag = "rooms",
+    params(("room" = String, Path)),
+    responses(
+        (status = 200, body = Closed),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 503, body = ApiError)
+    ))]
+async fn close_room(
+    State(app): State<Arc<App>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    let room = match room_id(&app, &room) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let peers = match app.store.room_peers(&room).await {
+        Ok(p) => p,
+        Err(e) => return unavailable(e),
+    };
+    if peers.is_empty() {
+        return not_found("room");
+    }
+    if let Err(e) = app.ctx.hub.act(&room, RoomCommand::Close) {
+        return unavailable(e);
+    }
+    axum::Json(Closed {
+        room: room.as_str().to_owned(),
+        removed: peers.len(),
+    })
+    .into_response()
+}
+
+/// A room's metadata (`{}` until set).
+#[utoipa::path(get, path = "/api/rooms/{room}/meta", tag = "rooms",
+    params(("room" = String, Path)),
+    responses(
+        (status = 200, body = RoomMeta),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 503, body = ApiError)
+    ))]
+async fn get_room_meta(
+    State(app): State<Arc<App>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    let room = match room_id(&app, &room) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let (peers, meta) =
+        match tokio::try_join!(app.store.room_peers(&room), app.store.room_meta(&room)) {
+            Ok(v) => v,
+            Err(e) => return unavailable(e),
+        };
+    if peers.is_empty() {
+        return not_found("room");
+    }
+    axum::Json(RoomMeta {
+        room: room.as_str().to_owned(),
+        meta: raw(meta.as_deref().unwrap_or("{}")),
+    })
+    .into_response()
+}
+
+/// Sets a room's metadata (a JSON object, replacing the old one). Members
+/// get `room-updated`; later joiners find it in `joined.room_meta`. It goes
+/// with the room's last member.
+#[utoipa::path(put, path = "/api/rooms/{room}/meta", tag = "rooms",
+    params(("room" = String, Path)),
+    request_body(content = Object, description = "The new metadata: a JSON object of at most `--max-meta-bytes`"),
+    responses(
+        (status = 200, body = RoomMeta),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 413, body = ApiError),
+        (status = 503, body = ApiError)
+    ))]
+async fn set_room_meta(
+    State(app): State<Arc<App>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    let room = match room_id(&app, &room) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let meta: Box<RawValue> = match parse(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if let Err(r) = object(&meta, "meta", app.config.limits.max_meta_bytes) {
+        return r;
+    }
+    match app
+        .ctx
+        .hub
+        .set_room_meta(&room, meta.get().to_owned())
+        .await
+    {
+        Ok(true) => axum::Json(RoomMeta {
+            room: room.as_str().to_owned(),
+            meta,
+        })
+        .into_response(),
+        Ok(false) => not_found("room"),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// One peer of a room.
+#[utoipa::path(get, path = "/api/rooms/{room}/peers/{peer}", tag = "peers",
+    params(("room" = String, Path), ("peer" = String, Path, description = "A `peer_id`")),
+    responses(
+        (status = 200, body = Peer),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 503, body = ApiError)
+    ))]
+async fn get_peer(
+    State(app): State<Arc<App>>,
+    Path((room, peer)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    let room = match room_id(&app, &room) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match find_peer(&app, &room, &peer).await {
+        Ok(p) => axum::Json(Peer::from(&*p)).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Changes a peer's `name` and/or `meta`. The others get `peer-updated`,
+/// the peer itself `updated`. Answers the peer as it will be.
+#[utoipa::path(patch, path = "/api/rooms/{room}/peers/{peer}", tag = "peers",
+    params(("room" = String, Path), ("peer" = String, Path)),
+    request_body = PeerChange,
+    responses(
+        (status = 200, body = Peer),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 413, body = ApiError),
+        (status = 503, body = ApiError)
+    ))]
+async fn update_peer(
+    State(app): State<Arc<App>>,
+    Path((room, peer)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    let room = match room_id(&app, &room) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let change: PeerChange = match parse(&body) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let limits = &app.config.limits;
+    if let Some(name) = &change.name {
+        if name.chars().count() > limits.max_name_chars || name.chars().any(char::is_control) {
+            return bad_request(format!(
+                "`name` must be at most {} characters, without control characters",
+                limits.max_name_chars
+            ));
+        }
+    }
+    if let Some(meta) = &change.meta {
+        if let Err(r) = object(meta, "meta", limits.max_meta_bytes) {
+            return r;
+        }
+    }
+    if change.name.is_none() && change.meta.is_none() {
+        return bad_request("give `name`, `meta` or both");
+    }
+    let info = match find_peer(&app, &room, &peer).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let name = change.name.unwrap_or_else(|| info.name.clone());
+    let meta = change
+        .meta
+        .map_or_else(|| info.meta.clone(), |m| m.get().to_owned());
+    let cmd = RoomCommand::Update {
+        peer: info.id.clone(),
+        name: Some(name.clone()),
+        meta: Some(meta.clone()),
+    };
+    if let Err(e) = app.ctx.hub.act(&room, cmd) {
+        return unavailable(e);
+    }
+    axum::Json(Peer::from(&info.renamed(name, meta))).into_response()
+}
+
+/// Removes a peer: it is closed with code 4001, the others see `peer-left`
+/// with reason `kicked`, and its resume token no longer works.
+#[utoipa::path(delete, path = "/api/rooms/{room}/peers/{peer}", tag = "peers",
+    params(("room" = String, Path), ("peer" = String, Path)),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 503, body = ApiError)
+    ))]
+async fn kick_peer(
+    State(app): State<Arc<App>>,
+    Path((room, peer)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    let room = match room_id(&app, &room) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let info = match find_peer(&app, &room, &peer).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let cmd = RoomCommand::Kick {
+        peer: info.id.clone(),
+        reason: LeaveReason::Kicked,
+    };
+    match app.ctx.hub.act(&room, cmd) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Sends a message from the server to every member of the room, or to one
+/// (`to`): delivered as `message` with `"from":"server"`.
+#[utoipa::path(post, path = "/api/rooms/{room}/messages", tag = "rooms",
+    params(("room" = String, Path)),
+    request_body = ServerMessage,
+    responses(
+        (status = 202, body = Sent),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 413, body = ApiError),
+        (status = 503, body = ApiError)
+    ))]
+async fn send_message(
+    State(app): State<Arc<App>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    let room = match room_id(&app, &room) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let msg: ServerMessage = match parse(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let max = app.config.limits.max_data_bytes;
+    if msg.data.get().len() > max {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("`data` is larger than {max} bytes"),
+        );
+    }
+    if let Err(e) = ijson::check(&msg.data) {
+        return bad_request(format!("`data`: {e}"));
+    }
+    let to = match &msg.to {
+        Some(peer) => match find_peer(&app, &room, peer).await {
+            Ok(p) => Some(p.id.clone()),
+            Err(r) => return r,
+        },
+        None => match app.store.room_peers(&room).await {
+            Ok(p) if p.is_empty() => return not_found("room"),
+            Ok(_) => None,
+            Err(e) => return unavailable(e),
+        },
+    };
+    let text = reply::relayed(RelayKind::Message, reply::SERVER_SENDER, msg.data.get());
+    let cmd = RoomCommand::Message {
+        to,
+        text: text.into(),
+    };
+    if let Err(e) = app.ctx.hub.act(&room, cmd) {
+        return unavailable(e);
+    }
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(Sent {
+            room: room.as_str().to_owned(),
+            to: msg.to,
+        }),
+    )
+        .into_response()
+}

@@ -1,0 +1,435 @@
+//! The admin API that acts (docs/protocol.md §14.2): kicks, room closes,
+//! peer updates, room metadata, server messages and paged room lists, each
+//! asked of one instance about peers held by another (one instance, two
+//! through a real redis-server, two linked), plus its refusals of bad input,
+//! its admin-token guard, and its OpenAPI document checked by an
+//! independent validator.
+
+use serde_json::{Value, json};
+use signaling_e2e::both;
+use signaling_e2e::client::{Resp, WAIT, http_request};
+use signaling_e2e::deployment::Deployment;
+use signaling_e2e::room;
+use signaling_e2e::server::TestServer;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "admin-api-test-secret-0123456789abcdef";
+
+/// A request to the instance of place `i`.
+async fn api(d: &Deployment, i: usize, method: &str, path: &str, body: Option<Value>) -> Resp {
+    let body = body.map(|b| b.to_string());
+    http_request(d.server(i).addr, method, path, &[], body.as_deref()).await
+}
+
+/// Waits until `GET path` on every instance answers what `want` accepts.
+async fn eventually(d: &Deployment, path: &str, want: impl Fn(&Resp) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for s in d.live() {
+        loop {
+            let r = http_request(s.addr, "GET", path, &[], None).await;
+            if want(&r) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{path} on {}: {r:?}", s.addr);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A kicked peer is closed with 4001, the others see `peer-left` reason
+/// `kicked`, its resume token is dead, and no instance lists it.
+async fn a_kicked_peer_is_closed_announced_and_cannot_resume(d: Deployment) {
+    let (r, mut a, mut b) = d.pair("kick").await;
+    let path = format!("/api/rooms/{r}/peers/{}", b.peer_id);
+    let resp = api(&d, 0, "DELETE", &path, None).await;
+    assert_eq!(resp.status, 204, "{resp:?}");
+    assert_eq!(b.closed(WAIT).await, Some(4001));
+    let left = a.expect("peer-left").await;
+    assert_eq!(
+        left,
+        json!({"type":"peer-left","peer_id":b.peer_id,"reason":"kicked"})
+    );
+    d.settle_gone(&r, &b.peer_id).await;
+    let mut again = d.client(1, "b again").await;
+    again
+        .send(json!({"type":"join","room":r,"resume":b.resume,"id":1}))
+        .await;
+    let e = again.expect("error").await;
+    assert_eq!(e["code"], "resume_failed", "{e}");
+    let resp = api(&d, 1, "DELETE", &path, None).await;
+    assert_eq!(resp.status, 404, "a second kick: {resp:?}");
+    assert_eq!(resp.json()["error"], "not_found");
+    a.expect_silence(Duration::from_millis(200)).await;
+}
+both!(a_kicked_peer_is_closed_announced_and_cannot_resume);
+
+/// Closing a room removes every member on every instance (close code
+/// 4002) and the room is gone.
+async fn a_closed_room_loses_every_member(d: Deployment) {
+    let r = room("close");
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(d.member(i, &r, &format!("m{i}")).await);
+    }
+    let resp = api(&d, 1, "DELETE", &format!("/api/rooms/{r}"), None).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json(), json!({"room":r,"removed":3}));
+    for m in &mut members {
+        assert_eq!(m.closed(WAIT).await, Some(4002), "{}", m.label);
+    }
+    eventually(&d, &format!("/api/rooms/{r}"), |r| r.status == 404).await;
+    let resp = api(&d, 0, "DELETE", &format!("/api/rooms/{r}"), None).await;
+    assert_eq!(resp.status, 404, "{resp:?}");
+}
+both!(a_closed_room_loses_every_member);
+
+/// A peer's `name` and `meta` set by the server: the others get
+/// `peer-updated`, the peer itself `updated`, every instance lists it so.
+async fn a_peer_updated_by_the_server_is_seen_by_all(d: Deployment) {
+    let (r, mut a, mut b) = d.pair("update").await;
+    let path = format!("/api/rooms/{r}/peers/{}", b.peer_id);
+    let body = json!({"name":"Bee","meta":{"hand":true}});
+    let resp = api(&d, 0, "PATCH", &path, Some(body)).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let peer = resp.json();
+    assert_eq!(peer["name"], "Bee");
+    assert_eq!(peer["meta"], json!({"hand":true}));
+    assert_eq!(peer["peer_id"], b.peer_id.as_str());
+    let seen = a.expect("peer-updated").await;
+    assert_eq!(seen["peer"], peer, "{seen}");
+    let own = b.expect("updated").await;
+    assert_eq!(own["peer"], peer, "{own}");
+    eventually(&d, &path, |r| r.status == 200 && r.json() == peer).await;
+    // `meta` alone keeps the name.
+    let resp = api(&d, 1, "PATCH", &path, Some(json!({"meta":{}}))).await;
+    assert_eq!(resp.json()["name"], "Bee", "{resp:?}");
+    assert_eq!(a.expect("peer-updated").await["peer"]["meta"], json!({}));
+}
+both!(a_peer_updated_by_the_server_is_seen_by_all);
+
+/// Room metadata: set through any instance (one without members too),
+/// sent to members as `room-updated`, found by later joiners in
+/// `joined.room_meta` on every instance, and gone with the room.
+async fn room_metadata_reaches_members_and_joiners(d: Deployment) {
+    let r = room("meta");
+    let mut a = d.member(0, &r, "a").await;
+    let meta = json!({"topic":"standup","n":[1,2]});
+    let resp = api(
+        &d,
+        1,
+        "PUT",
+        &format!("/api/rooms/{r}/meta"),
+        Some(meta.clone()),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json(), json!({"room":r,"meta":meta}));
+    let up = a.expect("room-updated").await;
+    assert_eq!(up, json!({"type":"room-updated","room":r,"meta":meta}));
+    for i in 0..2 {
+        let mut c = d.client(i + 1, "joiner").await;
+        let joined = c.join(&r).await;
+        assert_eq!(joined["room_meta"], meta, "joiner on place {}", i + 1);
+        d.settle(&r, &c.peer_id).await;
+    }
+    eventually(&d, &format!("/api/rooms/{r}/meta"), |x| {
+        x.status == 200 && x.json()["meta"] == meta
+    })
+    .await;
+    eventually(&d, &format!("/api/rooms/{r}"), |x| {
+        x.status == 200 && x.json()["meta"] == meta
+    })
+    .await;
+    // Emptied, the room forgets it.
+    let resp = api(&d, 0, "DELETE", &format!("/api/rooms/{r}"), None).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    eventually(&d, &format!("/api/rooms/{r}"), |x| x.status == 404).await;
+    let resp = api(
+        &d,
+        0,
+        "PUT",
+        &format!("/api/rooms/{r}/meta"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(resp.status, 404, "meta of an empty room: {resp:?}");
+    let mut fresh = d.client(1, "fresh").await;
+    assert_eq!(fresh.join(&r).await["room_meta"], json!({}));
+}
+both!(room_metadata_reaches_members_and_joiners);
+
+/// A server message reaches every member as `message` from `server`, or
+/// only the peer named in `to`.
+async fn server_messages_reach_the_room_or_one_peer(d: Deployment) {
+    let (r, mut a, mut b) = d.pair("notice").await;
+    let path = format!("/api/rooms/{r}/messages");
+    let resp = api(&d, 1, "POST", &path, Some(json!({"data":{"notice":"hi"}}))).await;
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let want = json!({"type":"message","from":"server","data":{"notice":"hi"}});
+    assert_eq!(a.expect("message").await, want);
+    assert_eq!(b.expect("message").await, want);
+    let to_b = json!({"data":[1,"x"],"to":b.peer_id});
+    let resp = api(&d, 0, "POST", &path, Some(to_b)).await;
+    assert_eq!(resp.status, 202, "{resp:?}");
+    assert_eq!(b.expect("message").await["data"], json!([1, "x"]));
+    a.expect_silence(Duration::from_millis(300)).await;
+    let nobody = json!({"data":1,"to":"0123456789abcdef"});
+    assert_eq!(api(&d, 0, "POST", &path, Some(nobody)).await.status, 404);
+    let empty = format!("/api/rooms/{}/messages", room("nobody"));
+    assert_eq!(
+        api(&d, 0, "POST", &empty, Some(json!({"data":1})))
+            .await
+            .status,
+        404
+    );
+}
+both!(server_messages_reach_the_room_or_one_peer);
+
+/// `/api/rooms` pages through every room in name order with `limit` and
+/// `after`, each line with its `peer_count`.
+async fn rooms_are_listed_page_by_page(d: Deployment) {
+    let tag = room("page");
+    let names: Vec<String> = (0..5).map(|i| format!("{tag}-{i}")).collect();
+    let mut members = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        members.push(d.member(i, n, "m").await);
+    }
+    for s in d.live() {
+        let (mut seen, mut after, mut pages) = (Vec::new(), String::new(), 0);
+        loop {
+            let path = format!("/api/rooms?limit=2&after={after}");
+            let v = http_request(s.addr, "GET", &path, &[], None).await.json();
+            let lines = v["rooms"].as_array().expect("rooms").clone();
+            assert!(lines.len() <= 2, "{v}");
+            pages += 1;
+            for l in &lines {
+                assert_eq!(l.as_object().map(|o| o.len()), Some(2), "{l}");
+                if names.iter().any(|n| l["room"] == n.as_str()) {
+                    assert_eq!(l["peer_count"], 1, "{l}");
+                }
+                seen.push(l["room"].as_str().expect("room").to_string());
+            }
+            match v.get("next") {
+                Some(next) => after = next.as_str().expect("next").to_string(),
+                None => break,
+            }
+        }
+        let ours: Vec<&String> = seen.iter().filter(|n| names.contains(n)).collect();
+        assert_eq!(ours, names.iter().collect::<Vec<_>>(), "on {}", s.addr);
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted);
+        assert!(pages >= 3, "{pages} pages of 2 for {} rooms", seen.len());
+    }
+    for bad in ["limit=0", "limit=1001", "limit=x"] {
+        let resp = api(&d, 0, "GET", &format!("/api/rooms?{bad}"), None).await;
+        assert_eq!(resp.status, 400, "{bad}: {resp:?}");
+        assert_eq!(resp.json()["error"], "bad_request");
+    }
+}
+both!(rooms_are_listed_page_by_page);
+
+/// Bad input gets a JSON error naming it, and changes nothing.
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let d = Deployment::one(|_| {}).await;
+    let r = room("bad");
+    let mut a = d.member(0, &r, "a").await;
+    let peer = format!("/api/rooms/{r}/peers/{}", a.peer_id);
+    let meta = format!("/api/rooms/{r}/meta");
+    let messages = format!("/api/rooms/{r}/messages");
+    let big = json!({"x":"y".repeat(2000)});
+    let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+        ("PUT", &meta, Some("[1]".into()), 400, "bad_request"),
+        ("PUT", &meta, Some("{\"a\":".into()), 400, "bad_request"),
+        ("PUT", &meta, Some(big.to_string()), 413, "too_large"),
+        ("PATCH", &peer, Some("{}".into()), 400, "bad_request"),
+        (
+            "PATCH",
+            &peer,
+            Some(r#"{"nick":"x"}"#.into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "PATCH",
+            &peer,
+            Some(r#"{"name":"a\u0007"}"#.into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "PATCH",
+            &peer,
+            Some(r#"{"meta":3}"#.into()),
+            400,
+            "bad_request",
+        ),
+        ("POST", &messages, Some("{}".into()), 400, "bad_request"),
+        (
+            "POST",
+            &messages,
+            Some(r#"{"data":1e999}"#.into()),
+            400,
+            "bad_request",
+        ),
+        ("GET", "/api/rooms/bad%20name", None, 404, "not_found"),
+        ("DELETE", "/api/rooms/a*b/peers/x", None, 404, "not_found"),
+    ];
+    for (method, path, body, status, error) in cases {
+        let resp = http_request(d.server(0).addr, method, path, &[], body.as_deref()).await;
+        assert_eq!(resp.status, status, "{method} {path} {body:?}: {resp:?}");
+        let v = resp.json();
+        assert_eq!(v["error"], error, "{method} {path}: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    // Nothing changed, and the member carries on.
+    a.expect_silence(Duration::from_millis(200)).await;
+    a.send(json!({"type":"ping","id":1})).await;
+    a.expect("pong").await;
+    let v = api(&d, 0, "GET", &format!("/api/rooms/{r}"), None)
+        .await
+        .json();
+    assert_eq!(v["meta"], json!({}), "{v}");
+    assert_eq!(v["peers"][0]["name"], "", "{v}");
+}
+
+/// With auth on, every admin route needs an admin token: none, a join
+/// token or a wrongly signed one gets 401; the OpenAPI document is public.
+#[tokio::test]
+async fn every_admin_route_needs_an_admin_token() {
+    let s = TestServer::start(|c| c.auth_secret = Some(SECRET.into())).await;
+    let auth = signaling::auth::Auth::new(SECRET);
+    let exp = signaling::auth::now_unix() + 300;
+    let admin = format!("Bearer {}", auth.sign(&json!({"admin":true,"exp":exp})));
+    let join = format!("Bearer {}", auth.sign(&json!({"room":"*","exp":exp})));
+    let other = signaling::auth::Auth::new("another-secret-of-at-least-32-bytes!!");
+    let forged = format!("Bearer {}", other.sign(&json!({"admin":true,"exp":exp})));
+    let r = room("guarded");
+    let routes = [
+        ("GET", "/api/rooms".to_string(), None),
+        ("GET", format!("/api/rooms/{r}"), None),
+        ("DELETE", format!("/api/rooms/{r}"), None),
+        ("GET", format!("/api/rooms/{r}/meta"), None),
+        ("PUT", format!("/api/rooms/{r}/meta"), Some("{}")),
+        ("GET", format!("/api/rooms/{r}/peers/p"), None),
+        (
+            "PATCH",
+            format!("/api/rooms/{r}/peers/p"),
+            Some(r#"{"name":"x"}"#),
+        ),
+        ("DELETE", format!("/api/rooms/{r}/peers/p"), None),
+        (
+            "POST",
+            format!("/api/rooms/{r}/messages"),
+            Some(r#"{"data":1}"#),
+        ),
+    ];
+    for (method, path, body) in &routes {
+        for header in [None, Some(&join), Some(&forged)] {
+            let h: Vec<(&str, &str)> = header
+                .iter()
+                .map(|v| ("Authorization", v.as_str()))
+                .collect();
+            let resp = http_request(s.addr, method, path, &h, *body).await;
+            assert_eq!(
+                resp.status, 401,
+                "{method} {path} with {header:?}: {resp:?}"
+            );
+            assert_eq!(resp.json()["error"], "unauthorized");
+        }
+        let h = [("Authorization", admin.as_str())];
+        let resp = http_request(s.addr, method, path, &h, *body).await;
+        assert_ne!(
+            resp.status, 401,
+            "{method} {path} with an admin token: {resp:?}"
+        );
+    }
+    let doc = http_request(s.addr, "GET", "/api/openapi.json", &[], None).await;
+    assert_eq!(doc.status, 200, "{doc:?}");
+}
+
+/// `/api/openapi.json` documents every route the server answers, with
+/// every response's schema, and is a valid OpenAPI 3.1 document as an
+/// independent validator (openapi-spec-validator, from PyPI) reads it.
+#[tokio::test]
+async fn the_openapi_document_covers_every_route_and_is_valid() {
+    let s = TestServer::start(|_| {}).await;
+    let resp = http_request(s.addr, "GET", "/api/openapi.json", &[], None).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        resp.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    let doc = resp.json();
+    let routes = [
+        ("/api/rooms", "get"),
+        ("/api/rooms/{room}", "get"),
+        ("/api/rooms/{room}", "delete"),
+        ("/api/rooms/{room}/meta", "get"),
+        ("/api/rooms/{room}/meta", "put"),
+        ("/api/rooms/{room}/peers/{peer}", "get"),
+        ("/api/rooms/{room}/peers/{peer}", "patch"),
+        ("/api/rooms/{room}/peers/{peer}", "delete"),
+        ("/api/rooms/{room}/messages", "post"),
+    ];
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().expect("a path item").keys() {
+            documented.push((path.clone(), method.clone()));
+        }
+    }
+    for (path, method) in routes {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        assert!(
+            op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path}"
+        );
+        // Every documented route is one the server answers (not 404/405).
+        let concrete = path.replace("{room}", "r").replace("{peer}", "p");
+        let body = matches!(method, "put" | "patch" | "post").then_some("{}");
+        let m = method.to_uppercase();
+        let answer = http_request(s.addr, &m, &concrete, &[], body).await;
+        assert!(
+            ![405, 0].contains(&answer.status)
+                && answer.header("content-type").as_deref() == Some("application/json"),
+            "{m} {concrete}: {answer:?}"
+        );
+    }
+    documented.retain(|(p, _)| p != "/api/openapi.json");
+    assert_eq!(documented.len(), routes.len(), "{documented:?}");
+    // Every `$ref` resolves.
+    let text = doc.to_string();
+    for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = r.split('"').next().unwrap_or_default();
+        assert!(doc["components"]["schemas"][name].is_object(), "{name}");
+    }
+    let python = std::env::var("SIGNALING_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import json, sys; from openapi_spec_validator import validate; \
+             validate(json.loads(sys.stdin.read())); print('valid')",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(resp.body.as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+        .expect("python runs (scripts/test installs openapi-spec-validator)");
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _: Value = doc;
+}
