@@ -177,13 +177,17 @@ fn json(status: StatusCode, body: String) -> Response {
 }
 
 /// With an auth secret, `/api/*` needs `Authorization: Bearer <admin JWT>`.
-fn admin_refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
+async fn admin_refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
     let auth = app.ctx.auth.as_ref()?;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match token.map(|t| auth.verify_admin(t.trim(), now_unix())) {
+    let verified = match token {
+        Some(t) => Some(auth.check_admin(t.trim(), now_unix()).await),
+        None => None,
+    };
+    match verified {
         Some(Ok(())) => None,
         _ => Some(json(
             StatusCode::UNAUTHORIZED,
@@ -201,7 +205,7 @@ fn bus_unavailable(e: impl std::fmt::Display) -> Response {
 
 /// `{"rooms":[{"room":"...","peers":N},...]}`
 async fn api_rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Some(r) = admin_refusal(&app, &headers) {
+    if let Some(r) = admin_refusal(&app, &headers).await {
         return r;
     }
     let rooms = match app.store.rooms().await {
@@ -227,7 +231,7 @@ async fn api_room(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = admin_refusal(&app, &headers) {
+    if let Some(r) = admin_refusal(&app, &headers).await {
         return r;
     }
     let not_found = || {
