@@ -255,15 +255,19 @@ fn unavailable(e: BusError) -> Response {
 }
 
 /// With auth on, an admin token is required.
-fn refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
+async fn refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
     let auth = app.ctx.auth.as_ref()?;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match token.map(|t| auth.verify_admin(t.trim(), now_unix())) {
-        Some(Ok(())) => None,
-        _ => Some(error(
+    let verified = match token {
+        Some(t) => auth.check_admin(t.trim(), now_unix()).await,
+        None => Err(crate::auth::AuthError::Missing),
+    };
+    match verified {
+        Ok(()) => None,
+        Err(_) => Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "an admin token is required",
@@ -351,7 +355,7 @@ async fn list_rooms(
     headers: HeaderMap,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Some(r) = refusal(&app, &headers) {
+    if let Some(r) = refusal(&app, &headers).await {
         return r;
     }
     let Ok(Query(page)) = page else {
@@ -396,7 +400,7 @@ async fn get_room(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = refusal(&app, &headers) {
+    if let Some(r) = refusal(&app, &headers).await {
         return r;
     }
     let room = match room_id(&app, &room) {
@@ -435,7 +439,7 @@ async fn close_room(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = refusal(&app, &headers) {
+    if let Some(r) = refusal(&app, &headers).await {
         return r;
     }
     let room = match room_id(&app, &room) {
@@ -473,7 +477,7 @@ async fn get_room_meta(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = refusal(&app, &headers) {
+    if let Some(r) = refusal(&app, &headers).await {
         return r;
     }
     let room = match room_id(&app, &room) {
@@ -515,7 +519,7 @@ async fn set_room_meta(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = refusal(&app, &headers) {
+    if let Some(r) = refusal(&app, &headers).await {
         return r;
     }
     let room = match room_id(&app, &room) {
@@ -559,7 +563,7 @@ async fn get_peer(
     Path((room, peer)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = refusal(&app, &headers) {
+    if let Some(r) = refusal(&app, &headers).await {
         return r;
     }
     let room = match room_id(&app, &room) {
@@ -591,7 +595,7 @@ async fn update_peer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = refusal(&app, &headers) {
+    if let Some(r) = refusal(&app, &headers).await {
         return r;
     }
     let room = match room_id(&app, &room) {
@@ -653,7 +657,7 @@ async fn kick_peer(
     Path((room, peer)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = refusal(&app, &headers) {
+    if let Some(r) = refusal(&app, &headers).await {
         return r;
     }
     let room = match room_id(&app, &room) {
@@ -693,7 +697,7 @@ async fn send_message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = refusal(&app, &headers) {
+    if let Some(r) = refusal(&app, &headers).await {
         return r;
     }
     let room = match room_id(&app, &room) {

@@ -8,9 +8,16 @@
 //! HS384 and HS512 (at least [`MIN_SECRET_BYTES`] bytes, refused at start
 //! otherwise), public keys in PEM files (RSA for RS256/384/512 and
 //! PS256/384/512, EC P-256 and P-384 for ES256 and ES384, Ed25519 for
-//! EdDSA), and the keys of a JWKS document, chosen by `kid`. A token's
+//! EdDSA), and the keys of a JWKS document, chosen by `kid`: from a file,
+//! or from a URL, fetched at start and kept fresh (`jwks.rs`). A token's
 //! algorithm picks the keys that may check it, so no `none`, and no
 //! RS-to-HS confusion: a public key is never taken for a secret.
+//!
+//! Admin keys apart (`--admin-auth-*`): when any is given, admin tokens are
+//! checked with those keys only and join tokens never with them, so a
+//! leaked join key (or an identity provider that signs every user's token)
+//! cannot mint an admin token. Without them both are checked with the same
+//! keys, and only the `admin` claim tells them apart.
 //!
 //! Claims: `exp` is required (whole or fractional seconds); `nbf` and `iat`
 //! are honoured if present (a token issued in the future is refused);
@@ -18,11 +25,14 @@
 //! check allows a small leeway for clocks that disagree. Secrets and tokens
 //! never reach logs.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::jwks::{FetchError, JwksUrl, RemoteJwks};
 
 /// The shortest shared secret the server accepts (RFC 7518 §3.2: a key of
 /// at least the hash's size, 256 bits for HS256).
@@ -61,6 +71,14 @@ pub enum KeyError {
         "the auth secret is {0} bytes: at least {MIN_SECRET_BYTES} are required (try `openssl rand -base64 32`)"
     )]
     WeakSecret(usize),
+    #[error(
+        "the admin auth secret is {0} bytes: at least {MIN_SECRET_BYTES} are required (try `openssl rand -base64 32`)"
+    )]
+    WeakAdminSecret(usize),
+    #[error(
+        "admin keys (--admin-auth-secret, --admin-auth-key) are given without join keys: give --auth-secret, --auth-key, --auth-jwks or --auth-jwks-url too"
+    )]
+    AdminWithoutJoinKeys,
     #[error("cannot read the key file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -70,6 +88,12 @@ pub enum KeyError {
     NotAKey { path: PathBuf },
     #[error("the JWKS document {path} cannot be used: {reason}")]
     Jwks { path: PathBuf, reason: String },
+    #[error("cannot use the JWKS at {url}: {source}")]
+    JwksUrl { url: String, source: FetchError },
+    #[error("cannot use {path} as the CA of --auth-jwks-url: {reason}")]
+    JwksCa { path: PathBuf, reason: String },
+    #[error("cannot set up the HTTP client of --auth-jwks-url: {0}")]
+    HttpClient(String),
 }
 
 /// The verified claims the server reads; others are ignored.
@@ -92,23 +116,117 @@ pub struct AuthKeys {
     pub key_files: Vec<PathBuf>,
     /// A JWKS document (a file).
     pub jwks: Option<PathBuf>,
+    /// A JWKS document at a URL, kept fresh.
+    pub jwks_url: Option<JwksUrl>,
+    /// Admin keys apart: a secret and PEM files that alone check admin
+    /// tokens, when any is given.
+    pub admin_secret: Option<String>,
+    pub admin_key_files: Vec<PathBuf>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub leeway: Duration,
 }
 
 impl AuthKeys {
-    /// Whether any key is given: auth is on.
+    /// Whether any join key is given: auth is on.
     pub fn any(&self) -> bool {
-        self.secret.is_some() || !self.key_files.is_empty() || self.jwks.is_some()
+        self.secret.is_some()
+            || !self.key_files.is_empty()
+            || self.jwks.is_some()
+            || self.jwks_url.is_some()
+    }
+
+    /// Whether admin keys are given apart.
+    pub fn any_admin(&self) -> bool {
+        self.admin_secret.is_some() || !self.admin_key_files.is_empty()
     }
 }
 
 /// One key and the algorithms it may check.
-struct Key {
-    kid: Option<String>,
+pub(crate) struct Key {
+    pub(crate) kid: Option<String>,
     algs: Vec<Algorithm>,
     key: DecodingKey,
+}
+
+/// The keys one kind of token is checked with: those read at start, and
+/// those of a JWKS URL as last fetched.
+#[derive(Default)]
+struct KeyRing {
+    fixed: Vec<Key>,
+    remote: Option<Arc<RemoteJwks>>,
+}
+
+impl KeyRing {
+    fn secret(secret: &str) -> Key {
+        Key {
+            kid: None,
+            algs: HMAC.to_vec(),
+            key: DecodingKey::from_secret(secret.as_bytes()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.fixed.len() + self.remote.as_ref().map_or(0, |r| r.keys().len())
+    }
+
+    /// The claims of `token` (whose header is `header`) if a key that fits
+    /// the header verifies its signature; the claims are not checked yet.
+    fn decode(&self, token: &str, header: &Header) -> Result<Map<String, Value>, AuthError> {
+        let mut validation = Validation::new(header.alg);
+        // The claims are checked by `Auth::check`, with fractional times
+        // and leeway.
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        let remote = self.remote.as_ref().map(|r| r.keys());
+        let keys = self
+            .fixed
+            .iter()
+            .chain(remote.iter().flat_map(|g| g.iter()));
+        // Each key the token may be checked with is tried: a key of the
+        // right kind but another size (an EC key of the other curve) fails
+        // as a key, not as a signature, and the next one may fit.
+        let mut result = Err(AuthError::NoKey);
+        for k in keys.filter(|k| k.fits(header)) {
+            use jsonwebtoken::errors::ErrorKind;
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) => match e.kind() {
+                    ErrorKind::InvalidToken
+                    | ErrorKind::Base64(_)
+                    | ErrorKind::Json(_)
+                    | ErrorKind::Utf8(_) => return Err(AuthError::Malformed),
+                    _ => result = Err(AuthError::Signature),
+                },
+            }
+        }
+        result
+    }
+
+    /// As [`decode`](Self::decode); a token whose `kid` no fetched key has
+    /// waits (bounded) for the JWKS to be fetched again, then is tried once
+    /// more (`jwks.rs`).
+    async fn decode_or_refetch(
+        &self,
+        token: &str,
+        header: &Header,
+    ) -> Result<Map<String, Value>, AuthError> {
+        match self.decode(token, header) {
+            Err(e @ (AuthError::NoKey | AuthError::Signature)) => {
+                match (&header.kid, &self.remote) {
+                    (Some(kid), Some(remote))
+                        if !remote.knows(kid) && remote.refetch_for(kid).await =>
+                    {
+                        self.decode(token, header)
+                    }
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 const HMAC: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
@@ -123,7 +241,10 @@ const RSA: [Algorithm; 6] = [
 const EC: [Algorithm; 2] = [Algorithm::ES256, Algorithm::ES384];
 
 pub struct Auth {
-    keys: Vec<Key>,
+    /// Join tokens, and admin tokens when no admin keys are given.
+    join: KeyRing,
+    /// `--admin-auth-*`: admin tokens are checked with these alone.
+    admin: Option<KeyRing>,
     /// The secret, to mint tokens with (`signaling token`, tests).
     signer: Option<EncodingKey>,
     issuer: Option<String>,
@@ -133,7 +254,12 @@ pub struct Auth {
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Auth {{ keys: {}, <redacted> }}", self.keys.len())
+        write!(
+            f,
+            "Auth {{ keys: {}, admin keys: {:?}, <redacted> }}",
+            self.join.len(),
+            self.admin.as_ref().map(KeyRing::len)
+        )
     }
 }
 
@@ -142,11 +268,11 @@ impl Auth {
     /// check is [`Auth::from_keys`]'s), and mints them with it.
     pub fn new(secret: &str) -> Self {
         Auth {
-            keys: vec![Key {
-                kid: None,
-                algs: HMAC.to_vec(),
-                key: DecodingKey::from_secret(secret.as_bytes()),
-            }],
+            join: KeyRing {
+                fixed: vec![KeyRing::secret(secret)],
+                remote: None,
+            },
+            admin: None,
             signer: Some(EncodingKey::from_secret(secret.as_bytes())),
             issuer: None,
             audience: None,
@@ -155,64 +281,79 @@ impl Auth {
     }
 
     /// The verifier `keys` describe, or `None` when no key is given (open
-    /// mode). Every key is read and checked now.
-    pub fn from_keys(keys: &AuthKeys) -> Result<Option<Auth>, KeyError> {
+    /// mode). Every key is read and checked now, and a JWKS URL fetched.
+    pub async fn from_keys(keys: &AuthKeys) -> Result<Option<Auth>, KeyError> {
         if !keys.any() {
+            if keys.any_admin() {
+                return Err(KeyError::AdminWithoutJoinKeys);
+            }
             return Ok(None);
         }
-        let mut auth = match &keys.secret {
-            Some(secret) if secret.len() < MIN_SECRET_BYTES => {
+        let mut join = KeyRing::default();
+        let mut signer = None;
+        if let Some(secret) = &keys.secret {
+            if secret.len() < MIN_SECRET_BYTES {
                 return Err(KeyError::WeakSecret(secret.len()));
             }
-            Some(secret) => Auth::new(secret),
-            None => Auth {
-                keys: Vec::new(),
-                signer: None,
-                issuer: None,
-                audience: None,
-                leeway: 0.0,
-            },
-        };
-        auth.issuer = keys.issuer.clone();
-        auth.audience = keys.audience.clone();
-        auth.leeway = keys.leeway.as_secs_f64();
+            join.fixed.push(KeyRing::secret(secret));
+            signer = Some(EncodingKey::from_secret(secret.as_bytes()));
+        }
         for path in &keys.key_files {
-            auth.keys.push(pem_key(path)?);
+            join.fixed.push(pem_key(path)?);
         }
         if let Some(path) = &keys.jwks {
-            auth.keys.extend(jwks_keys(path)?);
+            join.fixed.extend(jwks_keys(path)?);
         }
-        Ok(Some(auth))
+        let admin = if keys.any_admin() {
+            let mut admin = KeyRing::default();
+            if let Some(secret) = &keys.admin_secret {
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(KeyError::WeakAdminSecret(secret.len()));
+                }
+                admin.fixed.push(KeyRing::secret(secret));
+            }
+            for path in &keys.admin_key_files {
+                admin.fixed.push(pem_key(path)?);
+            }
+            Some(admin)
+        } else {
+            None
+        };
+        // Last: a key file that cannot be read stops the start before the
+        // network is asked.
+        if let Some(url) = &keys.jwks_url {
+            join.remote = Some(RemoteJwks::start(url).await?);
+        }
+        Ok(Some(Auth {
+            join,
+            admin,
+            signer,
+            issuer: keys.issuer.clone(),
+            audience: keys.audience.clone(),
+            leeway: keys.leeway.as_secs_f64(),
+        }))
     }
 
-    /// Verifies the signature and the time, issuer and audience claims, and
-    /// returns the claims the server reads.
+    /// Verifies the signature (with the join keys held now, never waiting
+    /// for a fetch) and the time, issuer and audience claims, and returns
+    /// the claims the server reads.
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
-        let mut validation = Validation::new(header.alg);
-        // The claims are checked below, with fractional times and leeway.
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        // Each key the token may be checked with is tried: a key of the
-        // right kind but another size (an EC key of the other curve) fails
-        // as a key, not as a signature, and the next one may fit.
-        let mut result = Err(AuthError::NoKey);
-        for k in self.keys.iter().filter(|k| k.fits(&header)) {
-            use jsonwebtoken::errors::ErrorKind;
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &validation) {
-                Ok(data) => return self.check(data.claims, now_unix as f64),
-                Err(e) => match e.kind() {
-                    ErrorKind::InvalidToken
-                    | ErrorKind::Base64(_)
-                    | ErrorKind::Json(_)
-                    | ErrorKind::Utf8(_) => return Err(AuthError::Malformed),
-                    _ => result = Err(AuthError::Signature),
-                },
-            }
-        }
-        result
+        let claims = self.join.decode(token, &header)?;
+        self.check(claims, now_unix as f64)
+    }
+
+    /// As [`verify`](Self::verify) with `ring`, which may fetch a JWKS
+    /// again for an unknown `kid`.
+    async fn verify_with(
+        &self,
+        ring: &KeyRing,
+        token: &str,
+        now_unix: u64,
+    ) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let claims = ring.decode_or_refetch(token, &header).await?;
+        self.check(claims, now_unix as f64)
     }
 
     fn check(&self, claims: Map<String, Value>, now: f64) -> Result<Claims, AuthError> {
@@ -261,22 +402,42 @@ impl Auth {
         })
     }
 
-    /// A join token for `room`: its claims (for the identity) if valid.
+    /// A join token for `room`: its claims (for the identity) if valid,
+    /// checked with the keys held now (never waiting for a fetch).
     pub fn verify_join(&self, token: &str, room: &str, now_unix: u64) -> Result<Claims, AuthError> {
-        let claims = self.verify(token, now_unix)?;
-        if claims.rooms.iter().any(|r| r == "*" || r == room) {
-            Ok(claims)
-        } else {
-            Err(AuthError::WrongRoom)
-        }
+        for_room(self.verify(token, now_unix)?, room)
     }
 
+    /// An admin token, checked with the keys held now: with the admin keys
+    /// when there are any, else with the join keys; either way it needs
+    /// `"admin": true`.
     pub fn verify_admin(&self, token: &str, now_unix: u64) -> Result<(), AuthError> {
-        if self.verify(token, now_unix)?.admin {
-            Ok(())
-        } else {
-            Err(AuthError::NotAdmin)
-        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let claims = self.admin_keys().decode(token, &header)?;
+        admin_only(self.check(claims, now_unix as f64)?)
+    }
+
+    /// What the server checks a join with: [`verify_join`](Self::verify_join),
+    /// except that a token whose `kid` no fetched key has waits (bounded)
+    /// for the JWKS URL to be fetched again.
+    pub async fn check_join(
+        &self,
+        token: &str,
+        room: &str,
+        now_unix: u64,
+    ) -> Result<Claims, AuthError> {
+        for_room(self.verify_with(&self.join, token, now_unix).await?, room)
+    }
+
+    /// What the server checks `/api/*` with: [`verify_admin`](Self::verify_admin),
+    /// with the JWKS refetch of [`check_join`](Self::check_join) when the
+    /// join keys check admin tokens too.
+    pub async fn check_admin(&self, token: &str, now_unix: u64) -> Result<(), AuthError> {
+        admin_only(self.verify_with(self.admin_keys(), token, now_unix).await?)
+    }
+
+    fn admin_keys(&self) -> &KeyRing {
+        self.admin.as_ref().unwrap_or(&self.join)
     }
 
     /// Signs `claims` (a JSON object) as an HS256 JWT with the secret. For
@@ -365,6 +526,23 @@ impl Grants {
     }
 }
 
+/// The claims of a join token if they open `room`.
+fn for_room(claims: Claims, room: &str) -> Result<Claims, AuthError> {
+    if claims.rooms.iter().any(|r| r == "*" || r == room) {
+        Ok(claims)
+    } else {
+        Err(AuthError::WrongRoom)
+    }
+}
+
+fn admin_only(claims: Claims) -> Result<(), AuthError> {
+    if claims.admin {
+        Ok(())
+    } else {
+        Err(AuthError::NotAdmin)
+    }
+}
+
 impl Key {
     /// Whether this key may check a token with `header`: its algorithm is
     /// one of the key's, and its `kid`, if both have one, is the key's.
@@ -405,22 +583,42 @@ fn pem_key(path: &Path) -> Result<Key, KeyError> {
     })
 }
 
-/// Every usable key of a JWKS document, each with its `kid`.
+/// Every usable key of a JWKS document file, each with its `kid`.
 fn jwks_keys(path: &Path) -> Result<Vec<Key>, KeyError> {
-    let bad = |reason: String| KeyError::Jwks {
+    document_keys(&read(path)?).map_err(|reason| KeyError::Jwks {
         path: path.to_path_buf(),
         reason,
-    };
-    let set: JwkSet = serde_json::from_slice(&read(path)?).map_err(|e| bad(e.to_string()))?;
-    let keys: Vec<Key> = set.keys.iter().filter_map(jwk_key).collect();
+    })
+}
+
+/// Every usable key of a JWKS document, each with its `kid`, or why there
+/// is none.
+pub(crate) fn document_keys(json: &[u8]) -> Result<Vec<Key>, String> {
+    #[derive(serde::Deserialize)]
+    struct Document {
+        keys: Vec<Value>,
+    }
+    let doc: Document = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    // One by one: providers publish keys this server has no use for
+    // (encryption keys, algorithms it does not know), which must not spoil
+    // the others.
+    let keys: Vec<Key> = doc
+        .keys
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
+        .filter_map(|jwk| jwk_key(&jwk))
+        .collect();
     if keys.is_empty() {
-        return Err(bad("no key in it can verify a signature".into()));
+        return Err("no key in it can verify a signature".into());
     }
     Ok(keys)
 }
 
 /// One JWK as a key, if it is one the server can use.
 fn jwk_key(jwk: &Jwk) -> Option<Key> {
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return None;
+    }
     let key = DecodingKey::from_jwk(jwk).ok()?;
     let by_type = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => RSA.to_vec(),
@@ -440,6 +638,9 @@ fn jwk_key(jwk: &Jwk) -> Option<Key> {
         }
         None => by_type,
     };
+    if algs.is_empty() {
+        return None;
+    }
     Some(Key {
         kid: jwk.common.key_id.clone(),
         algs,
@@ -465,8 +666,21 @@ mod tests {
         jsonwebtoken::encode(&Header::new(alg), &claims, &key).expect("encodes")
     }
 
+    /// `Auth::from_keys`, outside a runtime (no key here is fetched).
+    fn from_keys(keys: &AuthKeys) -> Result<Option<Auth>, KeyError> {
+        block_on(Auth::from_keys(keys))
+    }
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(f)
+    }
+
     fn with(keys: AuthKeys) -> Auth {
-        Auth::from_keys(&keys).expect("keys").expect("auth on")
+        from_keys(&keys).expect("keys").expect("auth on")
     }
 
     /// Asserts docs/protocol.md §12.1, §12.2.
@@ -475,15 +689,18 @@ mod tests {
         let a = Auth::new(SECRET);
         let t = a.sign(&json!({"sub":"alice","room":"r1","exp":NOW + 60}));
         assert_eq!(
-            a.verify_join(&t, "r1", NOW).unwrap().sub.as_deref(),
+            block_on(a.check_join(&t, "r1", NOW))
+                .unwrap()
+                .sub
+                .as_deref(),
             Some("alice")
         );
         assert_eq!(
-            a.verify_join(&t, "r2", NOW).unwrap_err(),
+            block_on(a.check_join(&t, "r2", NOW)).unwrap_err(),
             AuthError::WrongRoom
         );
         let any = a.sign(&json!({"room":"*","exp":NOW + 60}));
-        assert!(a.verify_join(&any, "whatever", NOW).is_ok());
+        assert!(block_on(a.check_join(&any, "whatever", NOW)).is_ok());
     }
 
     /// Asserts docs/protocol.md §12.1, §12.2.
@@ -515,8 +732,7 @@ mod tests {
     fn admin_needs_the_claim() {
         let a = Auth::new(SECRET);
         assert!(
-            a.verify_admin(&a.sign(&json!({"admin":true,"exp":NOW + 5})), NOW)
-                .is_ok()
+            block_on(a.check_admin(&a.sign(&json!({"admin":true,"exp":NOW + 5})), NOW)).is_ok()
         );
         for not in [
             json!({"exp":NOW + 5}),
@@ -524,7 +740,7 @@ mod tests {
             json!({"admin":"true","exp":NOW + 5}),
         ] {
             assert_eq!(
-                a.verify_admin(&a.sign(&not), NOW).unwrap_err(),
+                block_on(a.check_admin(&a.sign(&not), NOW)).unwrap_err(),
                 AuthError::NotAdmin,
                 "{not}"
             );
@@ -559,15 +775,8 @@ mod tests {
             secret: Some("x".repeat(MIN_SECRET_BYTES - 1)),
             ..AuthKeys::default()
         };
-        assert!(matches!(
-            Auth::from_keys(&short),
-            Err(KeyError::WeakSecret(31))
-        ));
-        assert!(
-            Auth::from_keys(&AuthKeys::default())
-                .expect("no keys")
-                .is_none()
-        );
+        assert!(matches!(from_keys(&short), Err(KeyError::WeakSecret(31))));
+        assert!(from_keys(&AuthKeys::default()).expect("no keys").is_none());
     }
 
     #[test]
@@ -669,12 +878,82 @@ mod tests {
         );
         std::fs::write(&path, "{\"keys\":[]}").expect("written");
         assert!(matches!(
-            Auth::from_keys(&AuthKeys {
+            from_keys(&AuthKeys {
                 jwks: Some(path),
                 ..AuthKeys::default()
             }),
             Err(KeyError::Jwks { .. })
         ));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Asserts docs/protocol.md §12.2: with admin keys, admin tokens are
+    /// checked with them alone and join tokens never with them.
+    #[test]
+    fn admin_keys_apart_check_admin_tokens_alone() {
+        const ADMIN: &str = "the-admin-secret-of-thirty-two-bytes!!";
+        let a = with(AuthKeys {
+            secret: Some(SECRET.into()),
+            admin_secret: Some(ADMIN.into()),
+            ..AuthKeys::default()
+        });
+        let admin = json!({"admin":true,"room":"*","exp":NOW + 60});
+        let by_join_key = hs(Algorithm::HS256, SECRET, admin.clone());
+        let by_admin_key = hs(Algorithm::HS256, ADMIN, admin);
+        assert_eq!(
+            block_on(a.check_admin(&by_join_key, NOW)),
+            Err(AuthError::Signature)
+        );
+        assert_eq!(block_on(a.check_admin(&by_admin_key, NOW)), Ok(()));
+        assert_eq!(a.verify_admin(&by_admin_key, NOW), Ok(()));
+        assert_eq!(a.verify_admin(&by_join_key, NOW), Err(AuthError::Signature));
+        assert_eq!(
+            block_on(a.check_join(&by_admin_key, "r", NOW)).unwrap_err(),
+            AuthError::Signature
+        );
+        assert!(block_on(a.check_join(&by_join_key, "r", NOW)).is_ok());
+        let not_admin = hs(Algorithm::HS256, ADMIN, json!({"exp":NOW + 60}));
+        assert_eq!(
+            block_on(a.check_admin(&not_admin, NOW)),
+            Err(AuthError::NotAdmin)
+        );
+        assert!(matches!(
+            from_keys(&AuthKeys {
+                admin_secret: Some(ADMIN.into()),
+                ..AuthKeys::default()
+            }),
+            Err(KeyError::AdminWithoutJoinKeys)
+        ));
+        assert!(matches!(
+            from_keys(&AuthKeys {
+                secret: Some(SECRET.into()),
+                admin_secret: Some("short".into()),
+                ..AuthKeys::default()
+            }),
+            Err(KeyError::WeakAdminSecret(5))
+        ));
+    }
+
+    #[test]
+    fn a_document_s_keys_the_server_cannot_use_are_skipped() {
+        use base64::Engine;
+        let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+        let doc = json!({"keys":[
+            {"kty":"RSA","use":"enc","alg":"RSA-OAEP","kid":"enc","n":"AQAB","e":"AQAB"},
+            {"kty":"XYZ","kid":"unknown-type"},
+            {"kty":"oct","kid":"enc-oct","use":"enc","k":k},
+            {"kty":"oct","kid":"sig","alg":"HS256","k":k},
+        ]});
+        let keys = document_keys(doc.to_string().as_bytes()).expect("one usable key");
+        let kids: Vec<_> = keys.iter().map(|k| k.kid.as_deref()).collect();
+        assert_eq!(kids, [Some("sig")]);
+        for bad in [
+            "",
+            "[]",
+            "{}",
+            r#"{"keys":[{"kty":"oct","use":"enc","k":"AA"}]}"#,
+        ] {
+            assert!(document_keys(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 }

@@ -103,7 +103,8 @@ pub struct Config {
     pub web_root: Option<PathBuf>,
 
     /// Shared secret for HS256/384/512 join and admin tokens (at least 32
-    /// bytes). Without it, `--auth-key` and `--auth-jwks`, joining is open and
+    /// bytes). Without it, `--auth-key`, `--auth-jwks` and
+    /// `--auth-jwks-url`, joining is open and
     /// `/api/*` needs no token: for development only, and the server says so
     /// loudly at start.
     #[arg(long, env = "SIGNALING_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret, conflicts_with = "auth_secret_file")]
@@ -124,6 +125,41 @@ pub struct Config {
     /// provider publishes it: a token's `kid` picks its key.
     #[arg(long, env = "SIGNALING_AUTH_JWKS")]
     pub auth_jwks: Option<PathBuf>,
+
+    /// The URL (`https://` or `http://`) of a JWKS document, as an identity
+    /// provider publishes it (e.g. its `jwks_uri`): fetched at start (the
+    /// server does not start without a usable one), every
+    /// `--auth-jwks-refresh`, and again when a token names a `kid` no key
+    /// held has (then at most once per 10 s; the token waits up to 3 s for
+    /// it). A failed refresh keeps the keys held.
+    #[arg(long, env = "SIGNALING_AUTH_JWKS_URL", value_parser = parse_jwks_url)]
+    pub auth_jwks_url: Option<String>,
+
+    /// How often `--auth-jwks-url` is fetched again.
+    #[arg(long, env = "SIGNALING_AUTH_JWKS_REFRESH", default_value = "5m", value_parser = parse_period)]
+    pub auth_jwks_refresh: Duration,
+
+    /// PEM certificates of the CA that `--auth-jwks-url`'s HTTPS server
+    /// certificate must chain to, trusted instead of the platform's roots
+    /// (for a private CA). Without it the platform's roots are used
+    /// (`SSL_CERT_FILE` honoured).
+    #[arg(long, env = "SIGNALING_AUTH_JWKS_CA", requires = "auth_jwks_url")]
+    pub auth_jwks_ca: Option<PathBuf>,
+
+    /// A shared secret (HS256/384/512, at least 32 bytes) for admin tokens
+    /// alone. With it or `--admin-auth-key`, admin tokens (`/api/*`) are
+    /// checked with the admin keys only, and join tokens never with them.
+    #[arg(long, env = "SIGNALING_ADMIN_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret, conflicts_with = "admin_auth_secret_file")]
+    pub admin_auth_secret: Option<Secret>,
+
+    /// A file holding the admin auth secret (a trailing newline is ignored).
+    #[arg(long, env = "SIGNALING_ADMIN_AUTH_SECRET_FILE")]
+    pub admin_auth_secret_file: Option<PathBuf>,
+
+    /// Public keys (PEM files, comma-separated, of the kinds `--auth-key`
+    /// takes) that sign admin tokens alone; see `--admin-auth-secret`.
+    #[arg(long, env = "SIGNALING_ADMIN_AUTH_KEY", value_delimiter = ',')]
+    pub admin_auth_key: Vec<PathBuf>,
 
     /// Tokens must carry this `iss` (your identity provider's issuer).
     #[arg(long, env = "SIGNALING_AUTH_ISSUER")]
@@ -415,6 +451,15 @@ pub fn parse_secret(s: &str) -> Result<Secret, String> {
     s.parse()
 }
 
+/// An `http://` or `https://` URL with a host.
+pub fn parse_jwks_url(s: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("`{s}`: an http:// or https:// URL is required"));
+    }
+    Ok(s.to_owned())
+}
+
 /// A duration that must not be zero: a timer set to it would fire on every
 /// turn of a connection's loop.
 pub fn parse_period(s: &str) -> Result<Duration, String> {
@@ -462,8 +507,28 @@ mod tests {
     }
 
     #[test]
+    fn jwks_urls_are_http_or_https() {
+        for ok in [
+            "https://idp.example.com/.well-known/jwks.json",
+            "http://127.0.0.1:8081/keys",
+        ] {
+            assert!(parse_jwks_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "idp.example.com/jwks",
+            "file:///etc/jwks.json",
+            "ftp://x/y",
+            "",
+        ] {
+            assert!(parse_jwks_url(bad).is_err(), "{bad}");
+        }
+        assert!(Config::try_parse_from(["signaling", "--auth-jwks-ca", "ca.pem"]).is_err());
+    }
+
+    #[test]
     fn empty_secrets_are_refused() {
         assert!(Config::try_parse_from(["signaling", "--auth-secret", ""]).is_err());
+        assert!(Config::try_parse_from(["signaling", "--admin-auth-secret", ""]).is_err());
         assert!(Config::try_parse_from(["signaling", "--turn-secret", ""]).is_err());
     }
 

@@ -61,7 +61,8 @@
 //! | `bus/redis/liveness.rs` | the node lease, heartbeats and announcing dead nodes |
 //! | `bus/redis/wire.rs` | the node-to-node format (version 1): every channel message's encoder, one decoder, the stream's version |
 //! | `bus/redis/keys.rs`, `scripts.rs` | the key layout, the Lua scripts |
-//! | `auth.rs` | join and admin tokens (JWT: HMAC, RSA, EC, EdDSA keys), grants |
+//! | `auth.rs` | join and admin tokens: JWTs checked with secrets, PEM keys, JWKS keys; admin keys apart; grants |
+//! | `jwks.rs` | `--auth-jwks-url`: the JWKS fetched at start, refreshed, fetched again for an unknown `kid` |
 //! | `ice.rs` | `joined.ice_servers`: STUN, TURN with ephemeral credentials |
 //! | `ratelimit.rs` | per-connection and per-address token buckets, flood rule |
 //! | `metrics.rs` | counters, gauges, histograms and their exposition (prometheus-client), `process_*` |
@@ -82,6 +83,7 @@ pub mod http;
 pub mod hub;
 pub mod ice;
 pub mod ids;
+pub mod jwks;
 pub mod metrics;
 pub mod outbox;
 pub mod ratelimit;

@@ -55,6 +55,19 @@ fn auth_keys(config: &Config) -> AuthKeys {
         secret: config.auth_secret.as_ref().map(|s| s.expose().to_owned()),
         key_files: config.auth_key.clone(),
         jwks: config.auth_jwks.clone(),
+        jwks_url: config
+            .auth_jwks_url
+            .as_ref()
+            .map(|url| crate::jwks::JwksUrl {
+                url: url.clone(),
+                ca: config.auth_jwks_ca.clone(),
+                refresh: config.auth_jwks_refresh,
+            }),
+        admin_secret: config
+            .admin_auth_secret
+            .as_ref()
+            .map(|s| s.expose().to_owned()),
+        admin_key_files: config.admin_auth_key.clone(),
         issuer: config.auth_issuer.clone(),
         audience: config.auth_audience.clone(),
         leeway: config.auth_leeway,
@@ -75,10 +88,14 @@ fn read_secret(path: &std::path::Path) -> Result<crate::config::Secret, StartErr
     Ok(secret.into())
 }
 
-/// Fills `auth_secret`, `turn_secret` and `redis_url` from their `_FILE` forms.
+/// Fills `auth_secret`, `admin_auth_secret`, `turn_secret` and `redis_url`
+/// from their `_FILE` forms.
 pub fn resolve_secrets(config: &mut Config) -> Result<(), StartError> {
     if let Some(p) = &config.auth_secret_file {
         config.auth_secret = Some(read_secret(p)?);
+    }
+    if let Some(p) = &config.admin_auth_secret_file {
+        config.admin_auth_secret = Some(read_secret(p)?);
     }
     if let Some(p) = &config.turn_secret_file {
         config.turn_secret = Some(read_secret(p)?);
@@ -149,9 +166,9 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
         .metrics_listen
         .map(|addr| listen(addr).map_err(|source| StartError::Bind { addr, source }))
         .transpose()?;
-    // Before the port is taken too: a weak secret or an unreadable key
-    // stops the start.
-    let auth = Auth::from_keys(&auth_keys(&config))?;
+    // Before serving: a weak secret, an unreadable key or a JWKS URL that
+    // gives no usable key stops the start.
+    let auth = Auth::from_keys(&auth_keys(&config)).await?;
     let node = NodeId::new(config.node_id.clone().unwrap_or_else(|| random_hex(4)));
     let metrics = Arc::new(Metrics::default());
     let conns = Arc::new(Connections::new());
@@ -292,7 +309,8 @@ impl Server {
         );
         if app.ctx.auth.is_none() {
             warn!(
-                "OPEN MODE: no --auth-secret (nor --auth-key, --auth-jwks), so anyone who can \
+                "OPEN MODE: no --auth-secret (nor --auth-key, --auth-jwks, --auth-jwks-url), so \
+                 anyone who can \
                  reach this server can join any \
                  room, list every room and its members at /api/rooms, and answer the offers in \
                  them. Fine on a laptop; never expose it. Set --auth-secret (or \

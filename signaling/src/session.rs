@@ -351,16 +351,17 @@ impl Session {
         let mut grants = Grants::default();
         if let Some(auth) = &self.ctx.auth {
             let token = join.token.as_deref().or(self.query_token.as_deref());
-            let claims = token
-                .ok_or(crate::auth::AuthError::Missing)
-                .and_then(|t| auth.verify_join(t, &join.room, now_unix()))
-                .map_err(|e| {
-                    debug!(conn = self.conn, error = %e, "join refused");
-                    refusal(
-                        ErrorCode::Unauthorized,
-                        "a valid token for this room is required",
-                    )
-                })?;
+            let verified = match token {
+                Some(t) => auth.check_join(t, &join.room, now_unix()).await,
+                None => Err(crate::auth::AuthError::Missing),
+            };
+            let claims = verified.map_err(|e| {
+                debug!(conn = self.conn, error = %e, "join refused");
+                refusal(
+                    ErrorCode::Unauthorized,
+                    "a valid token for this room is required",
+                )
+            })?;
             identity = claims.sub;
             grants = claims.grants;
         }
