@@ -9,7 +9,7 @@
 use crate::text::Text;
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
@@ -142,6 +142,16 @@ struct Queue {
     extra_bytes: usize,
 }
 
+/// Writing held back on one connection; dropped, it lets go.
+pub struct Hold(Arc<ConnCtl>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
+        self.0.task.wake();
+    }
+}
+
 /// A drained queue keeps at most this many slots: an idle connection holds
 /// almost nothing, and a busy one does not reallocate on every burst.
 const KEEP_SLOTS: usize = 32;
@@ -153,6 +163,9 @@ const KEEP_SLOTS: usize = 32;
 /// and that block was the largest part of an idle connection's memory.
 pub struct ConnCtl {
     closed: AtomicBool,
+    /// Holds on writing ([`Outbox::hold`]): while above zero, frames queue
+    /// but none is handed to the socket (until the connection closes).
+    held: AtomicU32,
     cause: AtomicU8,
     queue: Mutex<Queue>,
     /// The connection's task, waiting for frames or a close.
@@ -189,8 +202,11 @@ impl ConnCtl {
         self.task.register(waker);
     }
 
-    /// The oldest queued frame, if any.
+    /// The oldest queued frame, if any and if writing is not held back.
     pub fn pop(&self) -> Option<Frame> {
+        if self.held.load(Ordering::Acquire) > 0 && !self.is_closing() {
+            return None;
+        }
         let mut q = self.lock();
         let f = q.frames.pop_front()?;
         q.bytes -= f.text.len();
@@ -229,6 +245,7 @@ impl Outbox {
     pub fn new(max_frames: usize, max_bytes: usize) -> Outbox {
         let ctl = Arc::new(ConnCtl {
             closed: AtomicBool::new(false),
+            held: AtomicU32::new(0),
             cause: AtomicU8::new(0),
             queue: Mutex::new(Queue::default()),
             task: AtomicWaker::new(),
@@ -240,6 +257,14 @@ impl Outbox {
 
     pub fn ctl(&self) -> &Arc<ConnCtl> {
         &self.ctl
+    }
+
+    /// Holds back writing until the returned [`Hold`] is dropped: frames
+    /// pushed meanwhile (before it too, if not written yet) wait, in order.
+    /// A close is not held back.
+    pub fn hold(&self) -> Hold {
+        self.ctl.held.fetch_add(1, Ordering::AcqRel);
+        Hold(self.ctl.clone())
     }
 
     /// Queues `frame` without waiting. If the queue is full the connection is
@@ -297,6 +322,27 @@ mod tests {
 
     fn texts(frames: Vec<Frame>) -> Vec<String> {
         frames.iter().map(|f| f.text.to_string()).collect()
+    }
+
+    #[test]
+    fn a_hold_keeps_frames_until_let_go_but_not_past_a_close() {
+        let o = Outbox::new(8, 1 << 20);
+        assert!(o.push(Frame::reply("a".into())));
+        let first = o.hold();
+        let second = o.hold();
+        assert!(o.push(Frame::reply("b".into())));
+        assert!(o.ctl().pop().is_none(), "held");
+        drop(first);
+        assert!(o.ctl().pop().is_none(), "still held by the second");
+        drop(second);
+        assert_eq!(texts(vec![o.ctl().pop().unwrap()]), ["a"]);
+        let _held = o.hold();
+        o.close(CloseCause::Kicked);
+        assert_eq!(
+            texts(vec![o.ctl().pop().unwrap()]),
+            ["b"],
+            "a close lets go"
+        );
     }
 
     #[test]

@@ -433,3 +433,99 @@ async fn the_openapi_document_covers_every_route_and_is_valid() {
     );
     let _: Value = doc;
 }
+
+/// The peer ids `GET /api/rooms/{room}` on `addr` lists, asked once.
+async fn listed_now(addr: std::net::SocketAddr, room: &str) -> Vec<String> {
+    let resp = http_request(addr, "GET", &format!("/api/rooms/{room}"), &[], None).await;
+    match resp.status {
+        200 => signaling_e2e::client::peer_ids(&resp.json()["peers"]),
+        _ => Vec::new(),
+    }
+}
+
+/// §14.2, §15: reads agree with what clients were told. Once a client holds
+/// its `joined`, every instance's API lists it; once a member on the
+/// leaver's instance got its `peer-left`, no instance lists it. Asked once
+/// each, never retried, over many rounds on both instances.
+async fn reads_agree_with_what_clients_were_told(d: Deployment) {
+    let r = room("agree");
+    let mut watchers = vec![d.member(0, &r, "w0").await, d.member(1, &r, "w1").await];
+    let watchers_len = watchers.len();
+    for round in 0..40 {
+        let i = round % 2;
+        let mut c = d.client(i, "c").await;
+        c.join(&r).await;
+        for s in d.live() {
+            let ids = listed_now(s.addr, &r).await;
+            assert!(
+                ids.contains(&c.peer_id),
+                "round {round}: joined, but {} lists {ids:?}",
+                s.addr
+            );
+        }
+        c.send(json!({"type":"leave"})).await;
+        // The watcher on the leaver's own instance (on one instance, either).
+        let w = &mut watchers[i % watchers_len];
+        loop {
+            let v = w.next(WAIT).await.expect("the leave announced");
+            if v["type"] == "peer-left" && v["peer_id"] == c.peer_id.as_str() {
+                break;
+            }
+        }
+        for s in d.live() {
+            let ids = listed_now(s.addr, &r).await;
+            assert!(
+                !ids.contains(&c.peer_id),
+                "round {round}: left, but {} lists {ids:?}",
+                s.addr
+            );
+        }
+    }
+}
+both!(reads_agree_with_what_clients_were_told);
+
+/// §14.2, §15: the same with the writes of one instance reaching Redis
+/// 30 ms late (a slow network): its clients are told of a join or a leave
+/// only once the other instance's API reads it, so the reads still agree.
+/// The cost: a join there takes the write's round trip longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_agree_even_when_writes_reach_redis_late() {
+    let redis = signaling_e2e::redis::Redis::start();
+    let backend = redis
+        .url()
+        .trim_start_matches("redis://")
+        .parse()
+        .expect("redis's address");
+    let proxy = signaling_e2e::proxy::Proxy::start(backend).await;
+    let slow_url = format!("redis://{}", proxy.addr);
+    let slow = TestServer::start(signaling_e2e::server::clustered(slow_url, "slow")).await;
+    let fast = TestServer::start(signaling_e2e::server::clustered(redis.url(), "fast")).await;
+    for s in [&slow, &fast] {
+        s.wait_ready_within(Duration::from_secs(10)).await;
+    }
+    proxy.set_delay(Duration::from_millis(30));
+    let r = room("late");
+    let mut watcher = slow.client("w").await;
+    watcher.join(&r).await;
+    for round in 0..10 {
+        let mut c = slow.client("c").await;
+        c.join(&r).await;
+        let ids = listed_now(fast.addr, &r).await;
+        assert!(
+            ids.contains(&c.peer_id),
+            "round {round}: joined, but the other lists {ids:?}"
+        );
+        c.send(json!({"type":"leave"})).await;
+        loop {
+            let v = watcher.next(WAIT).await.expect("the leave announced");
+            if v["type"] == "peer-left" && v["peer_id"] == c.peer_id.as_str() {
+                break;
+            }
+        }
+        let ids = listed_now(fast.addr, &r).await;
+        assert!(
+            !ids.contains(&c.peer_id),
+            "round {round}: left, but the other lists {ids:?}"
+        );
+    }
+}

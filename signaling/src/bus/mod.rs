@@ -389,6 +389,22 @@ pub trait PresenceStore: Send + Sync + 'static {
         let _ = (room, peer);
     }
 
+    /// Whether a change published now is not yet readable by every node
+    /// (it waits in a write queue): the hub then holds back the events of
+    /// it to this node's clients until [`PresenceStore::written`], so that
+    /// what a client was told, every node's reads agree with. `false` for
+    /// an engine that records each change as it is published.
+    fn lags_reads(&self) -> bool {
+        false
+    }
+
+    /// Resolves once every change published so far is recorded where every
+    /// node reads it (bounded: an engine that cannot record it soon gives up
+    /// waiting).
+    fn written(&self) -> BoxFuture<'static, ()> {
+        futures_util::FutureExt::boxed(futures_util::future::ready(()))
+    }
+
     /// Every room with members, across the cluster.
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, BusError>>;
 

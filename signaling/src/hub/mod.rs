@@ -35,7 +35,7 @@ use crate::connections::Connections;
 use crate::ice::IceConfig;
 use crate::ids::{NodeId, PeerId, RoomId, cluster_ms, random_hex};
 use crate::metrics::Metrics;
-use crate::outbox::{Frame, Outbox};
+use crate::outbox::{Frame, Hold, Outbox};
 use room::{ConnId, Member, Presence, Room, Route, SyncState, Undeliverable};
 
 /// The bounds the hub enforces itself.
@@ -240,6 +240,7 @@ impl Hub {
             peer: peer.clone(),
             held: true,
         };
+        let holds;
         if self.bus.reserve(&req.room, &peer, cap).await == Reservation::Full {
             slot.held = false; // refused: nothing was recorded
             return Err(full());
@@ -249,6 +250,7 @@ impl Hub {
             if room.members.len() >= cap {
                 return Err(full());
             }
+            holds = self.hold_until_written(&room, Some(&req.outbox));
             req.welcome(&room, &peer, &secret);
             room.notify_others(&peer, &Frame::reply(reply::peer_joined(&info.object)));
             room.members.insert(
@@ -263,6 +265,7 @@ impl Hub {
         slot.filled();
         self.metrics.peer_joined();
         self.bus.publish(&req.room, PresenceEvent::Joined(info));
+        self.release_when_written(holds);
         Ok(Membership {
             room: req.room,
             peer,
@@ -502,6 +505,7 @@ impl Hub {
         reason: LeaveReason,
         pred: impl Fn(&Member) -> bool,
     ) -> Option<Member> {
+        let holds;
         let removed = {
             let mut room = self.rooms.get_mut(&who.room)?;
             match room.members.get(&who.peer) {
@@ -509,6 +513,7 @@ impl Hub {
                 _ => return None,
             }
             let removed = room.members.shift_remove(&who.peer);
+            holds = self.hold_until_written(&room, None);
             room.notify_others(
                 &who.peer,
                 &Frame::reply(reply::peer_left(who.peer.as_str(), reason)),
@@ -528,7 +533,41 @@ impl Hub {
                 reason,
             },
         );
+        self.release_when_written(holds);
         Some(m)
+    }
+
+    /// Where the cluster's record lags what is published (Redis's write
+    /// queue), holds back writing to this node's connected members of
+    /// `room` (and to `joiner`) until [`Hub::release_when_written`]: the
+    /// presence change about to be queued to them is then only seen once
+    /// every node's API reads it. Taken under the room's lock, before the
+    /// frames are queued, so none slips out ahead.
+    fn hold_until_written(&self, room: &Room, joiner: Option<&Outbox>) -> Vec<Hold> {
+        if !self.bus.lags_reads() {
+            return Vec::new();
+        }
+        let connected = room.members.values().filter_map(|m| match &m.presence {
+            Presence::Connected { outbox, .. } => Some(outbox),
+            _ => None,
+        });
+        joiner
+            .into_iter()
+            .chain(connected)
+            .map(Outbox::hold)
+            .collect()
+    }
+
+    /// Lets the holds go once what was published so far is written.
+    fn release_when_written(&self, holds: Vec<Hold>) {
+        if holds.is_empty() {
+            return;
+        }
+        let written = self.bus.written();
+        tokio::spawn(async move {
+            written.await;
+            drop(holds);
+        });
     }
 
     /// The room a [`JoinHold`] keeps. Only a bug could make it vanish: then

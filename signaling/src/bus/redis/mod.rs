@@ -602,6 +602,20 @@ impl PresenceStore for RedisBus {
         });
     }
 
+    /// While connected: a change is readable once its write is through.
+    /// While Redis is away nothing waits (the writes go when it is back).
+    fn lags_reads(&self) -> bool {
+        self.is_ready()
+    }
+
+    fn written(&self) -> BoxFuture<'static, ()> {
+        let shared = self.shared.clone();
+        async move {
+            shared.queue.written_through_now(READ_YOUR_WRITES).await;
+        }
+        .boxed()
+    }
+
     fn reserve(&self, room: &RoomId, peer: &PeerId, cap: usize) -> BoxFuture<'_, Reservation> {
         // While Redis is away a join would only wait for the timeout.
         if !self.is_ready() {
