@@ -449,7 +449,7 @@ async fn listed_now(addr: std::net::SocketAddr, room: &str) -> Vec<String> {
 /// each, never retried, over many rounds on both instances.
 async fn reads_agree_with_what_clients_were_told(d: Deployment) {
     let r = room("agree");
-    let mut watchers = vec![d.member(0, &r, "w0").await, d.member(1, &r, "w1").await];
+    let mut watchers = [d.member(0, &r, "w0").await, d.member(1, &r, "w1").await];
     let watchers_len = watchers.len();
     for round in 0..40 {
         let i = round % 2;
