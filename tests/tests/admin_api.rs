@@ -36,7 +36,7 @@ async fn eventually(d: &Deployment, path: &str, want: impl Fn(&Resp) -> bool) {
     }
 }
 
-/// A kicked peer is closed with 4001, the others see `peer-left` reason
+/// §14.2, §7.1, §7.2: a kicked peer is closed with 4001, the others see `peer-left` reason
 /// `kicked`, its resume token is dead, and no instance lists it.
 async fn a_kicked_peer_is_closed_announced_and_cannot_resume(d: Deployment) {
     let (r, mut a, mut b) = d.pair("kick").await;
@@ -63,7 +63,7 @@ async fn a_kicked_peer_is_closed_announced_and_cannot_resume(d: Deployment) {
 }
 both!(a_kicked_peer_is_closed_announced_and_cannot_resume);
 
-/// Closing a room removes every member on every instance (close code
+/// §14.2, §7.1: closing a room removes every member on every instance (close code
 /// 4002) and the room is gone.
 async fn a_closed_room_loses_every_member(d: Deployment) {
     let r = room("close");
@@ -83,7 +83,7 @@ async fn a_closed_room_loses_every_member(d: Deployment) {
 }
 both!(a_closed_room_loses_every_member);
 
-/// A peer's `name` and `meta` set by the server: the others get
+/// §14.2, §5.11, §5.3: a peer's `name` and `meta` set by the server: the others get
 /// `peer-updated`, the peer itself `updated`, every instance lists it so.
 async fn a_peer_updated_by_the_server_is_seen_by_all(d: Deployment) {
     let (r, mut a, mut b) = d.pair("update").await;
@@ -107,7 +107,7 @@ async fn a_peer_updated_by_the_server_is_seen_by_all(d: Deployment) {
 }
 both!(a_peer_updated_by_the_server_is_seen_by_all);
 
-/// Room metadata: set through any instance (one without members too),
+/// §14.2, §5.10, §5.1: room metadata, set through any instance (one without members too),
 /// sent to members as `room-updated`, found by later joiners in
 /// `joined.room_meta` on every instance, and gone with the room.
 async fn room_metadata_reaches_members_and_joiners(d: Deployment) {
@@ -158,7 +158,7 @@ async fn room_metadata_reaches_members_and_joiners(d: Deployment) {
 }
 both!(room_metadata_reaches_members_and_joiners);
 
-/// A server message reaches every member as `message` from `server`, or
+/// §14.2, §5.5: a server message reaches every member as `message` from `server`, or
 /// only the peer named in `to`.
 async fn server_messages_reach_the_room_or_one_peer(d: Deployment) {
     let (r, mut a, mut b) = d.pair("notice").await;
@@ -185,7 +185,7 @@ async fn server_messages_reach_the_room_or_one_peer(d: Deployment) {
 }
 both!(server_messages_reach_the_room_or_one_peer);
 
-/// `/api/rooms` pages through every room in name order with `limit` and
+/// §14.2: `/api/rooms` pages through every room in name order with `limit` and
 /// `after`, each line with its `peer_count`.
 async fn rooms_are_listed_page_by_page(d: Deployment) {
     let tag = room("page");
@@ -229,7 +229,7 @@ async fn rooms_are_listed_page_by_page(d: Deployment) {
 }
 both!(rooms_are_listed_page_by_page);
 
-/// Bad input gets a JSON error naming it, and changes nothing.
+/// §14.2: bad input gets a JSON error naming it, and changes nothing.
 #[tokio::test]
 async fn bad_requests_get_clear_errors() {
     let d = Deployment::one(|_| {}).await;
@@ -294,7 +294,7 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(v["peers"][0]["name"], "", "{v}");
 }
 
-/// With auth on, every admin route needs an admin token: none, a join
+/// §14.2, §12.2: with auth on, every admin route needs an admin token: none, a join
 /// token or a wrongly signed one gets 401; the OpenAPI document is public.
 #[tokio::test]
 async fn every_admin_route_needs_an_admin_token() {
@@ -349,7 +349,7 @@ async fn every_admin_route_needs_an_admin_token() {
     assert_eq!(doc.status, 200, "{doc:?}");
 }
 
-/// `/api/openapi.json` documents every route the server answers, with
+/// §14: `/api/openapi.json` documents every route the server answers, with
 /// every response's schema, and is a valid OpenAPI 3.1 document as an
 /// independent validator (openapi-spec-validator, from PyPI) reads it.
 #[tokio::test]

@@ -89,7 +89,7 @@ async fn events(c: &mut Client, within: Duration) -> Vec<Value> {
     seen
 }
 
-/// The peer object carries the token's `sub` as `identity`: not what the
+/// §12.4, §3.2: the peer object carries the token's `sub` as `identity`: not what the
 /// client claims, in `joined.peers`, `peer-joined` and the API alike. A
 /// token's `name` is the one shown, whatever the client asks.
 async fn the_identity_is_the_token_s(d: Deployment) {
@@ -135,7 +135,7 @@ async fn the_identity_is_the_token_s(d: Deployment) {
 }
 both!(the_identity_is_the_token_s, super::auth_on);
 
-/// By default both connections of one identity stay, each its own peer.
+/// §12.4: by default both connections of one identity stay, each its own peer.
 async fn the_same_identity_twice_is_allowed_by_default(d: Deployment) {
     let r = room("twice");
     let (mut first, _) = joined(&d, 0, &r, json!({"room": r, "sub": "ada"}), json!({})).await;
@@ -151,7 +151,7 @@ both!(
     super::auth_on
 );
 
-/// With `--same-identity replace`, a second connection of one identity
+/// §12.4, §7.1, §7.2: with `--same-identity replace`, a second connection of one identity
 /// (on another instance too) takes the place of the first: that one is
 /// closed with 4003, the others see it leave as `replaced`, its resume
 /// token is dead, and only the newer one is listed.
@@ -200,7 +200,7 @@ both!(
     super::replace_by_default
 );
 
-/// A token's `same_identity` claim chooses over the server's flag: here
+/// §12.4, §12.1: a token's `same_identity` claim chooses over the server's flag: here
 /// `replace` on a server that allows, and `allow` on one that replaces.
 async fn a_token_chooses_its_own_same_identity_rule(d: Deployment) {
     let r = room("claim");
@@ -216,7 +216,7 @@ async fn a_token_chooses_its_own_same_identity_rule(d: Deployment) {
 }
 both!(a_token_chooses_its_own_same_identity_rule, super::auth_on);
 
-/// Grants: a token without `update_meta` cannot `update`, one without
+/// §12.4, §12.1, §6: grants: a token without `update_meta` cannot `update`, one without
 /// `broadcast` cannot send `message` to the room (to one peer it can), and
 /// `rooms` opens each room it names and no other.
 async fn grants_limit_what_a_member_may_do(d: Deployment) {
