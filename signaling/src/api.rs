@@ -254,6 +254,10 @@ fn unavailable(e: BusError) -> Response {
     )
 }
 
+/// What a handler answers: its answer, or the error answer a helper's `?`
+/// brought back.
+type Answer = Result<Response, Response>;
+
 /// With auth on, an admin token is required.
 async fn refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
     let auth = app.ctx.auth.as_ref()?;
@@ -275,14 +279,30 @@ async fn refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-/// The room named in the path, if the name is one (an invalid name is a
-/// room that does not exist).
-fn room_id(app: &App, room: &str) -> Result<RoomId, Response> {
+/// The room named in the path, for a request with the admin token auth
+/// needs (an invalid name is a room that does not exist).
+async fn admitted(app: &App, headers: &HeaderMap, room: &str) -> Result<RoomId, Response> {
+    if let Some(r) = refusal(app, headers).await {
+        return Err(r);
+    }
     if is_valid_room(room, app.config.limits.max_room_len) {
         Ok(RoomId::new(room))
     } else {
         Err(not_found("room"))
     }
+}
+
+/// A room's members and meta, 404 for a room without members.
+async fn room_with_meta(
+    app: &App,
+    room: &RoomId,
+) -> Result<(Vec<Arc<PeerInfo>>, Box<RawValue>), Response> {
+    let (peers, meta) = tokio::try_join!(app.store.room_peers(room), app.store.room_meta(room))
+        .map_err(unavailable)?;
+    if peers.is_empty() {
+        return Err(not_found("room"));
+    }
+    Ok((peers, raw(meta.as_deref().unwrap_or("{}"))))
 }
 
 /// Meta as stored: always a JSON object (checked when it was set).
@@ -354,21 +374,18 @@ async fn list_rooms(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+) -> Answer {
     if let Some(r) = refusal(&app, &headers).await {
-        return r;
+        return Err(r);
     }
     let Ok(Query(page)) = page else {
-        return bad_request("`limit` must be a number");
+        return Err(bad_request("`limit` must be a number"));
     };
     let limit = page.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return bad_request(format!("`limit` must be 1 to {MAX_PAGE}"));
+        return Err(bad_request(format!("`limit` must be 1 to {MAX_PAGE}")));
     }
-    let rooms = match app.store.rooms().await {
-        Ok(r) => r,
-        Err(e) => return unavailable(e),
-    };
+    let rooms = app.store.rooms().await.map_err(unavailable)?;
     let after = page.after.as_deref().unwrap_or("");
     let mut rest = rooms.iter().filter(|r| r.room.as_str() > after);
     let lines: Vec<RoomLine> = rest
@@ -383,7 +400,7 @@ async fn list_rooms(
         Some(_) => lines.last().map(|l| l.room.clone()),
         None => None,
     };
-    axum::Json(RoomList { rooms: lines, next }).into_response()
+    Ok(axum::Json(RoomList { rooms: lines, next }).into_response())
 }
 
 /// One room: its metadata and its members, across the cluster.
@@ -399,29 +416,16 @@ async fn get_room(
     State(app): State<Arc<App>>,
     Path(room): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    if let Some(r) = refusal(&app, &headers).await {
-        return r;
-    }
-    let room = match room_id(&app, &room) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let (peers, meta) =
-        match tokio::try_join!(app.store.room_peers(&room), app.store.room_meta(&room)) {
-            Ok(v) => v,
-            Err(e) => return unavailable(e),
-        };
-    if peers.is_empty() {
-        return not_found("room");
-    }
-    axum::Json(Room {
+) -> Answer {
+    let room = admitted(&app, &headers, &room).await?;
+    let (peers, meta) = room_with_meta(&app, &room).await?;
+    Ok(axum::Json(Room {
         room: room.as_str().to_owned(),
-        meta: raw(meta.as_deref().unwrap_or("{}")),
+        meta,
         peer_count: peers.len(),
         peers: peers.iter().map(|p| Peer::from(&**p)).collect(),
     })
-    .into_response()
+    .into_response())
 }
 
 /// Closes a room: every member is removed (`peer-left` reason `kicked`,
@@ -438,29 +442,21 @@ async fn close_room(
     State(app): State<Arc<App>>,
     Path(room): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    if let Some(r) = refusal(&app, &headers).await {
-        return r;
-    }
-    let room = match room_id(&app, &room) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let peers = match app.store.room_peers(&room).await {
-        Ok(p) => p,
-        Err(e) => return unavailable(e),
-    };
+) -> Answer {
+    let room = admitted(&app, &headers, &room).await?;
+    let peers = app.store.room_peers(&room).await.map_err(unavailable)?;
     if peers.is_empty() {
-        return not_found("room");
+        return Err(not_found("room"));
     }
-    if let Err(e) = app.ctx.hub.act(&room, RoomCommand::Close) {
-        return unavailable(e);
-    }
-    axum::Json(Closed {
+    app.ctx
+        .hub
+        .act(&room, RoomCommand::Close)
+        .map_err(unavailable)?;
+    Ok(axum::Json(Closed {
         room: room.as_str().to_owned(),
         removed: peers.len(),
     })
-    .into_response()
+    .into_response())
 }
 
 /// A room's metadata (`{}` until set).
@@ -476,27 +472,14 @@ async fn get_room_meta(
     State(app): State<Arc<App>>,
     Path(room): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    if let Some(r) = refusal(&app, &headers).await {
-        return r;
-    }
-    let room = match room_id(&app, &room) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let (peers, meta) =
-        match tokio::try_join!(app.store.room_peers(&room), app.store.room_meta(&room)) {
-            Ok(v) => v,
-            Err(e) => return unavailable(e),
-        };
-    if peers.is_empty() {
-        return not_found("room");
-    }
-    axum::Json(RoomMeta {
+) -> Answer {
+    let room = admitted(&app, &headers, &room).await?;
+    let (_, meta) = room_with_meta(&app, &room).await?;
+    Ok(axum::Json(RoomMeta {
         room: room.as_str().to_owned(),
-        meta: raw(meta.as_deref().unwrap_or("{}")),
+        meta,
     })
-    .into_response()
+    .into_response())
 }
 
 /// Sets a room's metadata (a JSON object, replacing the old one). Members
@@ -518,35 +501,23 @@ async fn set_room_meta(
     Path(room): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if let Some(r) = refusal(&app, &headers).await {
-        return r;
-    }
-    let room = match room_id(&app, &room) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let meta: Box<RawValue> = match parse(&body) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    if let Err(r) = object(&meta, "meta", app.config.limits.max_meta_bytes) {
-        return r;
-    }
-    match app
-        .ctx
-        .hub
+) -> Answer {
+    let room = admitted(&app, &headers, &room).await?;
+    let meta: Box<RawValue> = parse(&body)?;
+    object(&meta, "meta", app.config.limits.max_meta_bytes)?;
+    let hub = &app.ctx.hub;
+    if !hub
         .set_room_meta(&room, meta.get().to_owned())
         .await
+        .map_err(unavailable)?
     {
-        Ok(true) => axum::Json(RoomMeta {
-            room: room.as_str().to_owned(),
-            meta,
-        })
-        .into_response(),
-        Ok(false) => not_found("room"),
-        Err(e) => unavailable(e),
+        return Err(not_found("room"));
     }
+    Ok(axum::Json(RoomMeta {
+        room: room.as_str().to_owned(),
+        meta,
+    })
+    .into_response())
 }
 
 /// One peer of a room.
@@ -562,18 +533,10 @@ async fn get_peer(
     State(app): State<Arc<App>>,
     Path((room, peer)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Response {
-    if let Some(r) = refusal(&app, &headers).await {
-        return r;
-    }
-    let room = match room_id(&app, &room) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    match find_peer(&app, &room, &peer).await {
-        Ok(p) => axum::Json(Peer::from(&*p)).into_response(),
-        Err(r) => r,
-    }
+) -> Answer {
+    let room = admitted(&app, &headers, &room).await?;
+    let p = find_peer(&app, &room, &peer).await?;
+    Ok(axum::Json(Peer::from(&*p)).into_response())
 }
 
 /// Changes a peer's `name` and/or `meta`. The others get `peer-updated`,
@@ -594,39 +557,25 @@ async fn update_peer(
     Path((room, peer)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if let Some(r) = refusal(&app, &headers).await {
-        return r;
-    }
-    let room = match room_id(&app, &room) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let change: PeerChange = match parse(&body) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let room = admitted(&app, &headers, &room).await?;
+    let change: PeerChange = parse(&body)?;
     let limits = &app.config.limits;
     if let Some(name) = &change.name {
         if name.chars().count() > limits.max_name_chars || name.chars().any(char::is_control) {
-            return bad_request(format!(
+            return Err(bad_request(format!(
                 "`name` must be at most {} characters, without control characters",
                 limits.max_name_chars
-            ));
+            )));
         }
     }
     if let Some(meta) = &change.meta {
-        if let Err(r) = object(meta, "meta", limits.max_meta_bytes) {
-            return r;
-        }
+        object(meta, "meta", limits.max_meta_bytes)?;
     }
     if change.name.is_none() && change.meta.is_none() {
-        return bad_request("give `name`, `meta` or both");
+        return Err(bad_request("give `name`, `meta` or both"));
     }
-    let info = match find_peer(&app, &room, &peer).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let info = find_peer(&app, &room, &peer).await?;
     let name = change.name.unwrap_or_else(|| info.name.clone());
     let meta = change
         .meta
@@ -636,10 +585,8 @@ async fn update_peer(
         name: Some(name.clone()),
         meta: Some(meta.clone()),
     };
-    if let Err(e) = app.ctx.hub.act(&room, cmd) {
-        return unavailable(e);
-    }
-    axum::Json(Peer::from(&info.renamed(name, meta))).into_response()
+    app.ctx.hub.act(&room, cmd).map_err(unavailable)?;
+    Ok(axum::Json(Peer::from(&info.renamed(name, meta))).into_response())
 }
 
 /// Removes a peer: it is closed with code 4001, the others see `peer-left`
@@ -656,26 +603,15 @@ async fn kick_peer(
     State(app): State<Arc<App>>,
     Path((room, peer)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Response {
-    if let Some(r) = refusal(&app, &headers).await {
-        return r;
-    }
-    let room = match room_id(&app, &room) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let info = match find_peer(&app, &room, &peer).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let room = admitted(&app, &headers, &room).await?;
+    let info = find_peer(&app, &room, &peer).await?;
     let cmd = RoomCommand::Kick {
         peer: info.id.clone(),
         reason: LeaveReason::Kicked,
     };
-    match app.ctx.hub.act(&room, cmd) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => unavailable(e),
-    }
+    app.ctx.hub.act(&room, cmd).map_err(unavailable)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Sends a message from the server to every member of the room, or to one
@@ -696,54 +632,40 @@ async fn send_message(
     Path(room): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if let Some(r) = refusal(&app, &headers).await {
-        return r;
-    }
-    let room = match room_id(&app, &room) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let msg: ServerMessage = match parse(&body) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let room = admitted(&app, &headers, &room).await?;
+    let msg: ServerMessage = parse(&body)?;
     let max = app.config.limits.max_data_bytes;
     if msg.data.get().len() > max {
-        return error(
+        return Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("`data` is larger than {max} bytes"),
-        );
+        ));
     }
-    if let Err(e) = ijson::check(&msg.data) {
-        return bad_request(format!("`data`: {e}"));
-    }
+    ijson::check(&msg.data).map_err(|e| bad_request(format!("`data`: {e}")))?;
     let to = match &msg.to {
-        Some(peer) => match find_peer(&app, &room, peer).await {
-            Ok(p) => Some(p.id.clone()),
-            Err(r) => return r,
-        },
-        None => match app.store.room_peers(&room).await {
-            Ok(p) if p.is_empty() => return not_found("room"),
-            Ok(_) => None,
-            Err(e) => return unavailable(e),
-        },
+        Some(peer) => Some(find_peer(&app, &room, peer).await?.id.clone()),
+        None if app
+            .store
+            .room_peers(&room)
+            .await
+            .map_err(unavailable)?
+            .is_empty() =>
+        {
+            return Err(not_found("room"));
+        }
+        None => None,
     };
     let text = reply::relayed(RelayKind::Message, reply::SERVER_SENDER, msg.data.get());
     let cmd = RoomCommand::Message {
         to,
         text: text.into(),
     };
-    if let Err(e) = app.ctx.hub.act(&room, cmd) {
-        return unavailable(e);
-    }
-    (
-        StatusCode::ACCEPTED,
-        axum::Json(Sent {
-            room: room.as_str().to_owned(),
-            to: msg.to,
-        }),
-    )
-        .into_response()
+    app.ctx.hub.act(&room, cmd).map_err(unavailable)?;
+    let sent = Sent {
+        room: room.as_str().to_owned(),
+        to: msg.to,
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(sent)).into_response())
 }
