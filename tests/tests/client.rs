@@ -314,9 +314,10 @@ async fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) 
 
 /// The events up to the stream's end (the driver has stopped), within 5 s.
 async fn until_ended(events: &mut Events) -> Vec<Event> {
+    let deadline = tokio::time::Instant::now() + WAIT;
     let mut seen = Vec::new();
     loop {
-        match tokio::time::timeout(WAIT, events.recv()).await {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(e)) => seen.push(e),
             Ok(None) => return seen,
             Err(_) => panic!("the event stream did not end: {seen:?}"),
