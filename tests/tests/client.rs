@@ -445,7 +445,7 @@ async fn a_client_replaced_by_the_same_identity_stops_for_good() {
     }
     let jnew = new.join(&r, joining("alice")).await.expect("new joins");
     stopped_for_good(&old, &mut eold, Removal::Superseded).await;
-    let mut seen = vec![next(&mut ew).await, next(&mut ew).await];
+    let mut seen = [next(&mut ew).await, next(&mut ew).await];
     seen.sort_by_key(|e| matches!(e, Event::PeerJoined(_)));
     assert_eq!(
         seen[0],
