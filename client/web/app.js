@@ -2,7 +2,10 @@
 // to 6 people, with the protocol's negotiation convention (the newcomer
 // offers; later renegotiations use perfect negotiation, the lower peer_id
 // being polite), trickle ICE, ICE restarts, and resume after a dropped
-// connection or a `goaway`. No dependencies, no build step.
+// connection or a `goaway`. No dependencies, no build step. What the
+// application's backend does shows too: verified identities, server
+// messages, the room's topic, a name it gives us, and a removal (kicked,
+// room closed, replaced by another tab), which is final.
 
 const MAX_PEERS = 6;
 const $ = (id) => document.getElementById(id);
@@ -21,10 +24,20 @@ const ERRORS = {
   unknown_peer: "That participant has left.",
 };
 
+// Close codes that end the membership for good (its resume token is dead):
+// the page says why and does not reconnect.
+const REMOVED = {
+  4001: "You were removed from the room.",
+  4002: "The room was closed.",
+  4003: "You joined from another tab or device, so this one left the room.",
+};
+
 const state = {
   ws: null,
   room: "",
+  roomMeta: {}, // the room's metadata, as the application's backend set it
   name: "",
+  self: null, // our own peer object, once the server sent one (`updated`)
   peerId: null,
   resume: null,
   iceServers: [],
@@ -38,6 +51,8 @@ const state = {
   relayOnly: false,
   token: null, // the join token from the invite link; never put back in a URL
   log: [], // the last problems met, newest last (shown to tests on failure)
+  notices: [], // messages from the application's backend, newest last
+  removed: null, // the close code that removed us (4001-4003), once it has
 };
 
 function status(text) { $("status").textContent = text; }
@@ -106,7 +121,9 @@ function connect() {
   state.ws = ws;
   status("Connecting…");
   ws.onopen = () => {
-    const join = { type: "join", room: state.room, meta: meta() };
+    // The id tells a refused join from a refused `update` (both may be
+    // `unauthorized`: a token's grants can forbid updates).
+    const join = { type: "join", id: "join", room: state.room, meta: meta() };
     // Without a name of our own, the server names us after the token's `sub`.
     if (state.name) join.name = state.name;
     if (state.token) join.token = state.token;
@@ -124,8 +141,9 @@ function connect() {
     if (entry) entry.inbox = entry.inbox.then(run);
     else run();
   };
-  ws.onclose = () => {
+  ws.onclose = (e) => {
     if (state.ws !== ws || state.leaving) return;
+    if (REMOVED[e.code]) return removed(e.code);
     // Dropped: come back and resume; the others never see us leave.
     state.retry += 1;
     const wait = Math.min(200 * 2 ** (state.retry - 1), 5000);
@@ -140,6 +158,12 @@ async function handle(msg) {
     case "peer-joined": return addPeer(msg.peer, false);
     case "peer-updated": return updatePeer(msg.peer);
     case "peer-left": return removePeer(msg.peer_id);
+    case "updated": return onUpdated(msg.peer);
+    case "room-updated": if (msg.room === state.room) setRoomMeta(msg.meta); return;
+    case "message":
+      // Peers' messages have no use here; the backend's are shown.
+      if (msg.from === "server") notice(msg.data);
+      return;
     case "offer": return onOffer(msg);
     case "answer": return onAnswer(msg);
     case "candidate": return onCandidate(msg);
@@ -153,6 +177,11 @@ async function handle(msg) {
         state.resume = null;
         for (const id of [...state.peers.keys()]) removePeer(id);
         return state.ws.onopen();
+      }
+      if (msg.code === "unauthorized" && msg.ref !== "join") {
+        // The invitation forbids this (an `update`: muting, camera, sharing
+        // are not shown to the others); the call goes on.
+        return showError("Your invitation does not let you change what the others see of your status.");
       }
       showError(msg.code === "unauthorized" && state.token
         ? "This invite link is invalid or has expired (or is for another room): ask for a new one."
@@ -175,7 +204,8 @@ function onJoined(msg) {
   showError(state.relayOnly && !state.iceServers.some((s) => [].concat(s.urls).some((u) => /^turns?:/.test(u)))
     ? "Relay only was asked for, but this server offers no TURN relay: calls cannot connect."
     : "");
-  status(`In room “${msg.room}” as ${state.name || "guest"}`);
+  inRoom();
+  setRoomMeta(msg.room_meta || {});
   document.body.dataset.peerId = msg.peer_id;
   const listed = new Set(msg.peers.map((p) => p.peer_id));
   if (resumed) {
@@ -191,6 +221,52 @@ function onJoined(msg) {
     return;
   }
   for (const p of msg.peers.slice(0, MAX_PEERS - 1)) addPeer(p, true);
+}
+
+function inRoom() {
+  status(`In room “${state.room}” as ${state.name || "guest"}`);
+}
+
+// The backend renamed us (or changed our meta): the name we show, and send
+// again should we have to join afresh, is the one it gave.
+function onUpdated(peer) {
+  state.self = peer;
+  if (typeof peer.name === "string") state.name = peer.name;
+  $("self-caption").textContent = state.name ? `You (${state.name})` : "You";
+  inRoom();
+}
+
+function setRoomMeta(meta) {
+  state.roomMeta = meta && typeof meta === "object" ? meta : {};
+  const topic = typeof state.roomMeta.topic === "string" ? state.roomMeta.topic : "";
+  $("topic").textContent = topic ? `Topic: ${topic}` : "";
+  $("topic").hidden = !topic;
+}
+
+// A message from the application's backend: a string, or an object whose
+// `text` (or `message`, `notice`) is one; anything else is shown as JSON.
+function notice(data) {
+  const text = typeof data === "string" ? data
+    : ["text", "message", "notice"].map((k) => data && data[k]).find((v) => typeof v === "string")
+      ?? JSON.stringify(data);
+  state.notices.push(text);
+  if (state.notices.length > 20) state.notices.shift();
+  $("notice-list").replaceChildren(...state.notices.map((t) => {
+    const li = document.createElement("li");
+    li.textContent = t;
+    return li;
+  }));
+  $("notices").hidden = false;
+}
+
+// The server ended our membership (close code 4001-4003): final, no
+// reconnect (the resume token no longer works, and a new join would undo
+// what the backend did, or fight the other tab).
+function removed(code) {
+  state.removed = code;
+  leave(false);
+  status("Not in a room");
+  showError(REMOVED[code]);
 }
 
 // ---------------------------------------------------------------- peers
@@ -307,7 +383,7 @@ function updatePeer(info) {
   const entry = state.peers.get(info.peer_id);
   if (!entry) return;
   entry.info = info;
-  entry.tile.querySelector("figcaption").textContent = caption(info);
+  entry.tile.querySelector("figcaption").replaceChildren(...label(info));
   renderPresence();
 }
 
@@ -368,6 +444,23 @@ function caption(info) {
   return `${info.name || "guest"}${marks.length ? ` (${marks.join(", ")})` : ""}`;
 }
 
+// The identity the server verified (the invitation's `sub`), next to the
+// name, which is only what the peer calls itself.
+function badge(info) {
+  if (typeof info.identity !== "string" || !info.identity) return null;
+  const b = document.createElement("span");
+  b.className = "verified";
+  b.title = `Verified identity: ${info.identity}`;
+  b.textContent = info.identity === info.name ? "verified" : `verified: ${info.identity}`;
+  return b;
+}
+
+// A peer's caption and, when it has one, its verified identity.
+function label(info) {
+  const b = badge(info);
+  return b ? [caption(info), " ", b] : [caption(info)];
+}
+
 function makeTile(info) {
   const fig = document.createElement("figure");
   fig.className = "tile";
@@ -377,7 +470,7 @@ function makeTile(info) {
   v.playsInline = true;
   v.setAttribute("aria-label", `Video of ${info.name || "guest"}`);
   const cap = document.createElement("figcaption");
-  cap.textContent = caption(info);
+  cap.replaceChildren(...label(info));
   fig.append(v, cap);
   $("tiles").append(fig);
   return fig;
@@ -389,7 +482,9 @@ function renderPresence() {
     li.dataset.peerId = info.peer_id;
     li.dataset.muted = String(!!(info.meta && info.meta.muted));
     li.dataset.connection = pc.connectionState;
-    li.textContent = `${caption(info)}: ${pc.connectionState}`;
+    if (info.identity) li.dataset.identity = info.identity;
+    const b = badge(info);
+    li.append(caption(info), ...(b ? [" ", b] : []), `: ${pc.connectionState}`);
     return li;
   }));
 }
@@ -497,6 +592,11 @@ function leave(sayBye = true) {
   state.peerId = state.resume = null;
   $("call").hidden = true;
   $("join").hidden = false;
+  state.notices = [];
+  $("notice-list").replaceChildren();
+  $("notices").hidden = true;
+  $("self-caption").textContent = "You";
+  setRoomMeta({});
   status("Left the room");
 }
 $("leave").onclick = () => leave(true);
@@ -511,6 +611,7 @@ $("join").addEventListener("submit", async (ev) => {
   state.name = $("name").value.trim();
   state.relayOnly = $("relay").checked;
   state.leaving = false;
+  state.removed = null;
   showError("");
   try {
     state.local = await openMedia();

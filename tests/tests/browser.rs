@@ -904,3 +904,192 @@ async fn the_call_works_under_the_strict_content_security_policy() {
     let _ = std::fs::remove_dir_all(&dir);
     server.stop().await;
 }
+
+/// An admin API request (`auth`: an `Authorization` header value); panics
+/// unless it answers `status`.
+async fn admin(
+    addr: std::net::SocketAddr,
+    auth: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    status: u16,
+) -> Value {
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
+    let body = body.map(|b| b.to_string());
+    let resp =
+        signaling_e2e::client::http_request(addr, method, path, &headers, body.as_deref()).await;
+    assert_eq!(resp.status, status, "{method} {path}: {resp:?}");
+    serde_json::from_str(&resp.body).unwrap_or(Value::Null)
+}
+
+/// The text of the first element `selector` matches on `page`, as JS.
+fn text_of(selector: &str) -> String {
+    format!("(document.querySelector('{selector}') || {{textContent: ''}}).textContent")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_removed_by_the_backend_says_so_and_does_not_reconnect() {
+    let server = TestServer::start(|_| {}).await;
+    let base = format!("http://{}", server.addr);
+    let browser = chromium().await;
+    let room = format!("webk-{}", signaling::ids::random_hex(6));
+    let alice = join(&browser, &base, &room, "alice").await;
+    let bob = join(&browser, &base, &room, "bob").await;
+    until(
+        &alice,
+        "alice sees bob",
+        "document.querySelectorAll('#presence li').length === 1",
+    )
+    .await;
+    let alice_id = eval(&alice, "document.body.dataset.peerId").await;
+    let bob_id = eval(&bob, "document.body.dataset.peerId").await;
+    let bob_id = bob_id.as_str().expect("bob's id");
+    let before = server.metric("signaling_connections_total").await;
+
+    let kick = format!("/api/rooms/{room}/peers/{bob_id}");
+    admin(server.addr, None, "DELETE", &kick, None, 204).await;
+    let said = "document.getElementById('error').textContent === 'You were removed from the room.' && !document.getElementById('error').hidden";
+    until(&bob, "bob's page says he was removed", said).await;
+    until(
+        &bob,
+        "the join form is back",
+        "getComputedStyle(document.getElementById('join')).display !== 'none'",
+    )
+    .await;
+    until(
+        &alice,
+        "bob left alice's list",
+        "document.querySelectorAll('#presence li').length === 0",
+    )
+    .await;
+    // A page that came back would have by now (its first retries come
+    // after 0.2, 0.4 and 0.8 s): a new connection, and a new member.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        server.metric("signaling_connections_total").await,
+        before,
+        "no new connection"
+    );
+    let listed = signaling_e2e::server::api_room(server.addr, &room).await;
+    assert_eq!(
+        listed,
+        [alice_id.as_str().expect("alice's id")],
+        "no member for bob"
+    );
+    assert_eq!(eval(&bob, said).await, Value::Bool(true), "still said");
+
+    // Closing the room is final too, and says so.
+    admin(
+        server.addr,
+        None,
+        "DELETE",
+        &format!("/api/rooms/{room}"),
+        None,
+        200,
+    )
+    .await;
+    until(
+        &alice,
+        "alice's page says the room was closed",
+        "document.getElementById('error').textContent === 'The room was closed.'",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        signaling_e2e::server::api_room(server.addr, &room).await,
+        Vec::<String>::new(),
+        "alice did not come back"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_s_notices_topic_and_names_and_verified_identities_show_on_the_page() {
+    let server = TestServer::start(|c| c.auth_secret = Some(SECRET.into())).await;
+    let exp = signaling::auth::now_unix() + 600;
+    let admin_token = format!(
+        "Bearer {}",
+        signaling::auth::Auth::new(SECRET).sign(&serde_json::json!({"admin": true, "exp": exp}))
+    );
+    let auth = Some(admin_token.as_str());
+    let browser = chromium().await;
+    let room = format!("webn-{}", signaling::ids::random_hex(6));
+    let invite = |sub: &str| {
+        format!(
+            "http://{}/?room={room}#token={}",
+            server.addr,
+            token(SECRET, &room, sub, 3600)
+        )
+    };
+    let alice = join_at(&browser, &invite("alice"), "alice").await;
+    let meta = serde_json::json!({"topic": "Standup"});
+    let path = format!("/api/rooms/{room}/meta");
+    admin(server.addr, auth, "PUT", &path, Some(meta), 200).await;
+    let topic = format!("{} === 'Topic: Standup'", text_of("#topic"));
+    until(&alice, "alice sees the topic (room-updated)", &topic).await;
+    // bob's display name is not his verified identity: both show. His
+    // invitation forbids `update` (grants.update_meta false).
+    let bob_token = signaling::auth::Auth::new(SECRET).sign(&serde_json::json!({
+        "room": room, "sub": "bob@example", "exp": exp, "grants": {"update_meta": false}
+    }));
+    let bob_invite = format!("http://{}/?room={room}#token={bob_token}", server.addr);
+    let bob = join_at(&browser, &bob_invite, "Bob").await;
+    until(&bob, "bob sees the topic (joined.room_meta)", &topic).await;
+    until(
+        &alice,
+        "alice sees bob verified",
+        &format!(
+            "{} === 'verified: bob@example'",
+            text_of("#presence li .verified")
+        ),
+    )
+    .await;
+    until(
+        &bob,
+        "bob sees alice verified",
+        &format!("{} === 'verified'", text_of("#presence li .verified")),
+    )
+    .await;
+
+    let path = format!("/api/rooms/{room}/messages");
+    let body = serde_json::json!({"data": {"text": "Break in 5 minutes"}});
+    admin(server.addr, auth, "POST", &path, Some(body), 202).await;
+    for (page, who) in [(&alice, "alice"), (&bob, "bob")] {
+        let shown = format!(
+            "{} === 'Break in 5 minutes' && !document.getElementById('notices').hidden",
+            text_of("#notice-list li")
+        );
+        until(page, &format!("{who} sees the server's notice"), &shown).await;
+    }
+
+    // The backend renames alice: her page and bob's show the new name.
+    let id = eval(&alice, "document.body.dataset.peerId").await;
+    let path = format!("/api/rooms/{room}/peers/{}", id.as_str().expect("id"));
+    let body = serde_json::json!({"name": "Alice B."});
+    admin(server.addr, auth, "PATCH", &path, Some(body), 200).await;
+    until(
+        &alice,
+        "alice's status has her new name",
+        "document.getElementById('status').textContent.endsWith('as Alice B.')",
+    )
+    .await;
+    until(&bob, "bob lists alice's new name", "[...document.querySelectorAll('#presence li')].some(li => li.textContent.startsWith('Alice B.'))").await;
+
+    // bob mutes: the server refuses his `update`, the page says so, and the
+    // call goes on (a refused update is not a refused join).
+    eval(
+        &bob,
+        "(() => { document.getElementById('mute').click(); return true; })()",
+    )
+    .await;
+    until(&bob, "bob is told his update was refused", "document.getElementById('error').textContent.startsWith('Your invitation does not let you') && !document.getElementById('error').hidden").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        eval(&bob, "document.getElementById('status').textContent.startsWith('In room') && getComputedStyle(document.getElementById('join')).display === 'none'").await,
+        Value::Bool(true),
+        "bob is still in the call"
+    );
+    until(&alice, "alice still decodes bob", FRAMES).await;
+    server.stop().await;
+}

@@ -40,14 +40,14 @@ impl Client {
             options,
             reply,
         })?;
-        wait(rx).await?
+        self.wait(rx).await?
     }
 
     /// Leaves the room; the connection stays and may join again.
     pub async fn leave(&self) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
         self.command(Command::Leave { reply })?;
-        wait(rx).await?
+        self.wait(rx).await?
     }
 
     pub fn offer(&self, to: &str, sdp: impl Into<String>) -> Result<(), ClientError> {
@@ -90,6 +90,12 @@ impl Client {
         self.shared.lock().ok().and_then(|s| s.peer_id.clone())
     }
 
+    /// Why the client stopped for good, once it has (the error of the last
+    /// event, [`Event::Closed`](crate::Event::Closed)); `None` while it runs.
+    pub fn closed_because(&self) -> Option<ClientError> {
+        self.shared.lock().ok().and_then(|s| s.ended.clone())
+    }
+
     /// Closes the connection (cleanly: the others see `disconnected`).
     pub fn close(&self) {
         let _ = self.cmds.send(Command::Close);
@@ -100,14 +106,24 @@ impl Client {
     }
 
     fn command(&self, c: Command) -> Result<(), ClientError> {
-        self.cmds.send(c).map_err(|_| ClientError::Closed)
+        self.cmds.send(c).map_err(|_| self.ended())
     }
-}
 
-async fn wait<T>(rx: oneshot::Receiver<T>) -> Result<T, ClientError> {
-    match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(_)) => Err(ClientError::Closed),
-        Err(_) => Err(ClientError::Timeout(REPLY_TIMEOUT)),
+    async fn wait<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, ClientError> {
+        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(self.ended()),
+            Err(_) => Err(ClientError::Timeout(REPLY_TIMEOUT)),
+        }
+    }
+
+    /// Why the driver stopped (what [`Event::Closed`](crate::Event::Closed)
+    /// said): every call after that fails with it.
+    fn ended(&self) -> ClientError {
+        self.shared
+            .lock()
+            .ok()
+            .and_then(|s| s.ended.clone())
+            .unwrap_or(ClientError::Closed)
     }
 }

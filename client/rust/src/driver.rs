@@ -1,5 +1,7 @@
 //! The task that owns the socket: it sends, turns frames into events,
-//! heartbeats, and reconnects with resume when the connection is lost.
+//! heartbeats, and reconnects with resume when the connection is lost. A
+//! close that ends the membership (4000 resumed elsewhere, 4001-4003
+//! removed by the server) is final: no reconnect.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -14,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::debug;
 
-use crate::{ClientConfig, ClientError, Event, JoinOptions, Joined};
+use crate::{ClientConfig, ClientError, Event, JoinOptions, Joined, Removal};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -22,6 +24,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 #[derive(Default)]
 pub struct Shared {
     pub peer_id: Option<String>,
+    /// Why the driver stopped, once it has: what later calls fail with.
+    pub ended: Option<ClientError>,
 }
 
 pub enum Command {
@@ -61,6 +65,11 @@ enum End {
     Lost,
     Goaway(Duration),
     Replaced,
+    /// Removed by the server (4001-4003): the membership is gone.
+    Removed {
+        why: Removal,
+        reason: String,
+    },
 }
 
 pub async fn connect(config: &ClientConfig) -> Result<Ws, ClientError> {
@@ -116,27 +125,30 @@ pub async fn run(
     let mut ws = ws;
     loop {
         let end = d.serve(ws).await;
-        d.fail_pending();
         let mut wait = match end {
-            End::Closed => return d.emit(Event::Closed(ClientError::Closed)),
-            End::Replaced => return d.emit(Event::Closed(ClientError::Replaced)),
+            End::Closed => return d.finish(ClientError::Closed),
+            End::Replaced => return d.finish(ClientError::Replaced),
+            End::Removed { why, reason } => {
+                return d.finish(ClientError::Removed { why, reason });
+            }
             End::Lost | End::Goaway(_) if !d.config.reconnect => {
-                return d.emit(Event::Closed(ClientError::Closed));
+                return d.finish(ClientError::Closed);
             }
             End::Goaway(hint) => hint,
             End::Lost => Duration::from_millis(100),
         };
+        d.fail_pending(&ClientError::Closed);
         let mut attempt = 0;
         ws = loop {
             attempt += 1;
             if attempt > d.config.max_attempts {
-                return d.emit(Event::Closed(ClientError::GaveUp {
+                return d.finish(ClientError::GaveUp {
                     attempts: attempt - 1,
-                }));
+                });
             }
             d.emit(Event::Reconnecting { attempt });
             if !d.pause(wait).await {
-                return d.emit(Event::Closed(ClientError::Closed));
+                return d.finish(ClientError::Closed);
             }
             match connect(&d.config).await {
                 Ok(ws) => break ws,
@@ -150,6 +162,18 @@ pub async fn run(
 impl Driver {
     fn emit(&self, e: Event) {
         let _ = self.events.send(e);
+    }
+
+    /// Stops for good: what is pending, and every later call, fails with
+    /// `why`, which is also the last event.
+    fn finish(&mut self, why: ClientError) {
+        if let Ok(mut sh) = self.shared.lock() {
+            sh.peer_id = None;
+            sh.ended = Some(why.clone());
+        }
+        self.fail_pending(&why);
+        self.session = None;
+        self.emit(Event::Closed(why));
     }
 
     /// Waits before a reconnect, still taking commands. `false`: closed.
@@ -188,16 +212,16 @@ impl Driver {
         self.queue.push_back(m);
     }
 
-    fn fail_pending(&mut self) {
+    fn fail_pending(&mut self, why: &ClientError) {
         for (_, p) in std::mem::take(&mut self.pending) {
             match p {
                 Pending::Join(r) => {
                     // Never got in: nothing to resume.
                     self.session = None;
-                    let _ = r.send(Err(ClientError::Closed));
+                    let _ = r.send(Err(why.clone()));
                 }
                 Pending::Leave(r) => {
-                    let _ = r.send(Err(ClientError::Closed));
+                    let _ = r.send(Err(why.clone()));
                 }
                 Pending::Rejoin { .. } => {}
             }
@@ -301,10 +325,7 @@ impl Driver {
                                 return end;
                             }
                         }
-                        Some(Ok(Message::Close(f))) => {
-                            let code = f.as_ref().map(|f: &CloseFrame| u16::from(f.code));
-                            return if code == Some(4000) { End::Replaced } else { End::Lost };
-                        }
+                        Some(Ok(Message::Close(f))) => return close_end(f.as_ref()),
                         Some(Ok(_)) => {}
                         Some(Err(_)) | None => return End::Lost,
                     }
@@ -344,6 +365,7 @@ impl Driver {
                     peers,
                     ice_servers,
                     resume,
+                    room_meta,
                     ..
                 },
                 Some(p),
@@ -359,6 +381,12 @@ impl Driver {
                     peer_id,
                     peers,
                     ice_servers,
+                    // A server older than 1.5 sends none: no metadata set.
+                    room_meta: if room_meta.is_null() {
+                        Value::Object(Default::default())
+                    } else {
+                        room_meta
+                    },
                 };
                 match p {
                     Pending::Join(reply) => {
@@ -432,6 +460,25 @@ impl Driver {
             | ServerMessage::Goaway { .. } => return,
         };
         self.emit(e);
+    }
+}
+
+/// How a close frame from the server ends the connection: 4000 and
+/// 4001-4003 for good, anything else as a loss to recover from.
+fn close_end(frame: Option<&CloseFrame>) -> End {
+    let Some(f) = frame else {
+        return End::Lost;
+    };
+    let code = u16::from(f.code);
+    if code == 4000 {
+        return End::Replaced;
+    }
+    match Removal::from_close_code(code) {
+        Some(why) => End::Removed {
+            why,
+            reason: f.reason.to_string(),
+        },
+        None => End::Lost,
     }
 }
 

@@ -13,6 +13,9 @@ pub struct Joined {
     pub peers: Vec<Peer>,
     /// Ready for `RTCPeerConnection` (TURN credentials included).
     pub ice_servers: Vec<Value>,
+    /// The room's metadata as the application's backend set it (`{}` until
+    /// then); later changes come as [`Event::RoomUpdated`].
+    pub room_meta: Value,
 }
 
 /// What happens to the client, in order.
@@ -20,6 +23,10 @@ pub struct Joined {
 pub enum Event {
     PeerJoined(Peer),
     PeerUpdated(Peer),
+    /// `reason` as the protocol names it: `left`, `disconnected`,
+    /// `timeout`, `node-lost`, `kicked` (removed by the application's
+    /// backend, or its room closed), `replaced` (a newer connection of the
+    /// same identity took its place), or one a later server adds.
     PeerLeft {
         peer_id: String,
         reason: String,
@@ -37,6 +44,8 @@ pub enum Event {
         from: String,
         candidate: Option<IceCandidate>,
     },
+    /// From a peer, or from the application's backend when `from` is
+    /// `"server"` (no peer has that id).
     Message {
         from: String,
         data: Value,
@@ -63,7 +72,10 @@ pub enum Event {
     Resumed(Joined),
     /// The resume failed (too late): joined again as a new peer.
     Rejoined(Joined),
-    /// The client stopped for good.
+    /// The client stopped for good: closed by this side, given up
+    /// reconnecting, or ended by the server ([`ClientError::Replaced`],
+    /// [`ClientError::Removed`]: kicked, room closed, or replaced by a
+    /// newer connection of the same identity). Nothing reconnects after it.
     Closed(ClientError),
 }
 

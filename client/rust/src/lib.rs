@@ -4,7 +4,10 @@
 //! It joins a room, turns what the server sends into typed [`Event`]s, sends
 //! offers, answers, candidates and messages, keeps the connection alive, and
 //! when the connection drops (or the server says `goaway`) reconnects and
-//! resumes the same peer, so the others never see it leave.
+//! resumes the same peer, so the others never see it leave. When the server
+//! ends the membership itself (the application's backend kicked it or
+//! closed the room, or a newer connection of the same identity replaced
+//! it), the client stops for good with [`ClientError::Removed`] instead.
 //!
 //! ```no_run
 //! use signaling_client::{Client, ClientConfig, Event, JoinOptions};
@@ -39,7 +42,7 @@ mod event;
 
 pub use client::Client;
 pub use config::{ClientConfig, JoinOptions};
-pub use error::ClientError;
+pub use error::{ClientError, Removal};
 pub use event::{Event, Events, Joined};
 pub use signaling_protocol::messages::{IceCandidate, Peer};
 
