@@ -529,3 +529,50 @@ async fn reads_agree_even_when_writes_reach_redis_late() {
         );
     }
 }
+
+/// §14.2, §12.2, §12.4: the same API in the shipped binary, two processes
+/// through a real redis-server with auth on: an admin token acts from one
+/// instance on a peer of the other (a kick, room metadata), identities are
+/// in the peer objects, and the binary serves its OpenAPI document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_acts_across_instances() {
+    use signaling_e2e::server::ServerProcess;
+    let redis = signaling_e2e::redis::Redis::start();
+    let secret = ["--auth-secret", SECRET];
+    let a = ServerProcess::node(&redis.url(), "bin-a", &secret).await;
+    let b = ServerProcess::node(&redis.url(), "bin-b", &secret).await;
+    for s in [&a, &b] {
+        s.wait_ready(Duration::from_secs(15)).await;
+    }
+    let auth = signaling::auth::Auth::new(SECRET);
+    let exp = signaling::auth::now_unix() + 300;
+    let admin = format!("Bearer {}", auth.sign(&json!({"admin":true,"exp":exp})));
+    let h = [("Authorization", admin.as_str())];
+    let r = room("binary");
+    let join = |sub: &str| json!({"token": auth.sign(&json!({"room":r,"sub":sub,"exp":exp}))});
+    let url = |s: &ServerProcess| format!("ws://{}/ws", s.addr);
+    let mut ada = signaling_e2e::client::Client::connect(&url(&a), "ada").await;
+    ada.join_with(&r, join("ada")).await;
+    let mut bob = signaling_e2e::client::Client::connect(&url(&b), "bob").await;
+    let joined = bob.join_with(&r, join("bob")).await;
+    assert_eq!(joined["peers"][0]["identity"], "ada", "{joined}");
+    assert_eq!(ada.expect("peer-joined").await["peer"]["identity"], "bob");
+    let meta = json!({"topic":"from the binary"});
+    let path = format!("/api/rooms/{r}/meta");
+    let resp = http_request(a.addr, "PUT", &path, &h, Some(&meta.to_string())).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(bob.expect("room-updated").await["meta"], meta);
+    assert_eq!(ada.expect("room-updated").await["meta"], meta);
+    let kick = format!("/api/rooms/{r}/peers/{}", bob.peer_id);
+    let resp = http_request(a.addr, "DELETE", &kick, &h, None).await;
+    assert_eq!(resp.status, 204, "{resp:?}");
+    assert_eq!(bob.closed(WAIT).await, Some(4001));
+    let left = ada.expect("peer-left").await;
+    assert_eq!(
+        (left["peer_id"].clone(), left["reason"].clone()),
+        (json!(bob.peer_id), json!("kicked"))
+    );
+    let doc = http_request(b.addr, "GET", "/api/openapi.json", &[], None).await;
+    assert_eq!(doc.status, 200, "{doc:?}");
+    assert!(doc.json()["paths"]["/api/rooms/{room}/peers/{peer}"]["delete"].is_object());
+}
