@@ -39,6 +39,9 @@ const MAX_BODY: usize = 1024 * 1024;
 /// Rooms per page of `GET /api/rooms` unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
+/// How long a kick, a room close or a peer update may take to show in the
+/// cluster's record before the API answers that it was not confirmed.
+const CONFIRM_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -350,6 +353,31 @@ async fn find_peer(app: &App, room: &RoomId, peer: &str) -> Result<Arc<PeerInfo>
         .ok_or_else(|| not_found("peer in this room"))
 }
 
+/// Waits until the room's members, as the cluster records them, show what
+/// an action did (`done`): the nodes holding them applied it. A node that
+/// missed it (cut off from the cluster meanwhile) is not silently passed
+/// over: the answer is then 503, and the action may be asked again.
+async fn confirmed(
+    app: &App,
+    room: &RoomId,
+    done: impl Fn(&[Arc<PeerInfo>]) -> bool,
+) -> Result<(), Response> {
+    let deadline = tokio::time::Instant::now() + CONFIRM_WITHIN;
+    loop {
+        if done(&app.store.room_peers(room).await.map_err(unavailable)?) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the instance holding the peer did not confirm it in time: ask again",
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "This document")))]
 async fn openapi() -> Response {
     match ApiDoc::openapi().to_json() {
@@ -452,6 +480,7 @@ async fn close_room(
         .hub
         .act(&room, RoomCommand::Close)
         .map_err(unavailable)?;
+    confirmed(&app, &room, |now| now.is_empty()).await?;
     Ok(axum::Json(Closed {
         room: room.as_str().to_owned(),
         removed: peers.len(),
@@ -586,11 +615,22 @@ async fn update_peer(
         meta: Some(meta.clone()),
     };
     app.ctx.hub.act(&room, cmd).map_err(unavailable)?;
-    Ok(axum::Json(Peer::from(&info.renamed(name, meta))).into_response())
+    let updated = info.renamed(name, meta);
+    if updated.object != info.object {
+        // Recorded changed (or gone meanwhile): its node applied it.
+        confirmed(&app, &room, |now| {
+            now.iter()
+                .find(|p| p.id == info.id)
+                .is_none_or(|p| p.object != info.object)
+        })
+        .await?;
+    }
+    Ok(axum::Json(Peer::from(&updated)).into_response())
 }
 
 /// Removes a peer: it is closed with code 4001, the others see `peer-left`
-/// with reason `kicked`, and its resume token no longer works.
+/// with reason `kicked`, and its resume token no longer works. Answers once
+/// the cluster's record no longer lists it (503 if that takes over 3 s).
 #[utoipa::path(delete, path = "/api/rooms/{room}/peers/{peer}", tag = "peers",
     params(("room" = String, Path), ("peer" = String, Path)),
     responses(
@@ -611,6 +651,7 @@ async fn kick_peer(
         reason: LeaveReason::Kicked,
     };
     app.ctx.hub.act(&room, cmd).map_err(unavailable)?;
+    confirmed(&app, &room, |now| now.iter().all(|p| p.id != info.id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

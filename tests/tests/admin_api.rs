@@ -576,3 +576,49 @@ async fn the_binary_acts_across_instances() {
     assert_eq!(doc.status, 200, "{doc:?}");
     assert!(doc.json()["paths"]["/api/rooms/{room}/peers/{peer}"]["delete"].is_object());
 }
+
+/// §14.2: a kick the peer's instance never got (it is cut off from Redis)
+/// is not answered as done: 503 after the wait, the peer is still a
+/// member, and the same kick asked again once the instance is back works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_its_instance_missed_is_answered_503() {
+    let redis = signaling_e2e::redis::Redis::start();
+    let backend = redis
+        .url()
+        .trim_start_matches("redis://")
+        .parse()
+        .expect("redis's address");
+    let proxy = signaling_e2e::proxy::Proxy::start(backend).await;
+    let a = TestServer::start(signaling_e2e::server::clustered(redis.url(), "near")).await;
+    let via_proxy = format!("redis://{}", proxy.addr);
+    let b = TestServer::start(signaling_e2e::server::clustered(via_proxy, "far")).await;
+    for s in [&a, &b] {
+        s.wait_ready_within(Duration::from_secs(10)).await;
+    }
+    let r = room("missed");
+    let mut ada = a.client("ada").await;
+    ada.join(&r).await;
+    let mut bob = b.client("bob").await;
+    bob.join(&r).await;
+    ada.expect("peer-joined").await;
+    let kick = format!("/api/rooms/{r}/peers/{}", bob.peer_id);
+    proxy.set_up(false);
+    proxy.cut();
+    signaling_e2e::server::wait_readyz(b.addr, 503, Duration::from_secs(10)).await;
+    let started = Instant::now();
+    let resp = http_request(a.addr, "DELETE", &kick, &[], None).await;
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert_eq!(resp.json()["error"], "unavailable");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    bob.send(json!({"type":"ping","id":1})).await;
+    assert_eq!(bob.expect("pong").await["ref"], 1, "bob is still connected");
+    proxy.set_up(true);
+    b.wait_ready_within(Duration::from_secs(15)).await;
+    let resp = http_request(a.addr, "DELETE", &kick, &[], None).await;
+    assert_eq!(resp.status, 204, "{resp:?}");
+    assert_eq!(bob.closed(WAIT).await, Some(4001));
+}
