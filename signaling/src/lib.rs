@@ -21,8 +21,10 @@
 //! any number of instances; see `docs/cluster.md`), or linked (several
 //! instances of one cluster in one process, for tests: [`bind_linked`]).
 //! Nothing outside `bus/`
-//! knows which one runs; the HTTP side sees only the presence store (for
-//! `/api/*`) and the transport's health.
+//! knows which one runs; the HTTP side sees only the presence store (the
+//! reads of `/api/*`), the transport's health, and the hub (the admin API's
+//! actions: room commands each node applies to its own members, see
+//! `hub/admin.rs`).
 //!
 //! # Layout
 //!
