@@ -434,6 +434,19 @@ async fn the_openapi_document_covers_every_route_and_is_valid() {
     let _: Value = doc;
 }
 
+/// A redis-server of its own, and a proxy to it that the test controls
+/// (`redis://{proxy.addr}` for the instance whose link it cuts or slows).
+async fn redis_and_proxy() -> (signaling_e2e::redis::Redis, signaling_e2e::proxy::Proxy) {
+    let redis = signaling_e2e::redis::Redis::start();
+    let backend = redis
+        .url()
+        .trim_start_matches("redis://")
+        .parse()
+        .expect("redis's address");
+    let proxy = signaling_e2e::proxy::Proxy::start(backend).await;
+    (redis, proxy)
+}
+
 /// The peer ids `GET /api/rooms/{room}` on `addr` lists, asked once.
 async fn listed_now(addr: std::net::SocketAddr, room: &str) -> Vec<String> {
     let resp = http_request(addr, "GET", &format!("/api/rooms/{room}"), &[], None).await;
@@ -490,13 +503,7 @@ both!(reads_agree_with_what_clients_were_told);
 /// The cost: a join there takes the write's round trip longer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_agree_even_when_writes_reach_redis_late() {
-    let redis = signaling_e2e::redis::Redis::start();
-    let backend = redis
-        .url()
-        .trim_start_matches("redis://")
-        .parse()
-        .expect("redis's address");
-    let proxy = signaling_e2e::proxy::Proxy::start(backend).await;
+    let (redis, proxy) = redis_and_proxy().await;
     let slow_url = format!("redis://{}", proxy.addr);
     let slow = TestServer::start(signaling_e2e::server::clustered(slow_url, "slow")).await;
     let fast = TestServer::start(signaling_e2e::server::clustered(redis.url(), "fast")).await;
@@ -582,13 +589,7 @@ async fn the_binary_acts_across_instances() {
 /// member, and the same kick asked again once the instance is back works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kick_its_instance_missed_is_answered_503() {
-    let redis = signaling_e2e::redis::Redis::start();
-    let backend = redis
-        .url()
-        .trim_start_matches("redis://")
-        .parse()
-        .expect("redis's address");
-    let proxy = signaling_e2e::proxy::Proxy::start(backend).await;
+    let (redis, proxy) = redis_and_proxy().await;
     let a = TestServer::start(signaling_e2e::server::clustered(redis.url(), "near")).await;
     let via_proxy = format!("redis://{}", proxy.addr);
     let b = TestServer::start(signaling_e2e::server::clustered(via_proxy, "far")).await;
