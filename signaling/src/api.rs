@@ -22,7 +22,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use signaling_protocol::reply;
-use signaling_protocol::room::is_valid_room;
+use signaling_protocol::room::{is_valid_name, is_valid_room};
 use signaling_protocol::{RelayKind, ijson};
 use std::sync::Arc;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -591,7 +591,7 @@ async fn update_peer(
     let change: PeerChange = parse(&body)?;
     let limits = &app.config.limits;
     if let Some(name) = &change.name {
-        if name.chars().count() > limits.max_name_chars || name.chars().any(char::is_control) {
+        if !is_valid_name(name, limits.max_name_chars) {
             return Err(bad_request(format!(
                 "`name` must be at most {} characters, without control characters",
                 limits.max_name_chars

@@ -10,7 +10,9 @@
 use serde_json::value::RawValue;
 use signaling_protocol::reply::{self, LeaveReason};
 use signaling_protocol::request::Join;
-use signaling_protocol::{ErrorCode, RelayKind, Request, decode, room::is_valid_room};
+use signaling_protocol::{
+    ErrorCode, RelayKind, Request, decode, room::is_valid_name, room::is_valid_room,
+};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -330,7 +332,7 @@ impl Session {
             ));
         }
         if let Some(name) = &join.name {
-            if name.chars().count() > limits.max_name_chars || name.chars().any(char::is_control) {
+            if !is_valid_name(name, limits.max_name_chars) {
                 return Err(refusal(
                     ErrorCode::BadMessage,
                     format!(

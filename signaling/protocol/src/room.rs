@@ -1,4 +1,5 @@
-//! The room-name rule: 1 to `max_len` chars of `A-Z a-z 0-9 _ . -`.
+//! The room-name rule (1 to `max_len` chars of `A-Z a-z 0-9 _ . -`) and the
+//! display-name rule (at most `max_chars` characters, no control character).
 
 /// The default longest room name.
 pub const DEFAULT_MAX_ROOM_LEN: usize = 64;
@@ -10,6 +11,12 @@ pub fn is_valid_room(name: &str, max_len: usize) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Whether `name` is a valid display name of at most `max_chars`
+/// characters: what a `join` may ask for and the admin API may set.
+pub fn is_valid_name(name: &str, max_chars: usize) -> bool {
+    name.chars().count() <= max_chars && !name.chars().any(char::is_control)
 }
 
 #[cfg(test)]
