@@ -146,6 +146,54 @@ pub struct Config {
     #[arg(long, env = "SIGNALING_AUTH_JWKS_CA", requires = "auth_jwks_url")]
     pub auth_jwks_ca: Option<PathBuf>,
 
+    /// Webhook endpoints (http or https URLs, comma-separated) that get
+    /// every room event (`docs/events.md`): signed, retried, in order per
+    /// room, dead-lettered after the last try. Needs `--webhook-secret`.
+    #[arg(long, env = "SIGNALING_WEBHOOK_URL", value_delimiter = ',')]
+    pub webhook_url: Vec<String>,
+
+    /// The key webhook requests are signed with (`webhook-signature`,
+    /// Standard Webhooks): `whsec_` and base64, or at least 24 bytes of text.
+    #[arg(long, env = "SIGNALING_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_secret, conflicts_with = "webhook_secret_file")]
+    pub webhook_secret: Option<Secret>,
+
+    /// A file holding the webhook secret (a trailing newline is ignored).
+    #[arg(long, env = "SIGNALING_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+
+    /// How long one webhook try may take before it counts as failed.
+    #[arg(long, env = "SIGNALING_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_period)]
+    pub webhook_timeout: Duration,
+
+    /// Tries per event (the first included) before it is dead-lettered.
+    #[arg(long, env = "SIGNALING_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
+    pub webhook_max_attempts: u32,
+
+    /// The wait after an event's first failed try; it doubles after each
+    /// further one (jittered), up to `--webhook-retry-max`.
+    #[arg(long, env = "SIGNALING_WEBHOOK_RETRY_BASE", default_value = "1s", value_parser = parse_period)]
+    pub webhook_retry_base: Duration,
+
+    /// The longest wait between two tries of an event.
+    #[arg(long, env = "SIGNALING_WEBHOOK_RETRY_MAX", default_value = "5m", value_parser = parse_period)]
+    pub webhook_retry_max: Duration,
+
+    /// Rooms whose events are sent at once, per endpoint (a room's events
+    /// are always sent one after the other).
+    #[arg(long, env = "SIGNALING_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    pub webhook_concurrency: usize,
+
+    /// Without Redis: undelivered events kept per endpoint; past it the
+    /// oldest is dead-lettered unsent (logged).
+    #[arg(long, env = "SIGNALING_WEBHOOK_BACKLOG", default_value_t = 100_000)]
+    pub webhook_backlog: usize,
+
+    /// With Redis: how long the node delivering an endpoint's events may be
+    /// silent (dead, cut off) before another takes them over, with the
+    /// events it had taken and not settled.
+    #[arg(long, env = "SIGNALING_WEBHOOK_CLAIM_AFTER", default_value = "15s", value_parser = parse_period)]
+    pub webhook_claim_after: Duration,
+
     /// A shared secret (HS256/384/512, at least 32 bytes) for admin tokens
     /// alone. With it or `--admin-auth-key`, admin tokens (`/api/*`) are
     /// checked with the admin keys only, and join tokens never with them.

@@ -219,11 +219,27 @@ async fn refresh_every(remote: Weak<RemoteJwks>, every: Duration) {
 /// The HTTP client: rustls on ring (the server's own TLS stack), the
 /// certificate checked against `--auth-jwks-ca` or the platform's roots.
 fn client(config: &JwksUrl) -> Result<reqwest::Client, KeyError> {
+    let tls = tls_config(config.ca.as_deref())?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(FETCH_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .https_only(config.url.starts_with("https://"))
+        .user_agent(concat!("signaling/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| KeyError::HttpClient(FetchError::from(e).to_string()))
+}
+
+/// The TLS side of an HTTP client (here and for webhooks): rustls on ring
+/// (the server's own stack), certificates checked against the PEM roots of
+/// `ca`, else the platform's.
+pub fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, KeyError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| KeyError::HttpClient(e.to_string()))?;
-    let tls = match &config.ca {
+    Ok(match ca {
         Some(path) => builder
             .with_root_certificates(ca_roots(path)?)
             .with_no_client_auth(),
@@ -234,16 +250,7 @@ fn client(config: &JwksUrl) -> Result<reqwest::Client, KeyError> {
                 .map_err(|e| KeyError::HttpClient(e.to_string()))?
                 .with_no_client_auth()
         }
-    };
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(FETCH_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-        .https_only(config.url.starts_with("https://"))
-        .user_agent(concat!("signaling/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| KeyError::HttpClient(FetchError::from(e).to_string()))
+    })
 }
 
 /// The certificates of a PEM file, as the only roots trusted.

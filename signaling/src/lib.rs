@@ -81,6 +81,7 @@ pub mod bus;
 pub mod config;
 pub mod config_file;
 pub mod connections;
+pub mod event;
 pub mod http;
 pub mod hub;
 pub mod ice;
@@ -95,6 +96,7 @@ pub mod socket;
 pub mod text;
 pub mod tls;
 pub mod upgrade;
+pub mod webhook;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle, StartError, bind, bind_linked};

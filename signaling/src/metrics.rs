@@ -22,6 +22,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use signaling_protocol::{ErrorCode, RelayKind, reply::LeaveReason};
@@ -81,6 +82,40 @@ pub struct Metrics {
     leaves: [Counter; REASONS.len()],
     forced_closes: [Counter; CloseCause::ALL.len()],
     latency: Arc<FixedHistogram<{ LATENCY_BUCKETS_US.len() }>>,
+    webhooks: WebhookFamilies,
+}
+
+/// The webhook families, labelled by endpoint (its id, never its URL,
+/// which may hold a credential).
+struct WebhookFamilies {
+    delivered: Family<EndpointLabel, Counter>,
+    retried: Family<EndpointLabel, Counter>,
+    dead_lettered: Family<EndpointLabel, Counter>,
+    gaps: Family<EndpointLabel, Counter>,
+    backlog: Family<EndpointLabel, Gauge>,
+    dead_letters: Family<EndpointLabel, Gauge>,
+    latency: Family<EndpointLabel, Histogram, fn() -> Histogram>,
+}
+
+type EndpointLabel = [(&'static str, String); 1];
+
+/// One endpoint's series, updated by its deliverer.
+#[derive(Clone)]
+pub struct WebhookMetrics {
+    pub delivered: Counter,
+    /// Tries that failed and will be tried again.
+    pub retried: Counter,
+    pub dead_lettered: Counter,
+    /// Events whose room `seq` did not follow the one before (lost upstream).
+    pub gaps: Counter,
+    pub backlog: Gauge,
+    pub dead_letters: Gauge,
+    /// From the change being recorded to the receiver's 2xx.
+    pub latency: Histogram,
+}
+
+fn delivery_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 4.0, 10))
 }
 
 impl Default for Metrics {
@@ -177,6 +212,20 @@ impl Metrics {
             "Time from reading a relayed frame to writing it to the recipient",
             Shared(latency.clone()),
         );
+        let webhooks = WebhookFamilies {
+            delivered: kept(&mut r, "signaling_webhook_delivered", "Events a webhook endpoint accepted (2xx)"),
+            retried: kept(&mut r, "signaling_webhook_retries", "Webhook tries that failed and were tried again"),
+            dead_lettered: kept(&mut r, "signaling_webhook_dead_lettered", "Events given up on after every try, moved to the dead letters"),
+            gaps: kept(&mut r, "signaling_webhook_sequence_gaps", "Events whose room seq did not follow the previous one delivered"),
+            backlog: kept(&mut r, "signaling_webhook_backlog", "Events not yet delivered to the endpoint, across the cluster"),
+            dead_letters: kept(&mut r, "signaling_webhook_dead_letters", "Dead letters held for the endpoint"),
+            latency: Family::new_with_constructor(delivery_histogram),
+        };
+        r.register(
+            "signaling_webhook_delivery_seconds",
+            "Time from the change being recorded to the endpoint accepting its event",
+            webhooks.latency.clone(),
+        );
         r.register(
             "signaling_build",
             "The running build",
@@ -195,6 +244,22 @@ impl Metrics {
             leaves,
             forced_closes,
             latency,
+            webhooks,
+        }
+    }
+
+    /// The series of webhook endpoint `endpoint`.
+    pub fn webhook(&self, endpoint: &str) -> WebhookMetrics {
+        let w = &self.webhooks;
+        let l = [("endpoint", endpoint.to_owned())];
+        WebhookMetrics {
+            delivered: w.delivered.get_or_create(&l).clone(),
+            retried: w.retried.get_or_create(&l).clone(),
+            dead_lettered: w.dead_lettered.get_or_create(&l).clone(),
+            gaps: w.gaps.get_or_create(&l).clone(),
+            backlog: w.backlog.get_or_create(&l).clone(),
+            dead_letters: w.dead_letters.get_or_create(&l).clone(),
+            latency: w.latency.get_or_create(&l).clone(),
         }
     }
 

@@ -47,6 +47,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Auth(#[from] crate::auth::KeyError),
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
 }
 
 /// The token keys and checks the flags give.
@@ -97,6 +99,9 @@ pub fn resolve_secrets(config: &mut Config) -> Result<(), StartError> {
     if let Some(p) = &config.admin_auth_secret_file {
         config.admin_auth_secret = Some(read_secret(p)?);
     }
+    if let Some(p) = &config.webhook_secret_file {
+        config.webhook_secret = Some(read_secret(p)?);
+    }
     if let Some(p) = &config.turn_secret_file {
         config.turn_secret = Some(read_secret(p)?);
     }
@@ -115,6 +120,9 @@ pub struct Server {
     /// `--tls-cert` / `--tls-key`, loaded: HTTPS instead of plain HTTP.
     tls: Option<crate::tls::Tls>,
     shutdown: CancellationToken,
+    /// Stops the webhook deliverers when dropped: at the end of the drain
+    /// (whose leaves and closes are events too), or with the server.
+    stop_webhooks: tokio_util::sync::DropGuard,
 }
 
 /// Asks a running server to drain and stop.
@@ -169,6 +177,7 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
     // Before serving: a weak secret, an unreadable key or a JWKS URL that
     // gives no usable key stops the start.
     let auth = Auth::from_keys(&auth_keys(&config)).await?;
+    let webhooks = crate::webhook::Webhooks::from_config(&config)?;
     let node = NodeId::new(config.node_id.clone().unwrap_or_else(|| random_hex(4)));
     let metrics = Arc::new(Metrics::default());
     let conns = Arc::new(Connections::new());
@@ -184,7 +193,10 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
             },
             node.clone(),
         )?),
-        (None, None) => Arc::new(MemoryBus::new()),
+        (None, None) => Arc::new(MemoryBus::with_events(
+            node.clone(),
+            config.webhook_backlog,
+        )),
     };
     let hub = Arc::new(Hub::new(
         node,
@@ -198,6 +210,10 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
         conns.clone(),
     ));
     hub.attach_to_bus();
+    let stop_webhooks = CancellationToken::new();
+    if let Some(w) = webhooks {
+        w.start(bus.event_log(), hub.node(), &metrics, stop_webhooks.clone());
+    }
     let ctx = Arc::new(SessionContext {
         limits: config.limits.clone(),
         hub,
@@ -226,6 +242,7 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
         app,
         tls,
         shutdown: CancellationToken::new(),
+        stop_webhooks: stop_webhooks.drop_guard(),
     })
 }
 
@@ -289,6 +306,7 @@ impl Server {
             app,
             tls,
             shutdown,
+            stop_webhooks,
         } = self;
         let addr = listener.local_addr()?;
         let (http, ws) = if tls.is_some() {
@@ -388,6 +406,7 @@ impl Server {
         // Whoever did not come back elsewhere is gone: say so before leaving.
         app.ctx.hub.evict_all();
         app.transport.flush().await;
+        drop(stop_webhooks);
         stop_listening.cancel();
         match tokio::time::timeout(FINAL_CLOSE_WAIT, http).await {
             Ok(Ok(result)) => result?,

@@ -11,6 +11,7 @@ pub mod server;
 pub mod stun;
 pub mod tls;
 pub mod turn;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

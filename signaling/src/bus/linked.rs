@@ -31,7 +31,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::events::MemoryLog;
 use super::{
+    EventLog,
     BusError, BusStats, Handoff, Inbound, InboundHandler, Origin, PeerInfo, PresenceEvent,
     PresenceStore, Reservation, RoomCommand, RoomSummary, Transport, Undelivered,
 };
@@ -61,6 +63,8 @@ struct Shared {
     /// Numbers each node's run, so that a node id taken again (a restart)
     /// is not mistaken for the run before it.
     runs: u64,
+    /// The room events, as the Redis stream holds them for a Redis cluster.
+    events: Arc<MemoryLog>,
 }
 
 /// One node as the cluster sees it.
@@ -93,6 +97,11 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 impl LinkedCluster {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The cluster's room events.
+    pub fn events(&self) -> Arc<MemoryLog> {
+        lock(&self.shared).events.clone()
     }
 
     /// The engine of node `id`. It joins the cluster when its hub attaches.
@@ -200,18 +209,23 @@ impl Shared {
                     r.remove(&p.id);
                 }
                 // A known peer keeps its place (a move, an update).
+                let opened = !self.rooms.contains_key(room);
                 self.rooms
                     .entry(room.clone())
                     .or_default()
                     .insert(p.id.clone(), p.clone());
+                self.events.presence(room, &event, from, opened, false);
             }
             PresenceEvent::Left { peer, .. } => {
-                if let Some(members) = self.rooms.get_mut(room) {
-                    members.shift_remove(peer);
-                    if members.is_empty() {
+                if let Some(members) = self.rooms.get_mut(room)
+                    && members.shift_remove(peer).is_some()
+                {
+                    let closed = members.is_empty();
+                    if closed {
                         self.rooms.remove(room);
                         self.metas.remove(room);
                     }
+                    self.events.presence(room, &event, from, false, closed);
                 }
             }
         }
@@ -596,6 +610,7 @@ impl PresenceStore for LinkedNode {
                 return false;
             }
             s.metas.insert(room.clone(), meta.to_owned());
+            s.events.room_meta(room, meta, &self.id);
             let cmd = RoomCommand::Meta {
                 meta: meta.to_owned(),
             };
@@ -611,6 +626,10 @@ impl PresenceStore for LinkedNode {
     ) -> BoxFuture<'a, Result<Option<String>, BusError>> {
         let result = self.reach(|s| s.metas.get(room).cloned());
         futures_util::future::ready(result).boxed()
+    }
+
+    fn event_log(&self) -> Arc<dyn EventLog> {
+        self.cluster.events()
     }
 }
 

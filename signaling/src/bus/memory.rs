@@ -6,8 +6,9 @@ use futures_util::future::{BoxFuture, FutureExt};
 use indexmap::IndexMap;
 use std::sync::Arc;
 
+use super::events::MemoryLog;
 use super::{
-    BusError, Handoff, InboundHandler, PeerInfo, PresenceEvent, PresenceStore, RoomCommand,
+    BusError, EventLog, Handoff, InboundHandler, PeerInfo, PresenceEvent, PresenceStore, RoomCommand,
     RoomSummary, Transport,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
@@ -17,6 +18,9 @@ use std::sync::Weak;
 #[derive(Default)]
 pub struct MemoryBus {
     rooms: DashMap<RoomId, Record>,
+    /// The room events (the one node's outbox); the node is the one node.
+    events: Arc<MemoryLog>,
+    node: Option<NodeId>,
 }
 
 /// A room as recorded: its members in join order, and its `meta`.
@@ -29,6 +33,20 @@ struct Record {
 impl MemoryBus {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The engine of node `node`, keeping up to `cap` undelivered events
+    /// per webhook endpoint.
+    pub fn with_events(node: NodeId, cap: usize) -> Self {
+        MemoryBus {
+            rooms: DashMap::new(),
+            events: Arc::new(MemoryLog::new(cap)),
+            node: Some(node),
+        }
+    }
+
+    fn node(&self) -> NodeId {
+        self.node.clone().unwrap_or_else(|| NodeId::new(""))
     }
 }
 
@@ -81,17 +99,25 @@ impl Transport for MemoryBus {
 
 impl PresenceStore for MemoryBus {
     fn publish(&self, room: &RoomId, event: PresenceEvent) {
-        match event {
+        // The event is recorded under the room's entry, so each room's
+        // events keep the order of its changes.
+        let node = self.node();
+        match &event {
             PresenceEvent::Joined(p) | PresenceEvent::Updated(p) | PresenceEvent::Moved(p) => {
-                self.rooms
-                    .entry(room.clone())
-                    .or_default()
-                    .peers
-                    .insert(p.id.clone(), p);
+                let mut opened = false;
+                let mut r = self.rooms.entry(room.clone()).or_insert_with(|| {
+                    opened = true;
+                    Record::default()
+                });
+                r.peers.insert(p.id.clone(), p.clone());
+                self.events.presence(room, &event, &node, opened, false);
             }
             PresenceEvent::Left { peer, .. } => {
-                if let Some(mut r) = self.rooms.get_mut(room) {
-                    r.peers.shift_remove(&peer);
+                if let Some(mut r) = self.rooms.get_mut(room)
+                    && r.peers.shift_remove(peer).is_some()
+                {
+                    let closed = r.peers.is_empty();
+                    self.events.presence(room, &event, &node, false, closed);
                 }
                 self.rooms.remove_if(room, |_, r| r.peers.is_empty());
             }
@@ -128,6 +154,7 @@ impl PresenceStore for MemoryBus {
         let set = match self.rooms.get_mut(room) {
             Some(mut r) => {
                 r.meta = Some(meta.to_owned());
+                self.events.room_meta(room, meta, &self.node());
                 true
             }
             None => false,
@@ -141,6 +168,10 @@ impl PresenceStore for MemoryBus {
     ) -> BoxFuture<'a, Result<Option<String>, BusError>> {
         let meta = self.rooms.get(room).and_then(|r| r.meta.clone());
         futures_util::future::ready(Ok(meta)).boxed()
+    }
+
+    fn event_log(&self) -> Arc<dyn EventLog> {
+        self.events.clone()
     }
 }
 

@@ -12,6 +12,7 @@
 //! state the engine is in. What other nodes send comes back through the
 //! [`InboundHandler`] (the hub).
 
+pub mod events;
 pub mod linked;
 pub mod memory;
 pub mod redis;
@@ -22,7 +23,9 @@ use serde_json::value::RawValue;
 use signaling_protocol::reply::{self, LeaveReason};
 use std::sync::{Arc, Weak};
 
+use crate::event::RoomEvent;
 use crate::ids::{NodeId, PeerId, RoomId};
+use std::time::Duration;
 
 /// What the cluster knows of a peer: its protocol-visible fields, the node
 /// that holds its connection, and its encoded peer object (encoded once,
@@ -256,6 +259,7 @@ pub trait InboundHandler: Send + Sync {
 /// [`memory::MemoryBus`] (one instance) and [`redis::RedisBus`] (a
 /// cluster). The hub holds it whole; the HTTP side holds only the
 /// [`PresenceStore`] (for `/api/*`) and the server the engine's health.
+/// The store's [`EventLog`] goes to the webhook deliverer.
 pub trait Bus: Transport + PresenceStore {}
 
 impl<T: Transport + PresenceStore> Bus for T {}
@@ -424,4 +428,89 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// The room's `meta` as recorded (`None`: never set, or the room is empty).
     fn room_meta<'a>(&'a self, room: &'a RoomId)
     -> BoxFuture<'a, Result<Option<String>, BusError>>;
+
+    /// The room events recorded with the changes (webhooks read them).
+    fn event_log(&self) -> Arc<dyn EventLog>;
+}
+
+/// An event taken from the log for delivery, until it is settled.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub event: Arc<RoomEvent>,
+    /// Set when it came from the replay queue (an operator's replay of a
+    /// dead letter) rather than the log: the engine's handle of that entry.
+    pub replay: Option<String>,
+}
+
+/// An event given up on: every try failed, or it could not be kept.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub event: RoomEvent,
+    /// The last try's failure.
+    pub error: String,
+    pub attempts: u32,
+    /// Unix ms.
+    pub failed_at: u64,
+}
+
+/// The third boundary: the room events recorded with each presence change
+/// (the outbox, `event.rs`), read by delivery groups (one per webhook
+/// endpoint). Within a group one node at a time delivers ([`EventLog::lead`]),
+/// and each event stays pending until it is settled: delivered, or
+/// dead-lettered. Pending events of a node that stopped are taken over
+/// ([`EventLog::take`]'s `claim_idle`).
+pub trait EventLog: Send + Sync + 'static {
+    /// Starts keeping events for `group`, from now on (idempotent).
+    fn open_group<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(), BusError>>;
+
+    /// Takes or renews the group's delivery lease for `holder` for `ttl`:
+    /// `true` while it is `holder`'s.
+    fn lead<'a>(
+        &'a self,
+        group: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, BusError>>;
+
+    /// Gives the lease up, if `holder` has it (a clean shutdown).
+    fn resign<'a>(&'a self, group: &'a str, holder: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Up to `max` events for `consumer`, in the order they were recorded:
+    /// with `claim_idle`, first those pending that long with any consumer
+    /// (taken over); then replayed dead letters; then new events, waiting
+    /// up to `wait` for one.
+    fn take<'a>(
+        &'a self,
+        group: &'a str,
+        consumer: &'a str,
+        max: usize,
+        wait: Duration,
+        claim_idle: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<Taken>, BusError>>;
+
+    /// Done with a taken event: delivered (`dead` is `None`) or dead-lettered.
+    fn settle<'a>(
+        &'a self,
+        group: &'a str,
+        taken: &'a Taken,
+        dead: Option<DeadLetter>,
+    ) -> BoxFuture<'a, Result<(), BusError>>;
+
+    /// The group's dead letters, oldest first.
+    fn dead_letters<'a>(
+        &'a self,
+        group: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>, BusError>>;
+
+    /// Moves the dead letters with these event ids (all with `None`) back to
+    /// delivery; returns how many.
+    fn replay<'a>(
+        &'a self,
+        group: &'a str,
+        ids: Option<&'a [String]>,
+    ) -> BoxFuture<'a, Result<usize, BusError>>;
+
+    /// Events not yet delivered (waiting and pending), and dead letters.
+    fn backlog<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(u64, u64), BusError>>;
 }

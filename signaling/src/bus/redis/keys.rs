@@ -33,6 +33,13 @@ impl Keys {
         format!("{}:roommeta:{room}", self.prefix)
     }
 
+    /// HASH `seq` (the last event's number), `sid` (the stream id of the
+    /// room's `room-opened`): the room's event numbering, deleted with the
+    /// room (`scripts.rs`'s `emit`).
+    pub fn room_seq(&self, room: &RoomId) -> String {
+        format!("{}:roomseq:{room}", self.prefix)
+    }
+
     /// SET of the rooms that have members.
     pub fn rooms(&self) -> String {
         format!("{}:rooms", self.prefix)
@@ -62,6 +69,23 @@ impl Keys {
     /// Claim taken by the one survivor that announces a dead node's peers.
     pub fn reap_claim(&self, node: &NodeId) -> String {
         format!("{}:reap:{node}", self.prefix)
+    }
+
+    /// STRING: the node delivering webhook endpoint `group`'s events now
+    /// (`events.rs`), with a TTL it renews.
+    pub fn webhook_lease(&self, group: &str) -> String {
+        format!("{}:webhook:{group}:lease", self.prefix)
+    }
+
+    /// STREAM: the endpoint's dead letters (the event's fields, its `id`,
+    /// `error`, `attempts`, `failed_at`).
+    pub fn webhook_dead(&self, group: &str) -> String {
+        format!("{}:webhook:{group}:dead", self.prefix)
+    }
+
+    /// STREAM: dead letters replayed, waiting to be delivered again.
+    pub fn webhook_replay(&self, group: &str) -> String {
+        format!("{}:webhook:{group}:replay", self.prefix)
     }
 
     /// STREAM of presence events for other services.

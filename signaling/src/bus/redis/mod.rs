@@ -22,6 +22,7 @@
 //!   their sockets (`resp.rs`, `subscriber.rs`) instead of going through
 //!   redis-rs's driver tasks; queries, heartbeats and re-assertion use redis-rs.
 
+mod events;
 mod keys;
 mod link;
 mod liveness;
@@ -197,9 +198,10 @@ impl Shared {
 pub struct RedisBus {
     shared: Arc<Shared>,
     subs: mpsc::UnboundedSender<SubCmd>,
+    events: Arc<events::RedisLog>,
 }
 
-const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a resume waits for the node that holds the peer.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a presence query waits for this node's own writes.
@@ -247,7 +249,12 @@ impl RedisBus {
         tokio::spawn(publisher::run(shared.clone()));
         tokio::spawn(link::run(shared.clone(), subs_rx));
         tokio::spawn(link::expire_gaps(shared.clone()));
-        Ok(RedisBus { shared, subs })
+        let events = Arc::new(events::RedisLog::new(shared.clone()));
+        Ok(RedisBus {
+            shared,
+            subs,
+            events,
+        })
     }
 
     fn enqueue(&self, op: Op) {
@@ -410,7 +417,7 @@ async fn read_room(
     Ok(parse_room(hash))
 }
 
-fn unavailable() -> BusError {
+pub(super) fn unavailable() -> BusError {
     BusError::Unavailable("redis is not reachable".into())
 }
 
@@ -712,14 +719,19 @@ impl PresenceStore for RedisBus {
                 QUERY_TIMEOUT,
                 redis::cmd("EVAL")
                     .arg(scripts::SET_ROOM_META)
-                    .arg(4)
+                    .arg(6)
                     .arg(keys.room_meta(room))
                     .arg(keys.room(room))
                     .arg(keys.rooms())
                     .arg(keys.room_channel(room))
+                    .arg(keys.stream())
+                    .arg(keys.room_seq(room))
                     .arg(room.as_str())
                     .arg(meta)
                     .arg(payload)
+                    .arg(self.shared.node.as_str())
+                    .arg(crate::ids::cluster_ms())
+                    .arg(self.shared.config.stream_maxlen)
                     .query_async(&mut conn),
             )
             .await
@@ -728,6 +740,10 @@ impl PresenceStore for RedisBus {
             Ok(set == 1)
         }
         .boxed()
+    }
+
+    fn event_log(&self) -> Arc<dyn super::EventLog> {
+        self.events.clone()
     }
 
     fn room_meta<'a>(

@@ -2,7 +2,39 @@
 //! the node's peer index, the pub/sub announcement and the stream entries move
 //! together or not at all.
 
-/// KEYS: room hash, rooms set, node peers, room channel, stream.
+/// The Lua function every script below writes the presence stream with:
+/// `emit(stream, seq key, maxlen, event, room, node, ts, {extra fields})`.
+/// It numbers the room's events (`seq`, from 1 at `room-opened`) and
+/// stamps them with the room's incarnation (`sid`, the stream id of its
+/// `room-opened`), both kept in the room's seq hash, which goes with the
+/// room. The fields are the event schema's (`event.rs`, `docs/events.md`).
+macro_rules! emit_lua {
+    () => {
+        r#"
+local function emit(stream, seqkey, maxlen, event, room, node, ts, extra)
+  if event == 'room-opened' then
+    redis.call('DEL', seqkey)
+  end
+  local seq = redis.call('HINCRBY', seqkey, 'seq', 1)
+  local sid = redis.call('HGET', seqkey, 'sid') or ''
+  local args = {'XADD', stream, 'MAXLEN', '~', maxlen, '*', 'v', '1',
+    'event', event, 'room', room, 'seq', seq, 'sid', sid, 'node', node, 'ts', ts}
+  for i = 1, #extra do
+    args[#args + 1] = extra[i]
+  end
+  local id = redis.call(unpack(args))
+  if event == 'room-opened' then
+    redis.call('HSET', seqkey, 'sid', id)
+  elseif event == 'room-closed' then
+    redis.call('DEL', seqkey)
+  end
+  return id
+end
+"#
+    };
+}
+
+/// KEYS: room hash, rooms set, node peers, room channel, stream, room seq.
 /// ARGV: room, peer, node, peer object, payload, ts, maxlen, event,
 /// quiet_if_known, node-peers key prefix.
 /// `event` is `peer-joined`, `peer-updated` or `peer-moved`. With
@@ -15,7 +47,9 @@
 /// is replaced and announced. The room is opened (streamed `room-opened`)
 /// when it enters the rooms set, not when its hash appears, which a
 /// reservation does first.
-pub const UPSERT: &str = r#"
+pub const UPSERT: &str = concat!(
+    emit_lua!(),
+    r#"
 local prev = redis.call('HGET', KEYS[1], ARGV[2])
 local event = ARGV[8]
 if prev and string.sub(prev, -1) == '\n' then
@@ -39,16 +73,16 @@ local opened = redis.call('SADD', KEYS[2], ARGV[1]) == 1
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 redis.call('PUBLISH', KEYS[4], ARGV[5])
 if opened then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
-    'event', 'room-opened', 'room', ARGV[1], 'ts', ARGV[6])
+  emit(KEYS[5], KEYS[6], ARGV[7], 'room-opened', ARGV[1], ARGV[3], ARGV[6], {})
 end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
-  'event', event, 'room', ARGV[1], 'peer_id', ARGV[2], 'node', ARGV[3],
-  'peer', ARGV[4], 'ts', ARGV[6])
+emit(KEYS[5], KEYS[6], ARGV[7], event, ARGV[1], ARGV[3], ARGV[6],
+  {'peer_id', ARGV[2], 'peer', ARGV[4]})
 return 1
-"#;
+"#
+);
 
-/// KEYS: room hash, rooms set, node peers, room channel, stream, room meta.
+/// KEYS: room hash, rooms set, node peers, room channel, stream, room meta,
+/// room seq.
 /// ARGV: room, peer, node, reason, payload, ts, maxlen, only_if_present.
 /// With `only_if_present` = 1 (announcing a dead node's peers) a peer that is
 /// already gone is not announced again, so two announcers cannot duplicate.
@@ -56,7 +90,9 @@ return 1
 /// reservation in the peer's place (its join never completed) is removed
 /// without a word: nobody was ever told of it. The room's meta goes with
 /// its last member.
-pub const REMOVE: &str = r#"
+pub const REMOVE: &str = concat!(
+    emit_lua!(),
+    r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
 if cur and string.match(cur, '^[^\n]*') ~= ARGV[3] then
@@ -68,25 +104,23 @@ if reserved or (not existed and ARGV[8] == '1') then
   if reserved and redis.call('EXISTS', KEYS[1]) == 0
     and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
     redis.call('DEL', KEYS[6])
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
-      'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[6])
+    emit(KEYS[5], KEYS[7], ARGV[7], 'room-closed', ARGV[1], ARGV[3], ARGV[6], {})
   end
   return 0
 end
 redis.call('PUBLISH', KEYS[4], ARGV[5])
 if existed then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
-    'event', 'peer-left', 'room', ARGV[1], 'peer_id', ARGV[2], 'node', ARGV[3],
-    'reason', ARGV[4], 'ts', ARGV[6])
+  emit(KEYS[5], KEYS[7], ARGV[7], 'peer-left', ARGV[1], ARGV[3], ARGV[6],
+    {'peer_id', ARGV[2], 'reason', ARGV[4]})
   if redis.call('EXISTS', KEYS[1]) == 0
     and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
     redis.call('DEL', KEYS[6])
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'v', '1',
-      'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[6])
+    emit(KEYS[5], KEYS[7], ARGV[7], 'room-closed', ARGV[1], ARGV[3], ARGV[6], {})
   end
 end
 return 1
-"#;
+"#
+);
 
 /// KEYS: room hash, node peers. ARGV: peer, node, room, cap.
 /// Takes a slot in the room for a join of `node`'s, if the room has one:
@@ -110,12 +144,14 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return 1
 "#;
 
-/// KEYS: room hash, rooms set, node peers, stream, room meta. ARGV: room,
-/// peer, node, ts, maxlen.
+/// KEYS: room hash, rooms set, node peers, stream, room meta, room seq.
+/// ARGV: room, peer, node, ts, maxlen.
 /// Gives back a slot [`RESERVE`] took for a join that did not complete:
 /// only a reservation of `node`'s is removed, never a peer, and nothing is
 /// announced. A room it leaves empty is closed (if a member had opened it).
-pub const UNRESERVE: &str = r#"
+pub const UNRESERVE: &str = concat!(
+    emit_lua!(),
+    r#"
 if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] .. '\n' then
   return 0
 end
@@ -124,25 +160,32 @@ redis.call('HDEL', KEYS[3], ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0
   and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
   redis.call('DEL', KEYS[5])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'v', '1',
-    'event', 'room-closed', 'room', ARGV[1], 'ts', ARGV[4])
+  emit(KEYS[4], KEYS[6], ARGV[5], 'room-closed', ARGV[1], ARGV[3], ARGV[4], {})
 end
 return 1
-"#;
+"#
+);
 
-/// KEYS: room meta, room hash, rooms set, room channel. ARGV: room, meta,
-/// payload (the `A` message announcing it).
-/// Sets a room's meta and announces it, if the room has members (it is in
-/// the rooms set): returns 1, else 0 and nothing is written.
-pub const SET_ROOM_META: &str = r#"
+/// KEYS: room meta, room hash, rooms set, room channel, stream, room seq.
+/// ARGV: room, meta, payload (the `A` message announcing it), node, ts,
+/// maxlen.
+/// Sets a room's meta, announces it and streams `room-meta-updated`, if the
+/// room has members (it is in the rooms set): returns 1, else 0 and nothing
+/// is written.
+pub const SET_ROOM_META: &str = concat!(
+    emit_lua!(),
+    r#"
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0
   or redis.call('EXISTS', KEYS[2]) == 0 then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('PUBLISH', KEYS[4], ARGV[3])
+emit(KEYS[5], KEYS[6], ARGV[6], 'room-meta-updated', ARGV[1], ARGV[4], ARGV[5],
+  {'meta', ARGV[2]})
 return 1
-"#;
+"#
+);
 
 /// The node lease and heartbeat, on Redis's clock.
 /// KEYS: lease, nodes zset. ARGV: instance token, lease ms, node, heartbeat.
