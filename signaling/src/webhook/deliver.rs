@@ -160,6 +160,9 @@ impl Deliverer {
         let mut sending = FuturesUnordered::new();
         let mut reading: FuturesUnordered<Reading> = FuturesUnordered::new();
         let mut leader = false;
+        // Just became the holder: every pending event is an earlier
+        // holder's, taken over at once and before new ones (room order).
+        let mut takeover = false;
         let now = Instant::now();
         let (mut lease_at, mut claim_at, mut stats_at, mut read_at) = (now, now, now, now);
         let renew = me.policy.claim_after / 3;
@@ -172,6 +175,7 @@ impl Deliverer {
                         info!(endpoint = %group, "this node delivers the endpoint's events now");
                         leader = true;
                         claim_at = now;
+                        takeover = true;
                     }
                     Ok(false) if leader => {
                         warn!(endpoint = %group, "another node delivers the endpoint's events now");
@@ -190,7 +194,13 @@ impl Deliverer {
                 }
             }
             if leader && reading.is_empty() && now >= read_at && held.len() < READ_AHEAD {
-                let claim = (now >= claim_at).then_some(me.policy.claim_after);
+                // Later claims catch what an earlier holder still took
+                // as it lost the lease.
+                let claim = if takeover {
+                    Some(Duration::ZERO)
+                } else {
+                    (now >= claim_at).then_some(me.policy.claim_after)
+                };
                 if claim.is_some() {
                     claim_at = now + me.policy.claim_after / 2;
                 }
@@ -215,6 +225,8 @@ impl Deliverer {
                     // node that holds it now to claim.
                     Ok(_) if !leader => {}
                     Ok(list) => {
+                        // A takeover claims until nothing pending is left.
+                        takeover &= list.len() == TAKE_BATCH;
                         for t in list {
                             held.add(t, &me.metrics, &group);
                         }
@@ -304,7 +316,7 @@ impl Deliverer {
             .body(body.to_owned())
             .send()
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| describe(e.without_url()))?;
         if answer.status().is_success() {
             Ok(())
         } else {
@@ -329,13 +341,13 @@ pub fn backoff(policy: &Policy, attempt: u32) -> Duration {
 
 /// A transport error with its causes (reqwest's own message leaves out
 /// whether the connection was refused or timed out).
-fn describe(e: &reqwest::Error) -> String {
+fn describe(e: reqwest::Error) -> String {
     let mut s = if e.is_timeout() {
         "timed out".to_owned()
     } else {
         e.to_string()
     };
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
         s.push_str(": ");
         s.push_str(&cause.to_string());

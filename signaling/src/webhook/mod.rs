@@ -6,6 +6,7 @@
 //! is down delays nobody but its own events. `docs/events.md` is the
 //! receiver's side of it.
 
+pub mod cli;
 pub mod deliver;
 pub mod sign;
 
@@ -147,6 +148,21 @@ impl Webhooks {
                 client: self.client.clone(),
             };
             tokio::spawn(deliverer.run(stop.clone()));
+        }
+    }
+}
+
+/// Waits, at most `within`, until no event is left to deliver to any of
+/// `endpoints` (the end of a drain).
+pub async fn drained(log: &dyn EventLog, endpoints: &[Endpoint], within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    for e in endpoints {
+        while matches!(log.backlog(&e.id).await, Ok((waiting, _)) if waiting > 0) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(endpoint = %e.id, "stopping with webhook events undelivered");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
