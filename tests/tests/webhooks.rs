@@ -310,3 +310,119 @@ async fn a_stopping_instance_delivers_the_events_of_its_own_drain() {
     assert_eq!(got.len(), 4, "{:?}", summary(&got));
     assert_in_order(&got);
 }
+
+/// Python's own `hmac`, `hashlib` and `base64` check each signature as a
+/// receiver would (the Standard Webhooks scheme, `docs/events.md`), with
+/// the replay window; a forged body must fail it.
+const VERIFY_PY: &str = r#"
+import base64, hashlib, hmac, json, sys, time
+key = base64.b64decode(sys.argv[1][len("whsec_"):])
+verdicts = []
+for t in json.load(sys.stdin):
+    signed = ("%s.%s.%s" % (t["id"], t["timestamp"], t["body"])).encode()
+    want = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    given = [s[3:] for s in t["signature"].split(" ") if s.startswith("v1,")]
+    fresh = abs(time.time() - int(t["timestamp"])) < 300
+    verdicts.append(fresh and any(hmac.compare_digest(g, want) for g in given))
+print(json.dumps(verdicts))
+"#;
+
+#[tokio::test]
+async fn signatures_verify_with_an_independent_hmac_and_a_forged_body_does_not() {
+    let rx = Receiver::start(Behaviour::Accept).await;
+    let d = Deployment::one(hooked(rx.url())).await;
+    let r = room("sig");
+    d.member(0, &r, "a").await.close().await;
+    rx.wait_for(&r, "room-closed", WAIT).await;
+    let mut items: Vec<Value> = rx
+        .tries()
+        .iter()
+        .map(|t| json!({"id": t.id, "timestamp": t.timestamp, "signature": t.signature, "body": t.body}))
+        .collect();
+    assert_eq!(items.len(), 4);
+    let mut forged = items[0].clone();
+    forged["body"] = json!(items[0]["body"].as_str().unwrap_or_default().replace("room-opened", "room-closed"));
+    items.push(forged);
+    let python = std::env::var("SIGNALING_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(python)
+        .args(["-c", VERIFY_PY, SECRET])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(Value::Array(items).to_string().as_bytes()).expect("write");
+    }
+    let out = child.wait_with_output().expect("python ends");
+    assert!(out.status.success());
+    let verdicts: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(verdicts, json!([true, true, true, true, false]));
+}
+
+#[tokio::test]
+async fn redis_back_empty_loses_no_event_the_deliverer_had_taken_and_restarts_the_room() {
+    let mut rx = Receiver::start(Behaviour::Accept).await;
+    let url = rx.url();
+    let mut d = Deployment::redis(2, move |c: &mut Config| {
+        hooked(url.clone())(c);
+        c.webhook_max_attempts = 200;
+        c.webhook_retry_max = Duration::from_millis(300);
+    })
+    .await;
+    rx.go_down();
+    let r = room("empty");
+    let a = d.member(0, &r, "a").await;
+    let b = d.member(1, &r, "b").await;
+    let b_id = b.peer_id.clone();
+    b.close().await;
+    d.settle_gone(&r, &b_id).await;
+    // The receiver is down: the delivering node holds them, retrying.
+    let deadline = Instant::now() + WAIT;
+    while retries(&d).await == 0 {
+        assert!(Instant::now() < deadline, "no node tried to deliver");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.outage();
+    d.restore();
+    d.settle(&r, &a.peer_id).await;
+    rx.come_back().await;
+    let got = rx
+        .wait_until(Duration::from_secs(30), |evs| of_room(evs, &r).len() >= 6)
+        .await;
+    let got = of_room(&got, &r);
+    let old: Vec<Value> = got.iter().filter(|e| e["room_sid"] == got[0]["id"]).cloned().collect();
+    let new: Vec<Value> = got.iter().filter(|e| e["room_sid"] != got[0]["id"]).cloned().collect();
+    assert_eq!(
+        summary(&old),
+        [
+            "room-opened".to_owned(),
+            format!("peer-joined {}", a.peer_id),
+            format!("peer-joined {b_id}"),
+            format!("peer-left {b_id} disconnected"),
+        ]
+    );
+    // What the nodes re-asserted: a new incarnation with the one member.
+    assert_eq!(
+        summary(&new),
+        ["room-opened".to_owned(), format!("peer-joined {}", a.peer_id)]
+    );
+    assert_in_order(&old);
+    assert_in_order(&new);
+}
+
+/// Failed tries so far, over every live instance.
+async fn retries(d: &Deployment) -> u64 {
+    let mut n = 0;
+    for s in d.live() {
+        let scrape = s.scrape().await;
+        n += scrape
+            .lines()
+            .filter(|l| l.starts_with("signaling_webhook_retries_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    n
+}

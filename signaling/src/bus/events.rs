@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::error;
 
-use super::{BusError, DeadLetter, EventLog, PeerInfo, PresenceEvent, Taken};
+use super::{BusError, DeadLetter, EventLog, Lead, PeerInfo, PresenceEvent, Taken};
 use crate::event::{EVENT_VERSION, EventKind, RoomEvent};
 use crate::ids::{NodeId, PeerId, RoomId};
 
@@ -223,18 +223,21 @@ impl EventLog for MemoryLog {
         group: &'a str,
         holder: &'a str,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, BusError>> {
+        take: bool,
+    ) -> BoxFuture<'a, Result<Lead, BusError>> {
         let mut s = self.state();
         let now = Instant::now();
         let g = s.groups.entry(group.to_owned()).or_default();
-        let ours = match &g.lease {
-            Some((h, until)) if h != holder && *until > now => false,
-            _ => {
-                g.lease = Some((holder.to_owned(), now + ttl));
-                true
-            }
+        let lead = match &g.lease {
+            Some((h, until)) if h != holder && *until > now => Lead::Other,
+            Some((h, until)) if h == holder && *until > now => Lead::Ours,
+            _ if !take => Lead::Free,
+            _ => Lead::Ours,
         };
-        futures_util::future::ready(Ok(ours)).boxed()
+        if lead == Lead::Ours {
+            g.lease = Some((holder.to_owned(), now + ttl));
+        }
+        futures_util::future::ready(Ok(lead)).boxed()
     }
 
     fn resign<'a>(&'a self, group: &'a str, holder: &'a str) -> BoxFuture<'a, ()> {

@@ -442,6 +442,17 @@ pub struct Taken {
     pub replay: Option<String>,
 }
 
+/// Whose a delivery lease is ([`EventLog::lead`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lead {
+    /// The asking holder's, for the lease's time.
+    Ours,
+    /// Nobody's (and not taken: `take` was not set).
+    Free,
+    /// Another holder's.
+    Other,
+}
+
 /// An event given up on: every try failed, or it could not be kept.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeadLetter {
@@ -463,14 +474,16 @@ pub trait EventLog: Send + Sync + 'static {
     /// Starts keeping events for `group`, from now on (idempotent).
     fn open_group<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(), BusError>>;
 
-    /// Takes or renews the group's delivery lease for `holder` for `ttl`:
-    /// `true` while it is `holder`'s.
+    /// Renews the group's delivery lease for `holder` for `ttl` if it is
+    /// `holder`'s, or takes it if it is free and `take` is set; says whose
+    /// it is now.
     fn lead<'a>(
         &'a self,
         group: &'a str,
         holder: &'a str,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, BusError>>;
+        take: bool,
+    ) -> BoxFuture<'a, Result<Lead, BusError>>;
 
     /// Gives the lease up, if `holder` has it (a clean shutdown).
     fn resign<'a>(&'a self, group: &'a str, holder: &'a str) -> BoxFuture<'a, ()>;

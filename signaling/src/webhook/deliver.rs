@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Endpoint, Policy, Signer};
-use crate::bus::{BusError, DeadLetter, EventLog, Taken};
+use crate::bus::{BusError, DeadLetter, EventLog, Lead, Taken};
 use crate::event::EventKind;
 use crate::metrics::WebhookMetrics;
 
@@ -163,6 +163,7 @@ impl Deliverer {
         // Just became the holder: every pending event is an earlier
         // holder's, taken over at once and before new ones (room order).
         let mut takeover = false;
+        let mut seen_free = false;
         let now = Instant::now();
         let (mut lease_at, mut claim_at, mut stats_at, mut read_at) = (now, now, now, now);
         let renew = me.policy.claim_after / 3;
@@ -170,20 +171,25 @@ impl Deliverer {
             let now = Instant::now();
             if now >= lease_at {
                 lease_at = now + renew;
-                match me.log.lead(&group, &me.node, me.policy.claim_after).await {
-                    Ok(true) if !leader => {
+                // A free lease is taken only when seen free twice in a row:
+                // a holder that is alive renews it in between (after Redis
+                // came back empty, say), and keeps the events it holds.
+                let lead = me.log.lead(&group, &me.node, me.policy.claim_after, seen_free).await;
+                seen_free = matches!(lead, Ok(Lead::Free));
+                match lead {
+                    Ok(Lead::Ours) if !leader => {
                         info!(endpoint = %group, "this node delivers the endpoint's events now");
                         leader = true;
                         claim_at = now;
                         takeover = true;
                     }
-                    Ok(false) if leader => {
+                    Ok(Lead::Other) if leader => {
                         warn!(endpoint = %group, "another node delivers the endpoint's events now");
                         leader = false;
                         held.drop_queued();
                     }
                     // Unreachable: what is held goes on; nothing new is read.
-                    _ => {}
+                    Ok(_) | Err(_) => {}
                 }
             }
             if now >= stats_at {

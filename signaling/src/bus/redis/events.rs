@@ -26,17 +26,22 @@ use std::time::Duration;
 use tracing::{error, warn};
 
 use super::{QUERY_TIMEOUT, Shared, unavailable};
-use crate::bus::{BusError, DeadLetter, EventLog, Taken};
+use crate::bus::{BusError, DeadLetter, EventLog, Lead, Taken};
 use crate::event::RoomEvent;
 
 /// Dead letters kept per endpoint (approximately: `MAXLEN ~`).
 const DEAD_MAXLEN: usize = 10_000;
 
-/// Takes or renews a lease. KEYS: lease. ARGV: holder, ttl ms.
+/// Renews a lease, or takes it if free and asked to. KEYS: lease. ARGV:
+/// holder, ttl ms, take (1 or 0). Returns 1 (ours now), 0 (another
+/// holder's) or 2 (free, not taken).
 const LEAD: &str = r#"
 local h = redis.call('GET', KEYS[1])
 if h and h ~= ARGV[1] then
   return 0
+end
+if not h and ARGV[3] ~= '1' then
+  return 2
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
@@ -196,6 +201,58 @@ impl RedisLog {
         }
         Ok(out)
     }
+    /// [`EventLog::take`], but for a missing group.
+    async fn read(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+        claim_idle: Option<Duration>,
+    ) -> Result<Vec<Taken>, BusError> {
+        if let Some(idle) = claim_idle {
+            let claimed = self.claim(group, consumer, max, idle).await?;
+            if !claimed.is_empty() {
+                return Ok(claimed);
+            }
+        }
+        let keys = &self.shared.keys;
+        let (stream, replays) = (keys.stream(), keys.webhook_replay(group));
+        let mut conn = self.reader().await?;
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(Self::group_name(group))
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(max)
+            .arg("BLOCK")
+            .arg(wait.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&replays)
+            .arg(&stream)
+            .arg(">")
+            .arg(">");
+        let read = cmd.query_async::<Option<StreamReadReply>>(&mut conn);
+        let reply = match tokio::time::timeout(wait + QUERY_TIMEOUT, read).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() {
+                    *self.reader.lock().await = None;
+                }
+                return Err(failed(e));
+            }
+            Err(_) => {
+                *self.reader.lock().await = None;
+                return Err(unavailable());
+            }
+        };
+        let mut out = Vec::new();
+        // Replays first: the order the streams were named in.
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            out.extend(self.events(group, &key.key, key.ids).await);
+        }
+        Ok(out)
+    }
 }
 
 impl EventLog for RedisLog {
@@ -208,19 +265,25 @@ impl EventLog for RedisLog {
         group: &'a str,
         holder: &'a str,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, BusError>> {
+        take: bool,
+    ) -> BoxFuture<'a, Result<Lead, BusError>> {
         async move {
-            let ours: i64 = self
+            let answer: i64 = self
                 .query(
                     redis::cmd("EVAL")
                         .arg(LEAD)
                         .arg(1)
                         .arg(self.shared.keys.webhook_lease(group))
                         .arg(holder)
-                        .arg(ttl.as_millis() as u64),
+                        .arg(ttl.as_millis() as u64)
+                        .arg(if take { "1" } else { "0" }),
                 )
                 .await?;
-            Ok(ours == 1)
+            Ok(match answer {
+                1 => Lead::Ours,
+                2 => Lead::Free,
+                _ => Lead::Other,
+            })
         }
         .boxed()
     }
@@ -249,53 +312,16 @@ impl EventLog for RedisLog {
         claim_idle: Option<Duration>,
     ) -> BoxFuture<'a, Result<Vec<Taken>, BusError>> {
         async move {
-            if let Some(idle) = claim_idle {
-                let claimed = self.claim(group, consumer, max, idle).await?;
-                if !claimed.is_empty() {
-                    return Ok(claimed);
-                }
-            }
-            let keys = &self.shared.keys;
-            let (stream, replays) = (keys.stream(), keys.webhook_replay(group));
-            let mut conn = self.reader().await?;
-            let mut cmd = redis::cmd("XREADGROUP");
-            cmd.arg("GROUP")
-                .arg(Self::group_name(group))
-                .arg(consumer)
-                .arg("COUNT")
-                .arg(max)
-                .arg("BLOCK")
-                .arg(wait.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&replays)
-                .arg(&stream)
-                .arg(">")
-                .arg(">");
-            let read = cmd.query_async::<Option<StreamReadReply>>(&mut conn);
-            let reply = match tokio::time::timeout(wait + QUERY_TIMEOUT, read).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) if e.code() == Some("NOGROUP") => {
+            match self.read(group, consumer, max, wait, claim_idle).await {
+                Err(BusError::Unavailable(e)) if e.contains("NOGROUP") => {
                     // Redis lost the group (it came back empty, or someone
                     // removed it): everything the stream holds now is new.
                     warn!(group, "webhook consumer group missing: made again from the stream's start");
                     self.create(group, "0").await?;
-                    return Ok(Vec::new());
+                    Ok(Vec::new())
                 }
-                Ok(Err(e)) => {
-                    *self.reader.lock().await = None;
-                    return Err(failed(e));
-                }
-                Err(_) => {
-                    *self.reader.lock().await = None;
-                    return Err(unavailable());
-                }
-            };
-            let mut out = Vec::new();
-            // Replays first: the order the streams were named in.
-            for key in reply.map(|r| r.keys).unwrap_or_default() {
-                out.extend(self.events(group, &key.key, key.ids).await);
+                other => other,
             }
-            Ok(out)
         }
         .boxed()
     }
