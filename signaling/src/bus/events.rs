@@ -97,7 +97,9 @@ impl MemoryLog {
             PresenceEvent::Joined(p) => (EventKind::PeerJoined, Detail::Peer(p)),
             PresenceEvent::Updated(p) => (EventKind::PeerUpdated, Detail::Peer(p)),
             PresenceEvent::Moved(p) => (EventKind::PeerMoved, Detail::Peer(p)),
-            PresenceEvent::Left { peer, reason } => (EventKind::PeerLeft, Detail::Left(peer, *reason)),
+            PresenceEvent::Left { peer, reason } => {
+                (EventKind::PeerLeft, Detail::Left(peer, *reason))
+            }
         };
         let holder = match detail {
             Detail::Peer(p) => p.node.clone(),
@@ -113,7 +115,13 @@ impl MemoryLog {
     pub fn room_meta(&self, room: &RoomId, meta: &str, node: &NodeId) {
         let mut s = self.state();
         if !s.groups.is_empty() {
-            self.push(&mut s, room, EventKind::RoomMetaUpdated, node, Detail::Meta(meta));
+            self.push(
+                &mut s,
+                room,
+                EventKind::RoomMetaUpdated,
+                node,
+                Detail::Meta(meta),
+            );
         }
     }
 
@@ -123,7 +131,10 @@ impl MemoryLog {
         let (sid, seq) = match kind {
             EventKind::RoomOpened => (id.clone(), 1),
             _ => {
-                let entry = s.rooms.entry(room.clone()).or_insert_with(|| (String::new(), 0));
+                let entry = s
+                    .rooms
+                    .entry(room.clone())
+                    .or_insert_with(|| (String::new(), 0));
                 entry.1 += 1;
                 entry.clone()
             }
@@ -200,7 +211,10 @@ fn dead(event: &RoomEvent, error: &str, attempts: u32) -> DeadLetter {
 
 fn bury(g: &mut Group, letter: DeadLetter) {
     if g.dead.len() >= DEAD_CAP {
-        error!(cap = DEAD_CAP, "webhook dead letters full: the oldest is discarded");
+        error!(
+            cap = DEAD_CAP,
+            "webhook dead letters full: the oldest is discarded"
+        );
         g.dead.pop_front();
     }
     g.dead.push_back(letter);
@@ -349,7 +363,8 @@ impl EventLog for MemoryLog {
                 .partition(|d| ids.is_none_or(|ids| ids.contains(&d.event.id)));
             g.dead = kept.into();
             n = again.len();
-            g.replays.extend(again.into_iter().map(|d| Arc::new(d.event)));
+            g.replays
+                .extend(again.into_iter().map(|d| Arc::new(d.event)));
         }
         drop(s);
         self.recorded.notify_waiters();
@@ -364,5 +379,48 @@ impl EventLog for MemoryLog {
             )
         });
         futures_util::future::ready(Ok(counts)).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn past_its_cap_the_oldest_event_is_dead_lettered_not_dropped() {
+        let log = MemoryLog::new(3);
+        let (room, node) = (RoomId::new("r"), NodeId::new("n"));
+        let peer = Arc::new(PeerInfo::new(
+            PeerId::new("p"),
+            node.clone(),
+            String::new(),
+            "{}".into(),
+            1,
+        ));
+        // Nothing is kept while no group is open.
+        log.presence(
+            &room,
+            &PresenceEvent::Joined(peer.clone()),
+            &node,
+            true,
+            false,
+        );
+        log.open_group("g").await.unwrap();
+        assert_eq!(log.backlog("g").await.unwrap(), (0, 0));
+        let left = PresenceEvent::Left {
+            peer: peer.id.clone(),
+            reason: LeaveReason::Left,
+        };
+        log.presence(&room, &left, &node, false, true);
+        log.presence(&room, &PresenceEvent::Joined(peer), &node, true, false);
+        // Four events into room for three: the oldest is a dead letter.
+        assert_eq!(log.backlog("g").await.unwrap(), (3, 1));
+        let dead = log.dead_letters("g", 10).await.unwrap();
+        let kinds: Vec<&str> = dead.iter().map(|d| d.event.kind.as_str()).collect();
+        assert_eq!(kinds, ["peer-left"]);
+        assert!(
+            dead.iter()
+                .all(|d| d.error.contains("backlog was full") && d.attempts == 0)
+        );
     }
 }
