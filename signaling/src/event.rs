@@ -118,7 +118,10 @@ impl RoomEvent {
     /// The event of a Redis stream entry `id` with its fields (what the
     /// scripts in `bus/redis/scripts.rs` write). Entries written before
     /// sequence numbers existed read with `seq` 0 and no `room_sid`.
-    pub fn from_fields(id: &str, fields: &HashMap<String, String>) -> Result<RoomEvent, EventError> {
+    pub fn from_fields(
+        id: &str,
+        fields: &HashMap<String, String>,
+    ) -> Result<RoomEvent, EventError> {
         let get = |k: &'static str| fields.get(k).ok_or(EventError::Missing(k));
         let kind = EventKind::parse(get("event")?).ok_or(EventError::Invalid("event"))?;
         let number = |k: &'static str| -> Result<u64, EventError> {
@@ -224,7 +227,11 @@ mod tests {
             ("ts", "5"),
         ]);
         assert_eq!(RoomEvent::from_fields("9-1", &f).unwrap().room_sid, "9-1");
-        let meta = fields(&[("event", "room-meta-updated"), ("room", "r"), ("meta", r#"{"a":[1]}"#)]);
+        let meta = fields(&[
+            ("event", "room-meta-updated"),
+            ("room", "r"),
+            ("meta", r#"{"a":[1]}"#),
+        ]);
         assert!(
             RoomEvent::from_fields("1-0", &meta)
                 .unwrap()
@@ -237,8 +244,14 @@ mod tests {
     fn broken_entries_are_refused_not_misread() {
         let cases = [
             (fields(&[("room", "r")]), EventError::Missing("event")),
-            (fields(&[("event", "nope"), ("room", "r")]), EventError::Invalid("event")),
-            (fields(&[("event", "peer-left")]), EventError::Missing("room")),
+            (
+                fields(&[("event", "nope"), ("room", "r")]),
+                EventError::Invalid("event"),
+            ),
+            (
+                fields(&[("event", "peer-left")]),
+                EventError::Missing("room"),
+            ),
             (
                 fields(&[("event", "peer-left"), ("room", "r"), ("seq", "x")]),
                 EventError::Invalid("seq"),

@@ -213,12 +213,36 @@ impl Metrics {
             Shared(latency.clone()),
         );
         let webhooks = WebhookFamilies {
-            delivered: kept(&mut r, "signaling_webhook_delivered", "Events a webhook endpoint accepted (2xx)"),
-            retried: kept(&mut r, "signaling_webhook_retries", "Webhook tries that failed and were tried again"),
-            dead_lettered: kept(&mut r, "signaling_webhook_dead_lettered", "Events given up on after every try, moved to the dead letters"),
-            gaps: kept(&mut r, "signaling_webhook_sequence_gaps", "Events whose room seq did not follow the previous one delivered"),
-            backlog: kept(&mut r, "signaling_webhook_backlog", "Events not yet delivered to the endpoint, across the cluster"),
-            dead_letters: kept(&mut r, "signaling_webhook_dead_letters", "Dead letters held for the endpoint"),
+            delivered: kept(
+                &mut r,
+                "signaling_webhook_delivered",
+                "Events a webhook endpoint accepted (2xx)",
+            ),
+            retried: kept(
+                &mut r,
+                "signaling_webhook_retries",
+                "Webhook tries that failed and were tried again",
+            ),
+            dead_lettered: kept(
+                &mut r,
+                "signaling_webhook_dead_lettered",
+                "Events given up on after every try, moved to the dead letters",
+            ),
+            gaps: kept(
+                &mut r,
+                "signaling_webhook_sequence_gaps",
+                "Events whose room seq did not follow the previous one delivered",
+            ),
+            backlog: kept(
+                &mut r,
+                "signaling_webhook_backlog",
+                "Events not yet delivered to the endpoint, across the cluster",
+            ),
+            dead_letters: kept(
+                &mut r,
+                "signaling_webhook_dead_letters",
+                "Dead letters held for the endpoint",
+            ),
             latency: Family::new_with_constructor(delivery_histogram),
         };
         r.register(

@@ -61,7 +61,9 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(behaviour: Behaviour) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver addr");
         let shared = Arc::new(Shared {
             behaviour: Mutex::new(behaviour),
@@ -143,7 +145,11 @@ impl Receiver {
     }
 
     /// Waits until `done` holds for the distinct accepted events.
-    pub async fn wait_until(&self, within: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub async fn wait_until(
+        &self,
+        within: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + within;
         loop {
             let got = self.distinct();
@@ -221,7 +227,11 @@ async fn receive(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
 
 /// `room`'s events among `events`, in order.
 pub fn of_room(events: &[Value], room: &str) -> Vec<Value> {
-    events.iter().filter(|e| e["room"] == room).cloned().collect()
+    events
+        .iter()
+        .filter(|e| e["room"] == room)
+        .cloned()
+        .collect()
 }
 
 /// Events as `type peer_id/reason` lines, for assertions and failures.
@@ -259,7 +269,12 @@ pub fn assert_in_order(events: &[Value]) {
         let sid = e["room_sid"].as_str().unwrap_or_default().to_owned();
         let seq = e["seq"].as_u64().unwrap_or(0);
         let want = expected.entry(sid).or_insert(1);
-        assert_eq!(seq, *want, "out of order or missing before:\n{}", describe(events));
+        assert_eq!(
+            seq,
+            *want,
+            "out of order or missing before:\n{}",
+            describe(events)
+        );
         *want += 1;
     }
 }

@@ -78,7 +78,10 @@ fn assert_well_formed(events: &[Value], room: &str) {
         assert_eq!(e["v"], 1, "{e}");
         assert_eq!(e["room"], room, "{e}");
         assert_eq!(e["room_sid"], sid, "{e}");
-        assert!(e["ts"].as_u64().is_some_and(|t| t > 1_600_000_000_000), "{e}");
+        assert!(
+            e["ts"].as_u64().is_some_and(|t| t > 1_600_000_000_000),
+            "{e}"
+        );
         assert!(e["node"].as_str().is_some_and(|n| !n.is_empty()), "{e}");
         if e["type"] == "peer-joined" || e["type"] == "peer-updated" {
             assert_eq!(e["peer"]["peer_id"], e["peer_id"], "{e}");
@@ -150,10 +153,21 @@ async fn a_failing_receiver_gets_everything_in_order_with_growing_waits() {
     }
     // Per room, an event's first try comes after the one before was accepted.
     let first_try = |id: &str| tries.iter().find(|t| t.id == id).map(|t| t.at);
-    let accepted = |id: &str| tries.iter().find(|t| t.id == id && t.accepted).map(|t| t.at);
+    let accepted = |id: &str| {
+        tries
+            .iter()
+            .find(|t| t.id == id && t.accepted)
+            .map(|t| t.at)
+    };
     for w in got.windows(2) {
-        let (prev, next) = (w[0]["id"].as_str().expect("id"), w[1]["id"].as_str().expect("id"));
-        assert!(first_try(next) >= accepted(prev), "{next} was sent before {prev} was accepted");
+        let (prev, next) = (
+            w[0]["id"].as_str().expect("id"),
+            w[1]["id"].as_str().expect("id"),
+        );
+        assert!(
+            first_try(next) >= accepted(prev),
+            "{next} was sent before {prev} was accepted"
+        );
     }
 }
 
@@ -189,7 +203,13 @@ async fn a_slow_room_holds_up_no_other_room() {
         "the fast room waited for the slow one: {:?}",
         started.elapsed()
     );
-    assert_eq!(summary(&got), ["room-opened".to_owned(), format!("peer-joined {}", f.peer_id)]);
+    assert_eq!(
+        summary(&got),
+        [
+            "room-opened".to_owned(),
+            format!("peer-joined {}", f.peer_id)
+        ]
+    );
     // The slow room's events come in order once its first is through.
     let slow_got = rx.wait_for(&slow, "peer-joined", WAIT).await;
     assert_in_order(&slow_got);
@@ -218,10 +238,22 @@ async fn events_are_dead_lettered_after_the_last_try_and_their_successors_go_on(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tries = rx.tries();
     assert_eq!(tries.len(), 8, "no event is tried past the bound");
-    let kinds: Vec<&str> = tries.iter().map(|t| t.event["type"].as_str().unwrap_or("?")).collect();
+    let kinds: Vec<&str> = tries
+        .iter()
+        .map(|t| t.event["type"].as_str().unwrap_or("?"))
+        .collect();
     assert_eq!(
         kinds,
-        ["room-opened", "room-opened", "peer-joined", "peer-joined", "peer-left", "peer-left", "room-closed", "room-closed"]
+        [
+            "room-opened",
+            "room-opened",
+            "peer-joined",
+            "peer-joined",
+            "peer-left",
+            "peer-left",
+            "room-closed",
+            "room-closed"
+        ]
     );
     let scrape = d.server(0).scrape().await;
     let dead = scrape
@@ -285,7 +317,9 @@ async fn the_delivering_process_killed_mid_delivery_loses_no_event() {
     leader.kill9();
     let got = rx
         .wait_until(Duration::from_secs(30), |evs| {
-            rooms.iter().all(|r| of_room(evs, r).iter().any(|e| e["type"] == "room-closed"))
+            rooms
+                .iter()
+                .all(|r| of_room(evs, r).iter().any(|e| e["type"] == "room-closed"))
         })
         .await;
     for r in &rooms {
@@ -341,7 +375,12 @@ async fn signatures_verify_with_an_independent_hmac_and_a_forged_body_does_not()
         .collect();
     assert_eq!(items.len(), 4);
     let mut forged = items[0].clone();
-    forged["body"] = json!(items[0]["body"].as_str().unwrap_or_default().replace("room-opened", "room-closed"));
+    forged["body"] = json!(
+        items[0]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .replace("room-opened", "room-closed")
+    );
     items.push(forged);
     let python = std::env::var("SIGNALING_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let mut child = std::process::Command::new(python)
@@ -353,7 +392,9 @@ async fn signatures_verify_with_an_independent_hmac_and_a_forged_body_does_not()
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(Value::Array(items).to_string().as_bytes()).expect("write");
+        stdin
+            .write_all(Value::Array(items).to_string().as_bytes())
+            .expect("write");
     }
     let out = child.wait_with_output().expect("python ends");
     assert!(out.status.success());
@@ -393,8 +434,16 @@ async fn redis_back_empty_loses_no_event_the_deliverer_had_taken_and_restarts_th
         .wait_until(Duration::from_secs(30), |evs| of_room(evs, &r).len() >= 6)
         .await;
     let got = of_room(&got, &r);
-    let old: Vec<Value> = got.iter().filter(|e| e["room_sid"] == got[0]["id"]).cloned().collect();
-    let new: Vec<Value> = got.iter().filter(|e| e["room_sid"] != got[0]["id"]).cloned().collect();
+    let old: Vec<Value> = got
+        .iter()
+        .filter(|e| e["room_sid"] == got[0]["id"])
+        .cloned()
+        .collect();
+    let new: Vec<Value> = got
+        .iter()
+        .filter(|e| e["room_sid"] != got[0]["id"])
+        .cloned()
+        .collect();
     assert_eq!(
         summary(&old),
         [
@@ -407,7 +456,10 @@ async fn redis_back_empty_loses_no_event_the_deliverer_had_taken_and_restarts_th
     // What the nodes re-asserted: a new incarnation with the one member.
     assert_eq!(
         summary(&new),
-        ["room-opened".to_owned(), format!("peer-joined {}", a.peer_id)]
+        [
+            "room-opened".to_owned(),
+            format!("peer-joined {}", a.peer_id)
+        ]
     );
     assert_in_order(&old);
     assert_in_order(&new);

@@ -33,9 +33,8 @@ use tracing::debug;
 
 use super::events::MemoryLog;
 use super::{
-    EventLog,
-    BusError, BusStats, Handoff, Inbound, InboundHandler, Origin, PeerInfo, PresenceEvent,
-    PresenceStore, Reservation, RoomCommand, RoomSummary, Transport, Undelivered,
+    BusError, BusStats, EventLog, Handoff, Inbound, InboundHandler, Origin, PeerInfo,
+    PresenceEvent, PresenceStore, Reservation, RoomCommand, RoomSummary, Transport, Undelivered,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
 use crate::text::Text;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::events::MemoryLog;
 use super::{
-    BusError, EventLog, Handoff, InboundHandler, PeerInfo, PresenceEvent, PresenceStore, RoomCommand,
-    RoomSummary, Transport,
+    BusError, EventLog, Handoff, InboundHandler, PeerInfo, PresenceEvent, PresenceStore,
+    RoomCommand, RoomSummary, Transport,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
 use crate::text::Text;

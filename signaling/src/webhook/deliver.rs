@@ -174,7 +174,10 @@ impl Deliverer {
                 // A free lease is taken only when seen free twice in a row:
                 // a holder that is alive renews it in between (after Redis
                 // came back empty, say), and keeps the events it holds.
-                let lead = me.log.lead(&group, &me.node, me.policy.claim_after, seen_free).await;
+                let lead = me
+                    .log
+                    .lead(&group, &me.node, me.policy.claim_after, seen_free)
+                    .await;
                 seen_free = matches!(lead, Ok(Lead::Free));
                 match lead {
                     Ok(Lead::Ours) if !leader => {
@@ -335,9 +338,10 @@ impl Deliverer {
 /// try before, capped, then jittered down by up to half ("equal jitter"),
 /// so waits still grow while a fleet of retries spreads out.
 pub fn backoff(policy: &Policy, attempt: u32) -> Duration {
-    let doubled = policy
-        .retry_base
-        .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX));
+    let doubled = policy.retry_base.saturating_mul(
+        1u32.checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX),
+    );
     let full = doubled.min(policy.retry_max);
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
@@ -386,7 +390,14 @@ mod tests {
             concurrency: 1,
             claim_after: Duration::from_secs(1),
         };
-        for (attempt, full) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (40, 1000)] {
+        for (attempt, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (40, 1000),
+        ] {
             let full = Duration::from_millis(full);
             for _ in 0..50 {
                 let b = backoff(&p, attempt);

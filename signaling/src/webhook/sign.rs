@@ -31,7 +31,9 @@ impl std::fmt::Debug for Signer {
 pub enum KeyError {
     #[error("a `whsec_` webhook secret must be base64 after the prefix")]
     NotBase64,
-    #[error("the webhook secret is too short: give at least 24 bytes (32 random bytes as base64 after `whsec_` is usual)")]
+    #[error(
+        "the webhook secret is too short: give at least 24 bytes (32 random bytes as base64 after `whsec_` is usual)"
+    )]
     TooShort,
 }
 

@@ -91,10 +91,7 @@ impl RedisLog {
     /// stream; one that exists is left as it is.
     async fn create(&self, group: &str, start: &str) -> Result<(), BusError> {
         let keys = &self.shared.keys;
-        for (stream, from) in [
-            (keys.stream(), start),
-            (keys.webhook_replay(group), "0"),
-        ] {
+        for (stream, from) in [(keys.stream(), start), (keys.webhook_replay(group), "0")] {
             let made: Result<Value, BusError> = self
                 .query(
                     redis::cmd("XGROUP")
@@ -171,7 +168,13 @@ impl RedisLog {
         out
     }
 
-    async fn claim(&self, group: &str, consumer: &str, max: usize, idle: Duration) -> Result<Vec<Taken>, BusError> {
+    async fn claim(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        idle: Duration,
+    ) -> Result<Vec<Taken>, BusError> {
         let keys = &self.shared.keys;
         let mut out = Vec::new();
         for stream in [keys.stream(), keys.webhook_replay(group)] {
@@ -194,7 +197,9 @@ impl RedisLog {
                     "pending events were trimmed from the stream before delivery (raise --presence-stream-maxlen)"
                 );
                 let mut ack = redis::cmd("XACK");
-                ack.arg(&stream).arg(Self::group_name(group)).arg(&reply.deleted_ids);
+                ack.arg(&stream)
+                    .arg(Self::group_name(group))
+                    .arg(&reply.deleted_ids);
                 let _: Result<Value, _> = self.query(&ack).await;
             }
             out.extend(self.events(group, &stream, reply.claimed).await);
@@ -316,7 +321,10 @@ impl EventLog for RedisLog {
                 Err(BusError::Unavailable(e)) if e.contains("NOGROUP") => {
                     // Redis lost the group (it came back empty, or someone
                     // removed it): everything the stream holds now is new.
-                    warn!(group, "webhook consumer group missing: made again from the stream's start");
+                    warn!(
+                        group,
+                        "webhook consumer group missing: made again from the stream's start"
+                    );
                     self.create(group, "0").await?;
                     Ok(Vec::new())
                 }
@@ -361,7 +369,11 @@ impl EventLog for RedisLog {
             match &taken.replay {
                 Some(entry) => {
                     let replays = keys.webhook_replay(group);
-                    pipe.cmd("XACK").arg(&replays).arg(&name).arg(entry).ignore();
+                    pipe.cmd("XACK")
+                        .arg(&replays)
+                        .arg(&name)
+                        .arg(entry)
+                        .ignore();
                     pipe.cmd("XDEL").arg(&replays).arg(entry).ignore();
                 }
                 None => {
