@@ -1,6 +1,7 @@
-//! Webhooks against real receivers on loopback (the kit's
-//! `webhook::Receiver`), on one instance (the in-process outbox) and on
-//! instances sharing a real redis-server (the stream's consumer groups):
+//! Webhooks (docs/protocol.md §14.3, docs/events.md) against real
+//! receivers on loopback (the kit's `webhook::Receiver`), on one instance
+//! (the in-process outbox) and on instances sharing a real redis-server
+//! (the stream's consumer groups):
 //! every event once and in per-room order through scripted calls, failing,
 //! slow and absent receivers, dead letters, a killed delivering process,
 //! Redis coming back empty, and the signature checked by Python's `hmac`.

@@ -76,7 +76,7 @@ impl Held {
                 && e.seq > last + 1
             {
                 metrics.gaps.inc_by(e.seq - last - 1);
-                warn!(
+                tracing::error!(
                     endpoint,
                     room = %e.room,
                     from = last + 1,
