@@ -5,6 +5,11 @@
 //! `admin.rs`). With auth on, every route but the OpenAPI document needs an
 //! admin token (`Authorization: Bearer`).
 //!
+//! `/api/webhooks` shows each webhook endpoint's queue as the event log
+//! records it (every node reads the same one with Redis), lists its dead
+//! letters and sends them again: the same log the deliverers read, so a
+//! replay is delivered by whichever node delivers the endpoint.
+//!
 //! Every request and answer body is a type here, and the OpenAPI document
 //! (`/api/openapi.json`) is generated from them and from the routes'
 //! annotations, so the two cannot drift apart.
@@ -18,7 +23,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use signaling_protocol::reply;
@@ -29,14 +34,16 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::App;
 use crate::auth::now_unix;
-use crate::bus::{BusError, PeerInfo, RoomCommand};
+use crate::bus::{BusError, DeadLetter, PeerInfo, RoomCommand};
+use crate::event::RoomEvent;
 use crate::ids::RoomId;
+use crate::webhook::Endpoint;
 use signaling_protocol::reply::LeaveReason;
 
 /// Bodies past this are refused before they are read (413, by axum); the
 /// documented limits (`meta`, `data`) are checked on what is read.
 const MAX_BODY: usize = 1024 * 1024;
-/// Rooms per page of `GET /api/rooms` unless `limit` says otherwise.
+/// Lines per page of a list (rooms, dead letters) unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 /// How long a kick, a room close or a peer update may take to show in the
@@ -56,10 +63,10 @@ pub fn routes() -> Router<Arc<App>> {
             "/api/rooms/{room}/peers/{peer}",
             get(get_peer).patch(update_peer).delete(kick_peer),
         )
-        .route(
-            "/api/rooms/{room}/messages",
-            axum::routing::post(send_message),
-        )
+        .route("/api/rooms/{room}/messages", post(send_message))
+        .route("/api/webhooks", get(list_webhooks))
+        .route("/api/webhooks/{endpoint}/dead-letters", get(dead_letters))
+        .route("/api/webhooks/{endpoint}/replay", post(replay))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -79,7 +86,10 @@ pub fn routes() -> Router<Arc<App>> {
         get_peer,
         update_peer,
         kick_peer,
-        send_message
+        send_message,
+        list_webhooks,
+        dead_letters,
+        replay
     ),
     components(schemas(
         RoomList,
@@ -91,6 +101,12 @@ pub fn routes() -> Router<Arc<App>> {
         PeerChange,
         ServerMessage,
         Sent,
+        WebhookList,
+        WebhookLine,
+        DeadLetterList,
+        DeadLetterLine,
+        Replay,
+        Replayed,
         ApiError
     )),
     modifiers(&BearerAuth),
@@ -220,6 +236,79 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// The webhook endpoints (`--webhook-url`) and their queues.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookList {
+    pub endpoints: Vec<WebhookLine>,
+}
+
+/// One webhook endpoint.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookLine {
+    /// Its name in this API and in metrics: 12 hex digits of the SHA-256
+    /// of its URL as configured, the same on every instance.
+    pub id: String,
+    /// Its URL without user info, query or fragment (they may hold credentials).
+    pub url: String,
+    /// Events not yet delivered: waiting, being tried, or replayed.
+    pub backlog: u64,
+    /// Events given up on, kept until replayed.
+    pub dead_letters: u64,
+}
+
+/// An endpoint's dead letters, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetterLine>,
+}
+
+/// An event given up on: every try failed, or it could not be kept.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterLine {
+    /// The event, as a webhook delivers it (its `id` is what a replay names).
+    #[schema(value_type = Object)]
+    pub event: RoomEvent,
+    /// Why the last try failed (e.g. `answered 500 Internal Server Error`).
+    pub error: String,
+    /// Tries made.
+    pub attempts: u32,
+    /// Unix milliseconds.
+    pub failed_at: u64,
+}
+
+impl From<DeadLetter> for DeadLetterLine {
+    fn from(d: DeadLetter) -> Self {
+        DeadLetterLine {
+            event: d.event,
+            error: d.error,
+            attempts: d.attempts,
+            failed_at: d.failed_at,
+        }
+    }
+}
+
+/// Which dead letters to send again.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    /// Their events' `id`s; without it, every dead letter of the endpoint.
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
+}
+
+/// Dead letters moved back to delivery.
+#[derive(Serialize, ToSchema)]
+pub struct Replayed {
+    pub replayed: usize,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterPage {
+    /// Dead letters to list, oldest first (1 to 1000; 100 by default).
+    pub limit: Option<usize>,
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Page {
@@ -292,6 +381,32 @@ async fn admitted(app: &App, headers: &HeaderMap, room: &str) -> Result<RoomId, 
         Ok(RoomId::new(room))
     } else {
         Err(not_found("room"))
+    }
+}
+
+/// The webhook endpoint named in the path (by its id), for a request with
+/// the admin token auth needs.
+async fn admitted_endpoint<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<&'a Endpoint, Response> {
+    if let Some(r) = refusal(app, headers).await {
+        return Err(r);
+    }
+    app.webhooks
+        .iter()
+        .find(|e| e.id == id)
+        .ok_or_else(|| not_found("webhook endpoint"))
+}
+
+/// A page size asked for (`limit`), checked; the default without one.
+fn page_limit(limit: Option<usize>) -> Result<usize, Response> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(bad_request(format!("`limit` must be 1 to {MAX_PAGE}")))
     }
 }
 
@@ -409,10 +524,7 @@ async fn list_rooms(
     let Ok(Query(page)) = page else {
         return Err(bad_request("`limit` must be a number"));
     };
-    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(bad_request(format!("`limit` must be 1 to {MAX_PAGE}")));
-    }
+    let limit = page_limit(page.limit)?;
     let rooms = app.store.rooms().await.map_err(unavailable)?;
     let after = page.after.as_deref().unwrap_or("");
     let mut rest = rooms.iter().filter(|r| r.room.as_str() > after);
@@ -709,4 +821,96 @@ async fn send_message(
         to: msg.to,
     };
     Ok((StatusCode::ACCEPTED, axum::Json(sent)).into_response())
+}
+
+/// The webhook endpoints, each with its backlog and dead letters as the
+/// event log records them (with Redis, the cluster's: the same from every
+/// instance).
+#[utoipa::path(get, path = "/api/webhooks", tag = "webhooks",
+    responses(
+        (status = 200, body = WebhookList),
+        (status = 401, body = ApiError),
+        (status = 503, body = ApiError)
+    ))]
+async fn list_webhooks(State(app): State<Arc<App>>, headers: HeaderMap) -> Answer {
+    if let Some(r) = refusal(&app, &headers).await {
+        return Err(r);
+    }
+    let log = app.store.event_log();
+    let mut endpoints = Vec::with_capacity(app.webhooks.len());
+    for e in &app.webhooks {
+        let (backlog, dead_letters) = log.backlog(&e.id).await.map_err(unavailable)?;
+        endpoints.push(WebhookLine {
+            id: e.id.clone(),
+            url: e.redacted(),
+            backlog,
+            dead_letters,
+        });
+    }
+    Ok(axum::Json(WebhookList { endpoints }).into_response())
+}
+
+/// An endpoint's dead letters, oldest first.
+#[utoipa::path(get, path = "/api/webhooks/{endpoint}/dead-letters", tag = "webhooks",
+    params(
+        ("endpoint" = String, Path, description = "The endpoint's `id`, as `/api/webhooks` lists it"),
+        DeadLetterPage
+    ),
+    responses(
+        (status = 200, body = DeadLetterList),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError, description = "No endpoint with this id"),
+        (status = 503, body = ApiError)
+    ))]
+async fn dead_letters(
+    State(app): State<Arc<App>>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+    page: Result<Query<DeadLetterPage>, axum::extract::rejection::QueryRejection>,
+) -> Answer {
+    let endpoint = admitted_endpoint(&app, &headers, &endpoint).await?;
+    let Ok(Query(page)) = page else {
+        return Err(bad_request("`limit` must be a number"));
+    };
+    let limit = page_limit(page.limit)?;
+    let letters = app
+        .store
+        .event_log()
+        .dead_letters(&endpoint.id, limit)
+        .await
+        .map_err(unavailable)?;
+    let dead_letters = letters.into_iter().map(DeadLetterLine::from).collect();
+    Ok(axum::Json(DeadLetterList { dead_letters }).into_response())
+}
+
+/// Sends an endpoint's dead letters again: those named (`ids`), or every
+/// one (`{}`). They go back to delivery with their events' `id` and `seq`
+/// unchanged, and are dead-lettered again if every try fails. Each arrives
+/// after later events of its room (docs/events.md).
+#[utoipa::path(post, path = "/api/webhooks/{endpoint}/replay", tag = "webhooks",
+    params(("endpoint" = String, Path, description = "The endpoint's `id`")),
+    request_body = Replay,
+    responses(
+        (status = 200, body = Replayed),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 503, body = ApiError)
+    ))]
+async fn replay(
+    State(app): State<Arc<App>>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let endpoint = admitted_endpoint(&app, &headers, &endpoint).await?;
+    let asked: Replay = parse(&body)?;
+    let replayed = app
+        .store
+        .event_log()
+        .replay(&endpoint.id, asked.ids.as_deref())
+        .await
+        .map_err(unavailable)?;
+    Ok(axum::Json(Replayed { replayed }).into_response())
 }

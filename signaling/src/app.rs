@@ -53,4 +53,7 @@ pub struct App {
     pub sessions: TaskTracker,
     /// Open WebSockets per client address (`--max-connections-per-ip`).
     pub per_ip: Arc<PerIp>,
+    /// The webhook endpoints (`--webhook-url`), for `/api/webhooks`; their
+    /// queues are read from [`PresenceStore::event_log`].
+    pub webhooks: Vec<crate::webhook::Endpoint>,
 }

@@ -300,6 +300,39 @@ pub enum Command {
     /// the browser client, with the token in the link's fragment (never sent
     /// to any server, so it stays out of access logs).
     Token(TokenArgs),
+    /// The webhook dead letters of a Redis cluster: lists them, or sends
+    /// them again. Reads `--redis-url` (or `SIGNALING_REDIS_URL`, its
+    /// `_FILE`, the config file) and `--redis-prefix` as the servers do;
+    /// give the flags before `webhooks`. Without Redis the dead letters
+    /// live in the server process: use the admin API (`/api/webhooks`).
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum WebhooksCommand {
+    /// Prints the endpoint's dead letters, oldest first, one JSON object a
+    /// line: `event`, `error`, `attempts`, `failed_at`.
+    DeadLetters {
+        /// The endpoint: its id (12 hex digits, as `/api/webhooks` lists
+        /// it) or its URL exactly as `--webhook-url` gives it.
+        #[arg(long)]
+        endpoint: String,
+        /// Prints at most this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
+    /// Moves the endpoint's dead letters back to delivery: the instance
+    /// delivering the endpoint sends them again, with their ids unchanged.
+    Replay {
+        /// The endpoint: its id or its URL, as for `dead-letters`.
+        #[arg(long)]
+        endpoint: String,
+        /// The event id of a dead letter to send again (repeat the flag for
+        /// more); without it, every one.
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -26,6 +26,11 @@
 //! actions: room commands each node applies to its own members, see
 //! `hub/admin.rs`).
 //!
+//! Every presence change is also recorded as a room event (`event.rs`) with
+//! the change itself, in the engine's event log (the third boundary,
+//! [`bus::EventLog`]); the webhook deliverers (`webhook/`) read it and POST
+//! each event to the application's backend, off the join path.
+//!
 //! # Layout
 //!
 //! | file | holds |
@@ -54,6 +59,7 @@
 //! | `bus/mod.rs` | the engine boundary: the `Transport` and `PresenceStore` traits (together `Bus`), `InboundHandler`, value types |
 //! | `bus/memory.rs` | the in-memory engine (one instance) |
 //! | `bus/linked.rs` | the linked engine: several nodes of one cluster in one process, for tests |
+//! | `bus/events.rs` | the in-process event log: each webhook endpoint's bounded outbox (one instance, or a linked cluster) |
 //! | `bus/redis/mod.rs` | the Redis engine: the `Bus` implementation, resume hand-over |
 //! | `bus/redis/link.rs` | connections, reconnect, resync, pub/sub dispatch |
 //! | `bus/redis/resync.rs` | after a reconnect: the presence events this node missed, from what Redis records of the nodes that re-asserted |
@@ -62,7 +68,13 @@
 //! | `bus/redis/sequence.rs` | relays between two nodes numbered: once, in order, gaps reported back |
 //! | `bus/redis/liveness.rs` | the node lease, heartbeats and announcing dead nodes |
 //! | `bus/redis/wire.rs` | the node-to-node format (version 1): every channel message's encoder, one decoder, the stream's version |
-//! | `bus/redis/keys.rs`, `scripts.rs` | the key layout, the Lua scripts |
+//! | `bus/redis/keys.rs`, `scripts.rs` | the key layout, the Lua scripts (they also number and stream each room's events) |
+//! | `bus/redis/events.rs` | the event log in Redis: a consumer group per webhook endpoint on the stream, its lease, claims, dead letters and replays |
+//! | `event.rs` | the room event schema (version 1): webhook JSON and stream fields |
+//! | `webhook/mod.rs` | `--webhook-*`: the endpoints, their client and policy, one deliverer each |
+//! | `webhook/deliver.rs` | one endpoint's deliverer: per-room order, retries with backoff, dead letters |
+//! | `webhook/sign.rs` | the Standard Webhooks signature |
+//! | `webhook/cli.rs` | `signaling webhooks dead-letters / replay` against Redis |
 //! | `auth.rs` | join and admin tokens: JWTs checked with secrets, PEM keys, JWKS keys; admin keys apart; grants |
 //! | `jwks.rs` | `--auth-jwks-url`: the JWKS fetched at start, refreshed, fetched again for an unknown `kid` |
 //! | `ice.rs` | `joined.ice_servers`: STUN, TURN with ephemeral credentials |

@@ -18,8 +18,12 @@ async fn main() {
         return;
     }
     let mut config = loaded.config;
-    if let Some(Command::Token(args)) = config.command.take() {
-        std::process::exit(print_invite(&mut config, &args));
+    match config.command.take() {
+        Some(Command::Token(args)) => std::process::exit(print_invite(&mut config, &args)),
+        Some(Command::Webhooks(cmd)) => {
+            std::process::exit(signaling::webhook::cli::run(&mut config, &cmd).await)
+        }
+        None => {}
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);

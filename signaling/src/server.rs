@@ -193,10 +193,7 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
             },
             node.clone(),
         )?),
-        (None, None) => Arc::new(MemoryBus::with_events(
-            node.clone(),
-            config.webhook_backlog,
-        )),
+        (None, None) => Arc::new(MemoryBus::with_events(node.clone(), config.webhook_backlog)),
     };
     let hub = Arc::new(Hub::new(
         node,
@@ -211,6 +208,10 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
     ));
     hub.attach_to_bus();
     let stop_webhooks = CancellationToken::new();
+    let endpoints = webhooks
+        .as_ref()
+        .map(|w| w.endpoints.clone())
+        .unwrap_or_default();
     if let Some(w) = webhooks {
         w.start(bus.event_log(), hub.node(), &metrics, stop_webhooks.clone());
     }
@@ -235,6 +236,7 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
         config,
         ctx,
         sessions: TaskTracker::new(),
+        webhooks: endpoints,
     });
     Ok(Server {
         listener,
@@ -245,6 +247,10 @@ async fn bind_on(mut config: Config, linked: Option<&LinkedCluster>) -> Result<S
         stop_webhooks: stop_webhooks.drop_guard(),
     })
 }
+
+/// How long a stopping instance without Redis waits for its webhook
+/// events to be delivered.
+const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
 
 /// Connections the kernel holds for us before we accept them. Tokio's
 /// `TcpListener::bind` asks for 128, as the standard library does: in a join
@@ -406,6 +412,13 @@ impl Server {
         // Whoever did not come back elsewhere is gone: say so before leaving.
         app.ctx.hub.evict_all();
         app.transport.flush().await;
+        if !app.transport.is_shared() {
+            // Alone, the events live in this process: the drain's own
+            // leaves and closes (and whatever waits) get a bounded chance
+            // to go out. In a cluster they wait in Redis for another node.
+            let log = app.store.event_log();
+            crate::webhook::drained(log.as_ref(), &app.webhooks, WEBHOOK_DRAIN).await;
+        }
         drop(stop_webhooks);
         stop_listening.cancel();
         match tokio::time::timeout(FINAL_CLOSE_WAIT, http).await {

@@ -324,6 +324,9 @@ async fn every_admin_route_needs_an_admin_token() {
             format!("/api/rooms/{r}/messages"),
             Some(r#"{"data":1}"#),
         ),
+        ("GET", "/api/webhooks".to_string(), None),
+        ("GET", "/api/webhooks/e/dead-letters".to_string(), None),
+        ("POST", "/api/webhooks/e/replay".to_string(), Some("{}")),
     ];
     for (method, path, body) in &routes {
         for header in [None, Some(&join), Some(&forged)] {
@@ -372,6 +375,9 @@ async fn the_openapi_document_covers_every_route_and_is_valid() {
         ("/api/rooms/{room}/peers/{peer}", "patch"),
         ("/api/rooms/{room}/peers/{peer}", "delete"),
         ("/api/rooms/{room}/messages", "post"),
+        ("/api/webhooks", "get"),
+        ("/api/webhooks/{endpoint}/dead-letters", "get"),
+        ("/api/webhooks/{endpoint}/replay", "post"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let mut documented = Vec::new();
@@ -388,7 +394,10 @@ async fn the_openapi_document_covers_every_route_and_is_valid() {
             "{method} {path}"
         );
         // Every documented route is one the server answers (not 404/405).
-        let concrete = path.replace("{room}", "r").replace("{peer}", "p");
+        let concrete = path
+            .replace("{room}", "r")
+            .replace("{peer}", "p")
+            .replace("{endpoint}", "e");
         let body = matches!(method, "put" | "patch" | "post").then_some("{}");
         let m = method.to_uppercase();
         let answer = http_request(s.addr, &m, &concrete, &[], body).await;

@@ -187,7 +187,7 @@ async fn a_dead_letter_is_listed_and_replayed_with_its_id(e: Engine) {
     );
     assert_eq!(
         e.log
-            .replay("g", Some(&[first.event.id.clone()]))
+            .replay("g", Some(std::slice::from_ref(&first.event.id)))
             .await
             .expect("replay"),
         1

@@ -294,7 +294,10 @@ impl EventLog for MemoryLog {
                     }
                     while out.len() < max {
                         let (event, replay) = match g.replays.pop_front() {
-                            Some(e) => (e, Some(String::new())),
+                            Some(e) => {
+                                let handle = e.id.clone();
+                                (e, Some(handle))
+                            }
                             None => match g.waiting.pop_front() {
                                 Some(e) => (e, None),
                                 None => break,

@@ -442,6 +442,25 @@ pub struct Taken {
     pub replay: Option<String>,
 }
 
+impl DeadLetter {
+    /// A dead letter from the fields of its stored form: the event's fields
+    /// (as [`RoomEvent::to_fields`] writes them), its `id`, and the
+    /// failure's `error`, `attempts` and `failed_at`. `None` if it holds no
+    /// readable event. A count that does not read is 0: the failure's
+    /// details are for people, and the letter is still worth replaying.
+    pub fn from_fields(fields: &std::collections::HashMap<String, String>) -> Option<DeadLetter> {
+        let id = fields.get("id")?;
+        let event = RoomEvent::from_fields(id, fields).ok()?;
+        let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok());
+        Some(DeadLetter {
+            event,
+            error: fields.get("error").cloned().unwrap_or_default(),
+            attempts: number("attempts").unwrap_or(0) as u32,
+            failed_at: number("failed_at").unwrap_or(0),
+        })
+    }
+}
+
 /// Whose a delivery lease is ([`EventLog::lead`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lead {
@@ -526,4 +545,54 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Events not yet delivered (waiting and pending), and dead letters.
     fn backlog<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(u64, u64), BusError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeadLetter;
+    use std::collections::HashMap;
+
+    fn fields(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_dead_letter_reads_back_as_it_was_written() {
+        let f = fields(&[
+            ("id", "17-0"),
+            ("event", "peer-left"),
+            ("room", "r"),
+            ("sid", "16-0"),
+            ("seq", "3"),
+            ("ts", "5"),
+            ("node", "n1"),
+            ("peer_id", "p1"),
+            ("reason", "left"),
+            ("error", "answered 500 Internal Server Error"),
+            ("attempts", "2"),
+            ("failed_at", "99"),
+        ]);
+        let d = DeadLetter::from_fields(&f).expect("a dead letter");
+        assert_eq!((d.event.id.as_str(), d.event.seq), ("17-0", 3));
+        assert_eq!(d.error, "answered 500 Internal Server Error");
+        assert_eq!((d.attempts, d.failed_at), (2, 99));
+    }
+
+    #[test]
+    fn an_entry_without_an_event_is_not_a_dead_letter() {
+        let no_id = fields(&[("event", "peer-left"), ("room", "r")]);
+        assert!(DeadLetter::from_fields(&no_id).is_none());
+        let no_event = fields(&[("id", "1-0"), ("room", "r")]);
+        assert!(DeadLetter::from_fields(&no_event).is_none());
+        let odd = fields(&[
+            ("id", "1-0"),
+            ("event", "room-closed"),
+            ("room", "r"),
+            ("attempts", "x"),
+        ]);
+        assert_eq!(DeadLetter::from_fields(&odd).map(|d| d.attempts), Some(0));
+    }
 }

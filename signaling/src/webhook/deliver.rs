@@ -155,7 +155,7 @@ impl Deliverer {
                 _ = tokio::time::sleep(LOG_RETRY) => {}
             }
         }
-        info!(endpoint = %group, url = %redacted(&me.endpoint.url), "webhook delivery on");
+        info!(endpoint = %group, url = %me.endpoint.redacted(), "webhook delivery on");
         let mut held = Held::default();
         let mut sending = FuturesUnordered::new();
         let mut reading: FuturesUnordered<Reading> = FuturesUnordered::new();
@@ -163,7 +163,9 @@ impl Deliverer {
         // Just became the holder: every pending event is an earlier
         // holder's, taken over at once and before new ones (room order).
         let mut takeover = false;
-        let mut seen_free = false;
+        // At start a free lease is taken at once: no holder of this run
+        // can be waiting to renew it.
+        let mut seen_free = true;
         let now = Instant::now();
         let (mut lease_at, mut claim_at, mut stats_at, mut read_at) = (now, now, now, now);
         let renew = me.policy.claim_after / 3;
@@ -364,16 +366,6 @@ fn describe(e: reqwest::Error) -> String {
         source = cause.source();
     }
     s
-}
-
-/// The URL without user info or query, which may hold credentials.
-fn redacted(url: &reqwest::Url) -> String {
-    format!(
-        "{}://{}{}",
-        url.scheme(),
-        url.host_str().unwrap_or(""),
-        url.port().map(|p| format!(":{p}")).unwrap_or_default()
-    ) + url.path()
 }
 
 #[cfg(test)]

@@ -87,6 +87,21 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The URL without user info, query or fragment, which may hold
+    /// credentials: what logs and the admin API show.
+    pub fn redacted(&self) -> String {
+        let url = &self.url;
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        format!(
+            "{}://{}{port}{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.path()
+        )
+    }
+}
+
 /// What the server runs for its webhooks: the endpoints and what they share.
 pub struct Webhooks {
     pub endpoints: Vec<Endpoint>,
@@ -108,7 +123,10 @@ impl Webhooks {
             .iter()
             .map(|u| Endpoint::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
-        let secret = config.webhook_secret.as_ref().ok_or(WebhookError::NoSecret)?;
+        let secret = config
+            .webhook_secret
+            .as_ref()
+            .ok_or(WebhookError::NoSecret)?;
         let signer = Signer::new(secret.expose())?;
         let policy = Policy::from_config(config);
         let tls = crate::jwks::tls_config(None).map_err(|e| WebhookError::Client(e.to_string()))?;

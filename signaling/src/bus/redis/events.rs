@@ -399,17 +399,12 @@ impl EventLog for RedisLog {
         max: usize,
     ) -> BoxFuture<'a, Result<Vec<DeadLetter>, BusError>> {
         async move {
-            let range: StreamRangeReply = self
-                .query(
-                    redis::cmd("XRANGE")
-                        .arg(self.shared.keys.webhook_dead(group))
-                        .arg("-")
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(max),
-                )
-                .await?;
-            Ok(range.ids.iter().filter_map(dead_letter).collect())
+            let mut conn = self.conn()?;
+            let read = dead_letters_in(&mut conn, &self.shared.keys, group, max);
+            tokio::time::timeout(QUERY_TIMEOUT, read)
+                .await
+                .map_err(|_| unavailable())?
+                .map_err(failed)
         }
         .boxed()
     }
@@ -420,49 +415,13 @@ impl EventLog for RedisLog {
         ids: Option<&'a [String]>,
     ) -> BoxFuture<'a, Result<usize, BusError>> {
         async move {
-            let keys = &self.shared.keys;
-            let dead = keys.webhook_dead(group);
-            let range: StreamRangeReply = self
-                .query(
-                    redis::cmd("XRANGE")
-                        .arg(&dead)
-                        .arg("-")
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(DEAD_MAXLEN * 2),
-                )
-                .await?;
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            let mut n = 0;
-            for entry in &range.ids {
-                let Some(letter) = dead_letter(entry) else {
-                    continue;
-                };
-                if ids.is_some_and(|ids| !ids.contains(&letter.event.id)) {
-                    continue;
-                }
-                let cmd = pipe
-                    .cmd("XADD")
-                    .arg(keys.webhook_replay(group))
-                    .arg("*")
-                    .arg("id")
-                    .arg(&letter.event.id);
-                for (k, v) in letter.event.to_fields() {
-                    cmd.arg(k).arg(v);
-                }
-                cmd.ignore();
-                pipe.cmd("XDEL").arg(&dead).arg(&entry.id).ignore();
-                n += 1;
-            }
-            if n > 0 {
-                let mut conn = self.conn()?;
-                tokio::time::timeout(QUERY_TIMEOUT, pipe.query_async::<()>(&mut conn))
-                    .await
-                    .map_err(|_| unavailable())?
-                    .map_err(failed)?;
-            }
-            Ok(n)
+            let mut conn = self.conn()?;
+            let moved = replay_dead(&mut conn, &self.shared.keys, group, ids);
+            tokio::time::timeout(QUERY_TIMEOUT, moved)
+                .await
+                .map_err(|_| unavailable())?
+                .map(|ids| ids.len())
+                .map_err(failed)
         }
         .boxed()
     }
@@ -501,21 +460,83 @@ impl EventLog for RedisLog {
     }
 }
 
-/// A dead-letter stream entry: the event's fields, its `id`, and the
-/// failure's.
+/// Moves dead letters to the replay stream, atomically (two replays at
+/// once cannot both move one). KEYS: dead, replay. ARGV: the event ids to
+/// move (none: all). Returns the event ids moved.
+const REPLAY: &str = r#"
+local wanted = {}
+for i = 1, #ARGV do
+  wanted[ARGV[i]] = true
+end
+local moved = {}
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+  local fields = e[2]
+  local id
+  for i = 1, #fields, 2 do
+    if fields[i] == 'id' then
+      id = fields[i + 1]
+    end
+  end
+  if id and (#ARGV == 0 or wanted[id]) then
+    redis.call('XADD', KEYS[2], '*', unpack(fields))
+    redis.call('XDEL', KEYS[1], e[1])
+    moved[#moved + 1] = id
+  end
+end
+return moved
+"#;
+
+/// The dead letters of endpoint `group`, oldest first, at most `max`: for
+/// the log and for the command line (`webhook/cli.rs`), which brings its
+/// own connection.
+pub async fn dead_letters_in(
+    conn: &mut MultiplexedConnection,
+    keys: &super::Keys,
+    group: &str,
+    max: usize,
+) -> redis::RedisResult<Vec<DeadLetter>> {
+    let range: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(keys.webhook_dead(group))
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(max)
+        .query_async(conn)
+        .await?;
+    Ok(range.ids.iter().filter_map(dead_letter).collect())
+}
+
+/// Moves the dead letters of endpoint `group` with these event ids (all
+/// with `None`) to its replay stream, which its deliverer reads; returns
+/// the event ids moved.
+pub async fn replay_dead(
+    conn: &mut MultiplexedConnection,
+    keys: &super::Keys,
+    group: &str,
+    ids: Option<&[String]>,
+) -> redis::RedisResult<Vec<String>> {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(REPLAY)
+        .arg(2)
+        .arg(keys.webhook_dead(group))
+        .arg(keys.webhook_replay(group));
+    match ids {
+        // No id at all must not read as "all".
+        Some([]) => return Ok(Vec::new()),
+        Some(ids) => {
+            cmd.arg(ids);
+        }
+        None => {}
+    }
+    cmd.query_async(conn).await
+}
+
+/// A dead-letter stream entry as a dead letter (`None`: not one).
 fn dead_letter(entry: &StreamId) -> Option<DeadLetter> {
     let fields: HashMap<String, String> = entry
         .map
         .iter()
         .filter_map(|(k, v)| redis::from_redis_value_ref(v).ok().map(|v| (k.clone(), v)))
         .collect();
-    let id = fields.get("id")?;
-    let event = RoomEvent::from_fields(id, &fields).ok()?;
-    let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Some(DeadLetter {
-        event,
-        error: fields.get("error").cloned().unwrap_or_default(),
-        attempts: number("attempts") as u32,
-        failed_at: number("failed_at"),
-    })
+    DeadLetter::from_fields(&fields)
 }

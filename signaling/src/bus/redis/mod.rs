@@ -54,6 +54,7 @@ use super::{
     RoomCommand, RoomSummary, Transport, Undelivered,
 };
 use crate::ids::{NodeId, PeerId, RoomId};
+pub use events::{dead_letters_in, replay_dead};
 pub use keys::Keys;
 use publisher::{Direct, Op};
 
