@@ -269,7 +269,6 @@ impl EventLog for MemoryLog {
         consumer: &'a str,
         max: usize,
         wait: Duration,
-        claim_idle: Option<Duration>,
     ) -> BoxFuture<'a, Result<Vec<Taken>, BusError>> {
         async move {
             let deadline = tokio::time::Instant::now() + wait;
@@ -279,19 +278,6 @@ impl EventLog for MemoryLog {
                     let mut s = self.state();
                     let g = s.groups.entry(group.to_owned()).or_default();
                     let mut out = Vec::new();
-                    if let Some(idle) = claim_idle {
-                        let now = Instant::now();
-                        for (e, who, at) in g.pending.values_mut() {
-                            if out.len() < max && now.duration_since(*at) >= idle {
-                                *who = consumer.to_owned();
-                                *at = now;
-                                out.push(Taken {
-                                    event: e.clone(),
-                                    replay: None,
-                                });
-                            }
-                        }
-                    }
                     while out.len() < max {
                         let (event, replay) = match g.replays.pop_front() {
                             Some(e) => {
@@ -321,6 +307,40 @@ impl EventLog for MemoryLog {
             }
         }
         .boxed()
+    }
+
+    /// What other consumers left pending: in one process a consumer's
+    /// own pending events are the ones it holds.
+    fn claim<'a>(
+        &'a self,
+        group: &'a str,
+        consumer: &'a str,
+        max: usize,
+        idle: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Taken>, BusError>> {
+        let mut s = self.state();
+        let now = Instant::now();
+        let mut out: Vec<Taken> = Vec::new();
+        if let Some(g) = s.groups.get_mut(group) {
+            let mut claimed: Vec<&mut (Arc<RoomEvent>, String, Instant)> = g
+                .pending
+                .values_mut()
+                .filter(|(_, who, at)| who != consumer && now.duration_since(*at) >= idle)
+                .collect();
+            // In the order they were recorded (ids of one run number them).
+            claimed.sort_by_key(|(e, _, _)| {
+                e.id.rsplit('-').next().and_then(|n| n.parse::<u64>().ok())
+            });
+            for (e, who, at) in claimed.into_iter().take(max) {
+                *who = consumer.to_owned();
+                *at = now;
+                out.push(Taken {
+                    event: e.clone(),
+                    replay: None,
+                });
+            }
+        }
+        futures_util::future::ready(Ok(out)).boxed()
     }
 
     fn settle<'a>(

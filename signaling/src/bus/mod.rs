@@ -488,7 +488,7 @@ pub struct DeadLetter {
 /// endpoint). Within a group one node at a time delivers ([`EventLog::lead`]),
 /// and each event stays pending until it is settled: delivered, or
 /// dead-lettered. Pending events of a node that stopped are taken over
-/// ([`EventLog::take`]'s `claim_idle`).
+/// ([`EventLog::claim`]).
 pub trait EventLog: Send + Sync + 'static {
     /// Starts keeping events for `group`, from now on (idempotent).
     fn open_group<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(), BusError>>;
@@ -508,16 +508,26 @@ pub trait EventLog: Send + Sync + 'static {
     fn resign<'a>(&'a self, group: &'a str, holder: &'a str) -> BoxFuture<'a, ()>;
 
     /// Up to `max` events for `consumer`, in the order they were recorded:
-    /// with `claim_idle`, first those pending that long with any consumer
-    /// (taken over); then replayed dead letters; then new events, waiting
-    /// up to `wait` for one.
+    /// replayed dead letters first, then new events, waiting up to `wait`
+    /// for one.
     fn take<'a>(
         &'a self,
         group: &'a str,
         consumer: &'a str,
         max: usize,
         wait: Duration,
-        claim_idle: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<Taken>, BusError>>;
+
+    /// Takes over, for `consumer`, up to `max` events pending at least
+    /// `idle` with a consumer that may be gone, oldest first. Successive
+    /// calls go on through what is pending, so a new holder of the lease
+    /// can claim all of it by calling until nothing new comes back.
+    fn claim<'a>(
+        &'a self,
+        group: &'a str,
+        consumer: &'a str,
+        max: usize,
+        idle: Duration,
     ) -> BoxFuture<'a, Result<Vec<Taken>, BusError>>;
 
     /// Done with a taken event: delivered (`dead` is `None`) or dead-lettered.

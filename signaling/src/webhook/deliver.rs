@@ -64,10 +64,11 @@ impl Held {
         self.ids.len()
     }
 
-    fn add(&mut self, t: Taken, metrics: &WebhookMetrics, endpoint: &str) {
+    /// Holds `t`, unless it is held already; says whether it was new.
+    fn add(&mut self, t: Taken, metrics: &WebhookMetrics, endpoint: &str) -> bool {
         let key = key(&t);
         if !self.ids.insert(key) {
-            return;
+            return false;
         }
         let e = &t.event;
         if t.replay.is_none() && e.seq > 0 {
@@ -97,6 +98,7 @@ impl Held {
         if queue.len() == 1 && !self.sending.contains(&room) {
             self.ready.push_back(room);
         }
+        true
     }
 
     /// The next event to send, if a room is ready.
@@ -138,7 +140,8 @@ fn key(t: &Taken) -> String {
     }
 }
 
-type Reading = BoxFuture<'static, Result<Vec<Taken>, BusError>>;
+/// A read: whether it claimed, and what it got.
+type Reading = BoxFuture<'static, (bool, Result<Vec<Taken>, BusError>)>;
 
 impl Deliverer {
     pub async fn run(self, stop: CancellationToken) {
@@ -218,7 +221,11 @@ impl Deliverer {
                 let (log, group, node) = (me.log.clone(), group.clone(), me.node.clone());
                 let max = TAKE_BATCH.min(READ_AHEAD - held.len());
                 reading.push(Box::pin(async move {
-                    log.take(&group, &node, max, TAKE_WAIT, claim).await
+                    let taken = match claim {
+                        Some(idle) => log.claim(&group, &node, max, idle).await,
+                        None => log.take(&group, &node, max, TAKE_WAIT).await,
+                    };
+                    (claim.is_some(), taken)
                 }));
             }
             while sending.len() < me.policy.concurrency {
@@ -231,16 +238,17 @@ impl Deliverer {
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                Some(r) = reading.next(), if !reading.is_empty() => match r {
+                Some((claimed, r)) = reading.next(), if !reading.is_empty() => match r {
                     // Taken as the lease was lost: left pending for the
                     // node that holds it now to claim.
                     Ok(_) if !leader => {}
                     Ok(list) => {
-                        // A takeover claims until nothing pending is left.
-                        takeover &= list.len() == TAKE_BATCH;
+                        let mut fresh = 0;
                         for t in list {
-                            held.add(t, &me.metrics, &group);
+                            fresh += usize::from(held.add(t, &me.metrics, &group));
                         }
+                        // A takeover claims until a claim brings nothing new.
+                        takeover &= !claimed || fresh > 0;
                     }
                     Err(e) => {
                         debug!(endpoint = %group, "reading events failed: {e}");

@@ -55,6 +55,8 @@ pub struct RedisLog {
     /// Where a new group starts: the stream as of this process's start
     /// (events of changes made before it are not this node's to deliver).
     since_ms: u64,
+    /// Where each group's claims go on in each stream.
+    cursors: std::sync::Mutex<HashMap<String, String>>,
 }
 
 fn failed(e: redis::RedisError) -> BusError {
@@ -67,6 +69,7 @@ impl RedisLog {
             shared,
             reader: tokio::sync::Mutex::new(None),
             since_ms: crate::ids::cluster_ms(),
+            cursors: std::sync::Mutex::default(),
         }
     }
 
@@ -110,6 +113,27 @@ impl RedisLog {
             }
         }
         Ok(())
+    }
+
+    /// Redis lost the group (it came back empty, or someone removed it):
+    /// made again, from the start of the stream, since everything it holds
+    /// now is new.
+    async fn regroup_if_lost(
+        &self,
+        group: &str,
+        result: Result<Vec<Taken>, BusError>,
+    ) -> Result<Vec<Taken>, BusError> {
+        match result {
+            Err(BusError::Unavailable(e)) if e.contains("NOGROUP") => {
+                warn!(
+                    group,
+                    "webhook consumer group missing: made again from the stream's start"
+                );
+                self.create(group, "0").await?;
+                Ok(Vec::new())
+            }
+            other => other,
+        }
     }
 
     async fn reader(&self) -> Result<MultiplexedConnection, BusError> {
@@ -168,7 +192,10 @@ impl RedisLog {
         out
     }
 
-    async fn claim(
+    /// [`EventLog::claim`], but for a missing group. Each stream's scan
+    /// goes on from where the last one stopped (`XAUTOCLAIM`'s cursor),
+    /// back to the start once it reached the end.
+    async fn claim_pending(
         &self,
         group: &str,
         consumer: &str,
@@ -178,6 +205,13 @@ impl RedisLog {
         let keys = &self.shared.keys;
         let mut out = Vec::new();
         for stream in [keys.stream(), keys.webhook_replay(group)] {
+            let cursor_key = format!("{group} {stream}");
+            let from = self
+                .cursors
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&cursor_key).cloned())
+                .unwrap_or_else(|| "0-0".to_owned());
             let reply: StreamAutoClaimReply = self
                 .query(
                     redis::cmd("XAUTOCLAIM")
@@ -185,11 +219,14 @@ impl RedisLog {
                         .arg(Self::group_name(group))
                         .arg(consumer)
                         .arg(idle.as_millis() as u64)
-                        .arg("0-0")
+                        .arg(&from)
                         .arg("COUNT")
                         .arg(max),
                 )
                 .await?;
+            if let Ok(mut c) = self.cursors.lock() {
+                c.insert(cursor_key, reply.next_stream_id.clone());
+            }
             if !reply.deleted_ids.is_empty() {
                 error!(
                     group,
@@ -206,6 +243,7 @@ impl RedisLog {
         }
         Ok(out)
     }
+
     /// [`EventLog::take`], but for a missing group.
     async fn read(
         &self,
@@ -213,14 +251,7 @@ impl RedisLog {
         consumer: &str,
         max: usize,
         wait: Duration,
-        claim_idle: Option<Duration>,
     ) -> Result<Vec<Taken>, BusError> {
-        if let Some(idle) = claim_idle {
-            let claimed = self.claim(group, consumer, max, idle).await?;
-            if !claimed.is_empty() {
-                return Ok(claimed);
-            }
-        }
         let keys = &self.shared.keys;
         let (stream, replays) = (keys.stream(), keys.webhook_replay(group));
         let mut conn = self.reader().await?;
@@ -314,22 +345,24 @@ impl EventLog for RedisLog {
         consumer: &'a str,
         max: usize,
         wait: Duration,
-        claim_idle: Option<Duration>,
     ) -> BoxFuture<'a, Result<Vec<Taken>, BusError>> {
         async move {
-            match self.read(group, consumer, max, wait, claim_idle).await {
-                Err(BusError::Unavailable(e)) if e.contains("NOGROUP") => {
-                    // Redis lost the group (it came back empty, or someone
-                    // removed it): everything the stream holds now is new.
-                    warn!(
-                        group,
-                        "webhook consumer group missing: made again from the stream's start"
-                    );
-                    self.create(group, "0").await?;
-                    Ok(Vec::new())
-                }
-                other => other,
-            }
+            let read = self.read(group, consumer, max, wait).await;
+            self.regroup_if_lost(group, read).await
+        }
+        .boxed()
+    }
+
+    fn claim<'a>(
+        &'a self,
+        group: &'a str,
+        consumer: &'a str,
+        max: usize,
+        idle: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Taken>, BusError>> {
+        async move {
+            let claimed = self.claim_pending(group, consumer, max, idle).await;
+            self.regroup_if_lost(group, claimed).await
         }
         .boxed()
     }
