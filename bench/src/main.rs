@@ -34,6 +34,26 @@
 //!   at a time; joins per second (from the first `join` sent to the last
 //!   `joined`), `join`→`joined` latency in ms, the connect (TCP + WebSocket
 //!   handshake) time apart, failures.
+//! - `webhook-throughput`: the bench runs a webhook receiver (HTTP/1.1,
+//!   keep-alive, 204 to every POST) on `--hook-listen`, where the server's
+//!   `--webhook-url` points; `--clients` (32) connections each join a fresh
+//!   room and leave it, as fast as they can for `--duration` seconds (or at
+//!   `--rate` joins per second in all), each round giving four events. Events
+//!   generated and received per second, then how long the receiver takes to
+//!   catch up once the load stops (`drain_s`) and the rate it is served at
+//!   meanwhile; missing and duplicate events; with `--pid`, server CPU per
+//!   event. Before the load, one join and leave, and a wait until the
+//!   receiver has heard them (`warm_up_s`). Give the server a
+//!   `--webhook-backlog` above what the run generates, or the oldest events
+//!   are dead-lettered unsent.
+//! - `webhook-join-latency`: the same churn at a moderate fixed `--rate`
+//!   (200 joins per second over `--clients` (20) connections) for
+//!   `--duration`; `join`→`joined` p50/p99/max in µs. Run it against a server
+//!   with webhooks and one without: delivery is off the join path, so the two
+//!   should not differ. `webhooks` says whether the server has an endpoint
+//!   (its `/metrics` has `signaling_webhook_delivered_total`); with
+//!   `--hook-listen` the receiver runs, the line has what it heard
+//!   (`hook_events`), and a server with webhooks is warmed up first as above.
 //!
 //! With `--pid`, every scenario reports the server's CPU time over the
 //! measured phase and its RSS, from /proc. `idle-connections` and
@@ -62,8 +82,10 @@ mod names;
 mod proc_stats;
 mod relay;
 mod report;
+mod webhooks;
 
 use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -73,6 +95,8 @@ enum Scenario {
     IdleConnections,
     Fanout,
     JoinStorm,
+    WebhookThroughput,
+    WebhookJoinLatency,
 }
 
 #[derive(Parser, Debug)]
@@ -90,13 +114,15 @@ struct Args {
     /// Pairs of peers, each in a room of its own (relay).
     #[arg(long, default_value_t = 100)]
     pairs: usize,
-    /// Total messages per second (relay-latency).
-    #[arg(long, default_value_t = 2000)]
-    rate: u32,
+    /// Total messages per second (relay-latency, default 2000), or joins
+    /// per second (webhook-join-latency, default 200; webhook-throughput,
+    /// default as fast as the clients go).
+    #[arg(long)]
+    rate: Option<u32>,
     /// Messages in flight per pair (relay-throughput).
     #[arg(long, default_value_t = 32)]
     window: usize,
-    /// How long to measure, in seconds (relay).
+    /// How long to measure, in seconds (relay, webhook-*).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Payload (`sdp`) size in bytes (relay).
@@ -126,12 +152,17 @@ struct Args {
     /// extra peer two messages of its rate limit (fanout).
     #[arg(long, default_value_t = 50)]
     interval_ms: u64,
-    /// Clients that join (join-storm).
-    #[arg(long, default_value_t = 5000)]
-    clients: usize,
+    /// Clients that join (join-storm, default 5000), or that churn rooms
+    /// (webhook-throughput, default 32; webhook-join-latency, default 20).
+    #[arg(long)]
+    clients: Option<usize>,
     /// Rooms the clients share out (join-storm).
     #[arg(long, default_value_t = 500)]
     rooms: usize,
+    /// Loopback address the bench's webhook receiver listens on; the
+    /// server's `--webhook-url` must point there (webhook-*).
+    #[arg(long)]
+    hook_listen: Option<SocketAddr>,
     /// Server pids (comma-separated) whose CPU time and RSS to report.
     #[arg(long, value_delimiter = ',')]
     pid: Vec<u32>,
@@ -165,6 +196,15 @@ fn relay_setup(a: &Args) -> relay::Setup {
     }
 }
 
+fn churn(a: &Args, clients: usize, rate: Option<u32>) -> webhooks::Churn {
+    webhooks::Churn {
+        url: a.url.clone(),
+        clients: a.clients.unwrap_or(clients).max(1),
+        duration: Duration::from_secs_f64(a.duration.max(0.1)),
+        rate: a.rate.or(rate).map(|r| f64::from(r.max(1))),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
@@ -174,8 +214,16 @@ async fn main() {
             std::process::exit(2);
         }
     }
+    if let Some(hook) = a.hook_listen
+        && !hook.ip().is_loopback()
+    {
+        eprintln!("--hook-listen {hook}: only loopback addresses are allowed");
+        std::process::exit(2);
+    }
     let result = match a.scenario {
-        Scenario::RelayLatency => relay::relay_latency(&relay_setup(&a), a.rate.max(1)).await,
+        Scenario::RelayLatency => {
+            relay::relay_latency(&relay_setup(&a), a.rate.unwrap_or(2000).max(1)).await
+        }
         Scenario::RelayThroughput => {
             relay::relay_throughput(&relay_setup(&a), a.window.max(1)).await
         }
@@ -209,9 +257,31 @@ async fn main() {
         Scenario::JoinStorm => {
             join_storm::join_storm(&join_storm::Storm {
                 url: a.url.clone(),
-                clients: a.clients.max(1),
+                clients: a.clients.unwrap_or(5000).max(1),
                 rooms: a.rooms.max(1),
                 concurrency: a.concurrency.max(1),
+                pids: a.pid.clone(),
+            })
+            .await
+        }
+        Scenario::WebhookThroughput => {
+            let Some(hook) = a.hook_listen else {
+                eprintln!(
+                    "webhook-throughput needs --hook-listen (and the server's --webhook-url)"
+                );
+                std::process::exit(2);
+            };
+            webhooks::webhook_throughput(&webhooks::Throughput {
+                churn: churn(&a, 32, None),
+                hook,
+                pids: a.pid.clone(),
+            })
+            .await
+        }
+        Scenario::WebhookJoinLatency => {
+            webhooks::webhook_join_latency(&webhooks::JoinLatency {
+                churn: churn(&a, 20, Some(200)),
+                hook: a.hook_listen,
                 pids: a.pid.clone(),
             })
             .await
