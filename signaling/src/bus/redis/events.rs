@@ -161,11 +161,7 @@ impl RedisLog {
         let replays = stream != self.shared.keys.stream();
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
-            let fields: HashMap<String, String> = entry
-                .map
-                .iter()
-                .filter_map(|(k, v)| redis::from_redis_value_ref(v).ok().map(|v| (k.clone(), v)))
-                .collect();
+            let fields = strings(&entry);
             let id = if replays {
                 fields.get("id").cloned().unwrap_or_default()
             } else {
@@ -566,10 +562,14 @@ pub async fn replay_dead(
 
 /// A dead-letter stream entry as a dead letter (`None`: not one).
 fn dead_letter(entry: &StreamId) -> Option<DeadLetter> {
-    let fields: HashMap<String, String> = entry
+    DeadLetter::from_fields(&strings(entry))
+}
+
+/// A stream entry's fields as text (the scripts write nothing else).
+fn strings(entry: &StreamId) -> HashMap<String, String> {
+    entry
         .map
         .iter()
         .filter_map(|(k, v)| redis::from_redis_value_ref(v).ok().map(|v| (k.clone(), v)))
-        .collect();
-    DeadLetter::from_fields(&fields)
+        .collect()
 }
