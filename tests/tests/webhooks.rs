@@ -479,3 +479,76 @@ async fn retries(d: &Deployment) -> u64 {
     }
     n
 }
+
+/// The receiver docs/events.md gives (its Python block, run as written but
+/// on a free loopback port) accepts every event the server sends, at the
+/// first try, in order.
+#[tokio::test]
+async fn the_receiver_in_the_docs_accepts_our_events() {
+    let doc = std::fs::read_to_string(signaling_e2e::workspace_root().join("docs/events.md"))
+        .expect("docs/events.md");
+    let start = doc.find("```python\n").expect("a python block") + "```python\n".len();
+    let code = &doc[start..start + doc[start..].find("```").expect("its end")];
+    let port = signaling_e2e::redis::free_port();
+    let code = code.replace(
+        r#"HTTPServer(("0.0.0.0", 9000), Hook)"#,
+        &format!(r#"HTTPServer(("127.0.0.1", {port}), Hook)"#),
+    );
+    assert!(
+        code.contains(&port.to_string()),
+        "the block's listen line changed"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let python = std::env::var("SIGNALING_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut receiver = std::process::Command::new(python)
+        .args(["-u", "-c", &code])
+        .env("WEBHOOK_SECRET", SECRET)
+        .stdout(std::fs::File::create(&out).expect("out"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let listening = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < listening, "the receiver never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = Deployment::one(hooked(format!("http://127.0.0.1:{port}/"))).await;
+    let r = room("doc");
+    d.member(0, &r, "a").await.close().await;
+    let deadline = Instant::now() + WAIT;
+    let lines = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains(&r))
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= 4 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = receiver.kill();
+    let kinds: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0], f[3])
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("room-opened", "1"),
+            ("peer-joined", "2"),
+            ("peer-left", "3"),
+            ("room-closed", "4")
+        ]
+    );
+    assert_eq!(
+        retries(&d).await,
+        0,
+        "every event accepted at its first try"
+    );
+}
