@@ -530,6 +530,7 @@ async fn the_receiver_in_the_docs_accepts_our_events() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let _ = receiver.kill();
+    let _ = receiver.wait();
     let kinds: Vec<(&str, &str)> = lines
         .iter()
         .map(|l| {
