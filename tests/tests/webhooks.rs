@@ -90,6 +90,7 @@ fn assert_well_formed(events: &[Value], room: &str) {
     }
 }
 
+/// §14.3: a call's events reach the backend, each once, numbered in order.
 #[tokio::test]
 async fn a_scripted_call_on_one_instance_gives_exactly_its_events_in_order() {
     let rx = Receiver::start(Behaviour::Accept).await;
@@ -105,6 +106,7 @@ async fn a_scripted_call_on_one_instance_gives_exactly_its_events_in_order() {
     assert_eq!(rx.accepted().len(), rx.distinct().len());
 }
 
+/// §14.3: the same across instances, with the move and a killed node.
 #[tokio::test]
 async fn a_scripted_call_across_two_instances_through_redis_gives_its_events_once_in_order() {
     let rx = Receiver::start(Behaviour::Accept).await;
