@@ -511,7 +511,10 @@ async fn the_receiver_in_the_docs_accepts_our_events() {
         .spawn()
         .expect("python3 runs");
     let listening = Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < listening, "the receiver never listened");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
