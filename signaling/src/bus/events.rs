@@ -156,7 +156,7 @@ impl MemoryLog {
             room: room.as_str().to_owned(),
             room_sid: sid,
             seq,
-            ts: now_ms(),
+            ts: crate::ids::cluster_ms(),
             node: node.as_str().to_owned(),
             peer_id: None,
             peer: None,
@@ -205,7 +205,7 @@ fn dead(event: &RoomEvent, error: &str, attempts: u32) -> DeadLetter {
         event: event.clone(),
         error: error.to_owned(),
         attempts,
-        failed_at: now_ms(),
+        failed_at: crate::ids::cluster_ms(),
     }
 }
 
@@ -218,12 +218,6 @@ fn bury(g: &mut Group, letter: DeadLetter) {
         g.dead.pop_front();
     }
     g.dead.push_back(letter);
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl EventLog for MemoryLog {
